@@ -1,0 +1,37 @@
+//! Settings of the media core.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+/// How the media core binds and what it advertises.
+#[derive(Debug, Clone)]
+pub struct MediaConfig {
+    /// The one UDP socket every WebRTC peer uses (ICE, DTLS, SRTP all multiplexed on it).
+    pub udp_bind: SocketAddr,
+    /// Addresses written as host candidates in answers. Empty: the bound address if it is
+    /// specific, else the machine's default-route address and 127.0.0.1.
+    pub public_ips: Vec<IpAddr>,
+    /// A session that has not connected (ICE + DTLS) by then is dropped.
+    pub connect_timeout: Duration,
+    /// ICE consent: a connected peer silent this long is disconnected, then failed and removed.
+    pub ice_disconnected_timeout: Duration,
+    pub ice_failed_timeout: Duration,
+    /// Upper bound of sessions (publishers + viewers); beyond it requests get 503.
+    pub max_sessions: usize,
+    /// Shortest time between two PLIs sent to one publisher while a keyframe is pending.
+    pub pli_min_interval: Duration,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        Self {
+            udp_bind: SocketAddr::from(([0, 0, 0, 0], 8189)),
+            public_ips: Vec::new(),
+            connect_timeout: Duration::from_secs(15),
+            ice_disconnected_timeout: Duration::from_secs(3),
+            ice_failed_timeout: Duration::from_secs(6),
+            max_sessions: 5000,
+            pli_min_interval: Duration::from_millis(300),
+        }
+    }
+}

@@ -1,0 +1,28 @@
+//! Glint's media core: the SFU that takes WebRTC publishers in and fans their RTP out to viewers.
+//!
+//! Layout (each file owns one thing):
+//! - [`sfu`]: the sans-I/O forwarding core. No sockets, no HTTP, no clock: datagrams, commands and
+//!   the time go in, datagrams to send and stream events come out. Tested with a virtual clock.
+//!   - `sfu/stream.rs`: a stream (one publisher, its tracks, its viewers).
+//!   - `sfu/keyframe.rs`: how viewers' keyframe requests are coalesced into few PLIs.
+//!   - `sfu/peer.rs`: building the webrtc-rs `rtc` peer connections for publishers and viewers.
+//!   - `sfu/demux.rs`: which peer connection a datagram on the shared UDP port belongs to.
+//! - [`stun`]: the few bytes of STUN the demultiplexer reads (the USERNAME of a binding request).
+//! - [`codec`]: codecs we forward and how to spot a keyframe in their RTP payloads.
+//! - [`runtime`]: the one task that owns the UDP socket and drives the core; [`MediaHandle`] is
+//!   how signaling talks to it.
+//! - [`metrics`]: counters read by `/metrics` without going through the media task.
+
+pub mod codec;
+pub mod config;
+pub mod error;
+pub mod metrics;
+pub mod runtime;
+pub mod sfu;
+pub mod stun;
+
+pub use config::MediaConfig;
+pub use error::MediaError;
+pub use metrics::Metrics;
+pub use runtime::{spawn, MediaHandle, MediaTask};
+pub use sfu::{Role, SessionAnswer, SessionId, StreamEvent, StreamSummary};

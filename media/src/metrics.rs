@@ -1,0 +1,50 @@
+//! Counters of the media core, shared with the HTTP side through an `Arc` (atomics, no lock).
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// Live gauges and monotonically increasing counters.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub publishers: AtomicU64,
+    pub viewers: AtomicU64,
+    pub sessions_created: AtomicU64,
+    pub sessions_rejected: AtomicU64,
+    pub packets_received: AtomicU64,
+    pub bytes_received: AtomicU64,
+    pub packets_forwarded: AtomicU64,
+    pub bytes_forwarded: AtomicU64,
+    pub plis_sent: AtomicU64,
+    pub keyframe_requests: AtomicU64,
+    pub datagrams_unroutable: AtomicU64,
+}
+
+impl Metrics {
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Relaxed);
+    }
+
+    pub fn sub(counter: &AtomicU64, n: u64) {
+        counter.fetch_sub(n, Relaxed);
+    }
+
+    /// Prometheus text exposition of every counter, prefixed `glint_`.
+    pub fn render_prometheus(&self, out: &mut String) {
+        let rows: [(&str, &str, &str, &AtomicU64); 11] = [
+            ("publishers", "gauge", "Live WHIP publishers", &self.publishers),
+            ("viewers", "gauge", "Connected or connecting WHEP viewers", &self.viewers),
+            ("sessions_created_total", "counter", "WHIP/WHEP sessions created", &self.sessions_created),
+            ("sessions_rejected_total", "counter", "WHIP/WHEP offers refused", &self.sessions_rejected),
+            ("rtp_packets_received_total", "counter", "RTP packets received from publishers", &self.packets_received),
+            ("rtp_bytes_received_total", "counter", "RTP payload bytes received from publishers", &self.bytes_received),
+            ("rtp_packets_forwarded_total", "counter", "RTP packets forwarded to viewers", &self.packets_forwarded),
+            ("rtp_bytes_forwarded_total", "counter", "RTP payload bytes forwarded to viewers", &self.bytes_forwarded),
+            ("plis_sent_total", "counter", "PLIs sent to publishers", &self.plis_sent),
+            ("keyframe_requests_total", "counter", "Keyframe requests from viewers and joins, before coalescing", &self.keyframe_requests),
+            ("datagrams_unroutable_total", "counter", "UDP datagrams that matched no session", &self.datagrams_unroutable),
+        ];
+        for (name, kind, help, value) in rows {
+            let _ = writeln!(out, "# HELP glint_{name} {help}\n# TYPE glint_{name} {kind}\nglint_{name} {}", value.load(Relaxed));
+        }
+    }
+}

@@ -1,0 +1,243 @@
+//! The media task: one tokio task that owns the shared UDP socket and the [`Sfu`], and the
+//! [`MediaHandle`] through which signaling reaches it.
+//!
+//! Requests travel over a bounded channel and carry their reply channel (an actor, as in
+//! mediamtx); the task never holds a lock and the SFU never awaits. Received datagrams are read
+//! into one growing `BytesMut` and split off without copying.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use tokio::net::UdpSocket;
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use crate::config::MediaConfig;
+use crate::error::{MediaError, Result};
+use crate::metrics::Metrics;
+use crate::sfu::{Role, SessionAnswer, SessionId, Sfu, StreamEvent, StreamSummary, Transmit};
+
+/// Requests queued for the media task before senders wait.
+const COMMAND_QUEUE: usize = 256;
+/// Stream events kept for slow subscribers.
+const EVENT_QUEUE: usize = 1024;
+/// Receive buffer headroom: larger than any datagram on a 1500-byte-MTU path.
+const DATAGRAM_MAX_BYTES: usize = 2048;
+/// Datagrams read in one go before outputs are flushed.
+const RECV_BATCH: usize = 64;
+/// When no timer is pending, wake up this often anyway.
+const IDLE_WAKE: Duration = Duration::from_secs(1);
+
+enum Command {
+    Publish { stream: String, offer: String, reply: oneshot::Sender<Result<SessionAnswer>> },
+    View { stream: String, offer: String, reply: oneshot::Sender<Result<SessionAnswer>> },
+    Trickle { id: SessionId, role: Role, stream: String, candidates: Vec<String>, reply: oneshot::Sender<Result<()>> },
+    Close { id: SessionId, role: Role, stream: String, reply: oneshot::Sender<Result<()>> },
+    Streams { reply: oneshot::Sender<Vec<StreamSummary>> },
+    Shutdown { reply: oneshot::Sender<()> },
+}
+
+/// Cheap to clone; every method is a request to the media task.
+#[derive(Clone)]
+pub struct MediaHandle {
+    tx: mpsc::Sender<Command>,
+    metrics: Arc<Metrics>,
+    events: broadcast::Sender<StreamEvent>,
+    local_addr: SocketAddr,
+}
+
+/// The running media task.
+pub struct MediaTask {
+    pub join: JoinHandle<()>,
+}
+
+/// Bind the UDP socket and start the media task.
+pub async fn spawn(config: MediaConfig) -> std::io::Result<(MediaHandle, MediaTask)> {
+    let socket = UdpSocket::bind(config.udp_bind).await?;
+    let local_addr = socket.local_addr()?;
+    let candidates = host_candidates(&config, local_addr);
+    info!(udp = %local_addr, candidates = ?candidates, "media core listening");
+    let metrics = Arc::new(Metrics::default());
+    let sfu = Sfu::new(&config, local_addr, candidates, metrics.clone());
+    let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
+    let (events, _) = broadcast::channel(EVENT_QUEUE);
+    let join = tokio::spawn(run(socket, sfu, rx, events.clone()));
+    Ok((MediaHandle { tx, metrics, events, local_addr }, MediaTask { join }))
+}
+
+/// Host candidates for answers: configured addresses, else the bound one, else every local
+/// interface address (loopback last, so LAN clients try a routable address first).
+fn host_candidates(config: &MediaConfig, bound: SocketAddr) -> Vec<SocketAddr> {
+    let port = bound.port();
+    if !config.public_ips.is_empty() {
+        return config.public_ips.iter().map(|ip| SocketAddr::new(*ip, port)).collect();
+    }
+    if !bound.ip().is_unspecified() {
+        return vec![bound];
+    }
+    let mut ips: Vec<IpAddr> = if_addrs::get_if_addrs()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|i| i.ip())
+        .filter(|ip| ip.is_ipv4() && !ip.is_loopback())
+        .collect();
+    ips.push(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    ips.into_iter().map(|ip| SocketAddr::new(ip, port)).collect()
+}
+
+impl MediaHandle {
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(make(reply)).await.map_err(|_| MediaError::ShuttingDown)?;
+        rx.await.map_err(|_| MediaError::ShuttingDown)
+    }
+
+    /// WHIP: answer a publisher's offer. The stream key must already be checked.
+    pub async fn publish(&self, stream: &str, offer: String) -> Result<SessionAnswer> {
+        self.ask(|reply| Command::Publish { stream: stream.to_owned(), offer, reply }).await?
+    }
+
+    /// WHEP: answer a viewer's offer.
+    pub async fn view(&self, stream: &str, offer: String) -> Result<SessionAnswer> {
+        self.ask(|reply| Command::View { stream: stream.to_owned(), offer, reply }).await?
+    }
+
+    /// Trickle ICE candidates for a session, which must have this role and stream.
+    pub async fn trickle(&self, id: SessionId, role: Role, stream: &str, candidates: Vec<String>) -> Result<()> {
+        self.ask(|reply| Command::Trickle { id, role, stream: stream.to_owned(), candidates, reply }).await?
+    }
+
+    /// End a session, which must have this role and stream.
+    pub async fn close(&self, id: SessionId, role: Role, stream: &str) -> Result<()> {
+        self.ask(|reply| Command::Close { id, role, stream: stream.to_owned(), reply }).await?
+    }
+
+    /// Streams that have a publisher, with viewer counts.
+    pub async fn streams(&self) -> Result<Vec<StreamSummary>> {
+        self.ask(|reply| Command::Streams { reply }).await
+    }
+
+    /// Close every session, tell peers, and stop the task.
+    pub async fn shutdown(&self) {
+        let _ = self.ask(|reply| Command::Shutdown { reply }).await;
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Go-live / offline events.
+    pub fn subscribe(&self) -> broadcast::Receiver<StreamEvent> {
+        self.events.subscribe()
+    }
+
+    /// The bound UDP address.
+    pub fn udp_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+}
+
+async fn run(socket: UdpSocket, mut sfu: Sfu, mut rx: mpsc::Receiver<Command>, events: broadcast::Sender<StreamEvent>) {
+    let mut buf = BytesMut::with_capacity(64 * DATAGRAM_MAX_BYTES);
+    let mut shutdown_reply = None;
+    loop {
+        flush(&socket, &mut sfu).await;
+        while let Some(ev) = sfu.poll_event() {
+            let _ = events.send(ev);
+        }
+        if shutdown_reply.is_some() {
+            break;
+        }
+        let now = Instant::now();
+        if sfu.poll_timeout().is_some_and(|t| t <= now) {
+            sfu.handle_timeout(now);
+            continue;
+        }
+        let wake = sfu.poll_timeout().unwrap_or(now + IDLE_WAKE);
+        buf.reserve(DATAGRAM_MAX_BYTES);
+        tokio::select! {
+            cmd = rx.recv() => match cmd {
+                Some(Command::Shutdown { reply }) => {
+                    sfu.close_all(Instant::now());
+                    shutdown_reply = Some(reply);
+                }
+                Some(cmd) => handle_command(&mut sfu, cmd),
+                None => {
+                    sfu.close_all(Instant::now());
+                    flush(&socket, &mut sfu).await;
+                    break;
+                }
+            },
+            res = socket.recv_buf_from(&mut buf) => {
+                match res {
+                    Ok((n, from)) => {
+                        let now = Instant::now();
+                        sfu.handle_datagram(now, from, buf.split_to(n));
+                        for _ in 1..RECV_BATCH {
+                            buf.reserve(DATAGRAM_MAX_BYTES);
+                            match socket.try_recv_buf_from(&mut buf) {
+                                Ok((n, from)) => sfu.handle_datagram(now, from, buf.split_to(n)),
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                    // ICMP errors surface here on some systems; they concern one peer, not us.
+                    Err(e) => warn!(error = %e, "udp receive failed"),
+                }
+            }
+            _ = tokio::time::sleep_until(wake.into()) => sfu.handle_timeout(Instant::now()),
+        }
+    }
+    info!(sessions = sfu.session_count(), "media core stopped");
+    if let Some(reply) = shutdown_reply {
+        let _ = reply.send(());
+    }
+}
+
+fn handle_command(sfu: &mut Sfu, cmd: Command) {
+    let now = Instant::now();
+    match cmd {
+        Command::Publish { stream, offer, reply } => {
+            let _ = reply.send(sfu.publish(now, &stream, &offer));
+        }
+        Command::View { stream, offer, reply } => {
+            let _ = reply.send(sfu.view(now, &stream, &offer));
+        }
+        Command::Trickle { id, role, stream, candidates, reply } => {
+            let result = check_session(sfu, id, role, &stream).and_then(|_| sfu.add_remote_candidates(id, &candidates));
+            let _ = reply.send(result);
+        }
+        Command::Close { id, role, stream, reply } => {
+            let result = check_session(sfu, id, role, &stream).and_then(|_| sfu.close(now, id));
+            let _ = reply.send(result);
+        }
+        Command::Streams { reply } => {
+            let _ = reply.send(sfu.streams());
+        }
+        Command::Shutdown { .. } => unreachable!("handled by the loop"),
+    }
+}
+
+fn check_session(sfu: &Sfu, id: SessionId, role: Role, stream: &str) -> Result<()> {
+    match sfu.session(id) {
+        Some((r, s)) if r == role && s == stream => Ok(()),
+        _ => Err(MediaError::UnknownSession),
+    }
+}
+
+async fn flush(socket: &UdpSocket, sfu: &mut Sfu) {
+    while let Some(Transmit { to, data }) = sfu.poll_transmit() {
+        match socket.try_send_to(&data, to) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if let Err(e) = socket.send_to(&data, to).await {
+                    warn!(%to, error = %e, "udp send failed");
+                }
+            }
+            Err(e) => tracing::debug!(%to, error = %e, "udp send failed"),
+        }
+    }
+}

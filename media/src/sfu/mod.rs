@@ -1,0 +1,641 @@
+//! The sans-I/O SFU: publishers in, viewers out, over one UDP port.
+//!
+//! [`Sfu`] owns every peer connection and stream. It is told the time and never reads a clock,
+//! owns no socket and spawns nothing: the runtime feeds it datagrams ([`Sfu::handle_datagram`]),
+//! timeouts ([`Sfu::handle_timeout`]) and signaling requests ([`Sfu::publish`], [`Sfu::view`],
+//! [`Sfu::close`]), and drains [`Sfu::poll_transmit`], [`Sfu::poll_event`] and
+//! [`Sfu::poll_timeout`].
+//!
+//! Forwarding (the hot path, [`Sfu::forward`]): an RTP packet read from a publisher is written to
+//! each connected viewer's sender with the viewer's SSRC and payload type; webrtc-rs's interceptors
+//! keep the per-viewer packet cache that answers NACKs, generate sender reports, and send receiver
+//! reports to the publisher. Keyframe requests from viewers are coalesced in [`keyframe`].
+
+mod demux;
+pub mod keyframe;
+pub mod peer;
+mod stream;
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::fmt;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use rtc::peer_connection::event::RTCPeerConnectionEvent;
+use rtc::peer_connection::message::RTCMessage;
+use rtc::peer_connection::state::RTCPeerConnectionState;
+use rtc::peer_connection::RTCPeerConnection;
+use rtc::rtcp::goodbye::Goodbye;
+use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtp;
+use rtc::rtp_transceiver::RTCRtpReceiverId;
+use rtc::sansio::Protocol;
+use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
+use tracing::{debug, info, warn};
+
+use crate::codec::MediaKind;
+use crate::config::MediaConfig;
+use crate::error::{MediaError, Result};
+use crate::metrics::Metrics;
+use demux::Demux;
+use peer::{IceCredentials, PeerSettings, PublishedTrack, ViewerTrack};
+use stream::Stream;
+
+/// Opaque, unguessable id of a WHIP or WHEP session; its hex form is in the resource URL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionId(pub u128);
+
+impl SessionId {
+    fn random() -> Self {
+        Self(rand::random())
+    }
+}
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:032x}", self.0)
+    }
+}
+
+impl FromStr for SessionId {
+    type Err = MediaError;
+    fn from_str(s: &str) -> Result<Self> {
+        if s.len() != 32 {
+            return Err(MediaError::UnknownSession);
+        }
+        u128::from_str_radix(s, 16).map(SessionId).map_err(|_| MediaError::UnknownSession)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Publisher,
+    Viewer,
+}
+
+/// What a successful WHIP/WHEP offer gets back.
+#[derive(Debug, Clone)]
+pub struct SessionAnswer {
+    pub id: SessionId,
+    pub sdp: String,
+}
+
+/// Stream lifecycle, for the platform (go-live notifications) and logs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamEvent {
+    /// The publisher's connection came up.
+    Live { stream: String },
+    /// The publisher left or timed out; its viewers were told and dropped.
+    Offline { stream: String },
+}
+
+/// A datagram to send from the shared socket.
+#[derive(Debug)]
+pub struct Transmit {
+    pub to: SocketAddr,
+    pub data: BytesMut,
+}
+
+/// A live summary of one stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamSummary {
+    pub name: String,
+    pub live: bool,
+    pub viewers: usize,
+    pub codecs: Vec<String>,
+}
+
+struct Peer {
+    role: Role,
+    stream: String,
+    pc: RTCPeerConnection,
+    ufrag: String,
+    connected: bool,
+    connect_deadline: Instant,
+    /// The deadline this peer is filed under in `Sfu::timers`.
+    timer: Option<Instant>,
+    /// Viewers: what each kind is sent on.
+    tracks: Vec<ViewerTrack>,
+    /// Publishers: the receiver of the video track, where PLIs are written.
+    video_receiver: Option<RTCRtpReceiverId>,
+}
+
+/// The SFU core. See the module docs.
+pub struct Sfu {
+    local_addr: SocketAddr,
+    settings: PeerSettings,
+    connect_timeout: Duration,
+    pli_min_interval: Duration,
+    max_sessions: usize,
+    peers: HashMap<SessionId, Peer>,
+    streams: HashMap<String, Stream>,
+    demux: Demux,
+    timers: BTreeSet<(Instant, SessionId)>,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<StreamEvent>,
+    metrics: Arc<Metrics>,
+    /// Reused buffer of packets read from a publisher before they are forwarded.
+    inbound: Vec<rtp::Packet>,
+}
+
+impl Sfu {
+    /// `local_addr` is the bound UDP socket; `host_candidates` what answers advertise.
+    pub fn new(config: &MediaConfig, local_addr: SocketAddr, host_candidates: Vec<SocketAddr>, metrics: Arc<Metrics>) -> Self {
+        Self {
+            local_addr,
+            settings: PeerSettings {
+                host_candidates,
+                ice_disconnected_timeout: config.ice_disconnected_timeout,
+                ice_failed_timeout: config.ice_failed_timeout,
+            },
+            connect_timeout: config.connect_timeout,
+            pli_min_interval: config.pli_min_interval,
+            max_sessions: config.max_sessions,
+            peers: HashMap::new(),
+            streams: HashMap::new(),
+            demux: Demux::default(),
+            timers: BTreeSet::new(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            metrics,
+            inbound: Vec::new(),
+        }
+    }
+
+    /// WHIP: a publisher's offer for `stream`. The caller has already checked the stream key.
+    pub fn publish(&mut self, now: Instant, stream: &str, offer_sdp: &str) -> Result<SessionAnswer> {
+        let result = self.try_publish(now, stream, offer_sdp);
+        self.count_result(&result);
+        result
+    }
+
+    fn try_publish(&mut self, now: Instant, stream: &str, offer_sdp: &str) -> Result<SessionAnswer> {
+        if self.streams.get(stream).is_some_and(|s| s.publisher.is_some()) {
+            return Err(MediaError::StreamBusy(stream.to_owned()));
+        }
+        self.check_capacity()?;
+        let offer = peer::parse_offer(offer_sdp, true)?;
+        let creds = IceCredentials::random();
+        let (mut pc, sdp, tracks) = peer::build_publisher(now, &self.settings, &creds, offer)?;
+        let video_receiver = find_video_receiver(&mut pc);
+        let id = SessionId::random();
+        let entry = self.streams.entry(stream.to_owned()).or_insert_with(|| Stream::new(stream.to_owned(), self.pli_min_interval));
+        entry.publisher = Some(id);
+        entry.tracks = tracks;
+        entry.video_ssrc = None;
+        entry.live = false;
+        info!(stream, session = %id, codecs = ?codec_names(&entry.tracks), "publisher offered");
+        self.insert_peer(now, id, Role::Publisher, stream, pc, creds.ufrag, Vec::new(), video_receiver);
+        Metrics::add(&self.metrics.publishers, 1);
+        Ok(SessionAnswer { id, sdp })
+    }
+
+    /// WHEP: a viewer's offer for `stream`, which must be live (else [`MediaError::StreamNotLive`]).
+    pub fn view(&mut self, now: Instant, stream: &str, offer_sdp: &str) -> Result<SessionAnswer> {
+        let result = self.try_view(now, stream, offer_sdp);
+        self.count_result(&result);
+        result
+    }
+
+    fn try_view(&mut self, now: Instant, stream: &str, offer_sdp: &str) -> Result<SessionAnswer> {
+        let Some(s) = self.streams.get(stream).filter(|s| s.publisher.is_some()) else {
+            return Err(MediaError::StreamNotLive(stream.to_owned()));
+        };
+        self.check_capacity()?;
+        let offer = peer::parse_offer(offer_sdp, false)?;
+        let creds = IceCredentials::random();
+        let (pc, sdp, tracks) = peer::build_viewer(now, &self.settings, &creds, offer, stream, &s.tracks)?;
+        let id = SessionId::random();
+        self.streams.get_mut(stream).expect("checked above").viewers.push(id);
+        debug!(stream, session = %id, "viewer offered");
+        self.insert_peer(now, id, Role::Viewer, stream, pc, creds.ufrag, tracks, None);
+        Metrics::add(&self.metrics.viewers, 1);
+        Ok(SessionAnswer { id, sdp })
+    }
+
+    /// Trickle ICE (RFC 8840 fragment lines `a=candidate:...`). We are ICE-lite: remote
+    /// candidates are accepted for the record; connectivity comes from the client's checks.
+    pub fn add_remote_candidates(&mut self, id: SessionId, candidates: &[String]) -> Result<()> {
+        let peer = self.peers.get_mut(&id).ok_or(MediaError::UnknownSession)?;
+        for c in candidates {
+            let init = rtc::peer_connection::transport::RTCIceCandidateInit {
+                candidate: c.clone(),
+                sdp_mid: None,
+                sdp_mline_index: Some(0),
+                ..Default::default()
+            };
+            peer.pc.add_remote_candidate(init).map_err(|e| MediaError::BadCandidate(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// The role and stream of a session, so signaling can check a URL names the right one.
+    pub fn session(&self, id: SessionId) -> Option<(Role, &str)> {
+        self.peers.get(&id).map(|p| (p.role, p.stream.as_str()))
+    }
+
+    /// DELETE of a WHIP/WHEP resource, or shutdown.
+    pub fn close(&mut self, now: Instant, id: SessionId) -> Result<()> {
+        if !self.peers.contains_key(&id) {
+            return Err(MediaError::UnknownSession);
+        }
+        self.remove_peer(now, id, "closed by client");
+        Ok(())
+    }
+
+    /// Close every session (graceful shutdown).
+    pub fn close_all(&mut self, now: Instant) {
+        let ids: Vec<_> = self.peers.keys().copied().collect();
+        for id in ids {
+            if self.peers.contains_key(&id) {
+                self.remove_peer(now, id, "server shutting down");
+            }
+        }
+    }
+
+    /// A datagram arrived on the shared socket.
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: BytesMut) {
+        let Some(id) = self.demux.route(from, &data) else {
+            Metrics::add(&self.metrics.datagrams_unroutable, 1);
+            return;
+        };
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        let msg = TaggedBytesMut {
+            now,
+            transport: TransportContext {
+                local_addr: self.local_addr,
+                peer_addr: from,
+                ecn: None,
+                transport_protocol: TransportProtocol::UDP,
+            },
+            message: data,
+        };
+        if let Err(e) = peer.pc.handle_read(msg) {
+            // Malformed or replayed input from the network: drop it, keep the session.
+            debug!(session = %id, error = %e, "datagram rejected");
+        }
+        self.service(now, id);
+    }
+
+    /// Run every timer that is due.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(&(at, id)) = self.timers.first() {
+            if at > now {
+                break;
+            }
+            self.timers.pop_first();
+            let Some(peer) = self.peers.get_mut(&id) else { continue };
+            peer.timer = None;
+            if !peer.connected && now >= peer.connect_deadline {
+                self.remove_peer(now, id, "did not connect in time");
+                continue;
+            }
+            if let Err(e) = peer.pc.handle_timeout(now) {
+                debug!(session = %id, error = %e, "timeout handling failed");
+            }
+            self.service(now, id);
+        }
+        let due: Vec<String> = self
+            .streams
+            .values()
+            .filter(|s| s.keyframes.deadline().is_some_and(|d| d <= now))
+            .map(|s| s.name.clone())
+            .collect();
+        for name in due {
+            self.poll_keyframe(now, &name);
+        }
+    }
+
+    /// The next time [`Sfu::handle_timeout`] must be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let peers = self.timers.first().map(|(t, _)| *t);
+        let keyframes = self.streams.values().filter_map(|s| s.keyframes.deadline()).min();
+        match (peers, keyframes) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    pub fn poll_event(&mut self) -> Option<StreamEvent> {
+        self.events.pop_front()
+    }
+
+    /// A snapshot of every stream that has a publisher.
+    pub fn streams(&self) -> Vec<StreamSummary> {
+        let mut out: Vec<_> = self
+            .streams
+            .values()
+            .filter(|s| s.publisher.is_some())
+            .map(|s| StreamSummary {
+                name: s.name.clone(),
+                live: s.live,
+                viewers: s.viewers.iter().filter(|v| self.peers.get(v).is_some_and(|p| p.connected)).count(),
+                codecs: codec_names(&s.tracks),
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    pub fn session_count(&self) -> usize {
+        self.peers.len()
+    }
+
+    fn check_capacity(&self) -> Result<()> {
+        if self.peers.len() >= self.max_sessions {
+            return Err(MediaError::Overloaded);
+        }
+        Ok(())
+    }
+
+    fn count_result<T>(&self, result: &Result<T>) {
+        match result {
+            Ok(_) => Metrics::add(&self.metrics.sessions_created, 1),
+            Err(_) => Metrics::add(&self.metrics.sessions_rejected, 1),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn insert_peer(
+        &mut self,
+        now: Instant,
+        id: SessionId,
+        role: Role,
+        stream: &str,
+        pc: RTCPeerConnection,
+        ufrag: String,
+        tracks: Vec<ViewerTrack>,
+        video_receiver: Option<RTCRtpReceiverId>,
+    ) {
+        self.demux.insert_session(ufrag.clone(), id);
+        self.peers.insert(
+            id,
+            Peer {
+                role,
+                stream: stream.to_owned(),
+                pc,
+                ufrag,
+                connected: false,
+                connect_deadline: now + self.connect_timeout,
+                timer: None,
+                tracks,
+                video_receiver,
+            },
+        );
+        self.service(now, id);
+    }
+
+    /// Drain one connection's outputs: datagrams, state changes, RTP and RTCP; then refile its
+    /// timer. Publishers' RTP is forwarded from here.
+    fn service(&mut self, now: Instant, id: SessionId) {
+        let Some(peer) = self.peers.get_mut(&id) else { return };
+        while let Some(out) = peer.pc.poll_write() {
+            self.transmits.push_back(Transmit { to: out.transport.peer_addr, data: out.message });
+        }
+        let mut became_connected = false;
+        let mut failed = false;
+        while let Some(event) = peer.pc.poll_event() {
+            if let RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) = event {
+                match state {
+                    RTCPeerConnectionState::Connected if !peer.connected => {
+                        peer.connected = true;
+                        became_connected = true;
+                    }
+                    RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed => failed = true,
+                    _ => {}
+                }
+            }
+        }
+        let mut wants_keyframe = false;
+        while let Some(msg) = peer.pc.poll_read() {
+            match msg.message {
+                RTCMessage::RtpPacket(_, packet) if peer.role == Role::Publisher => self.inbound.push(packet),
+                RTCMessage::RtcpPacket(_, packets) if peer.role == Role::Viewer => {
+                    wants_keyframe |= packets.iter().any(|p| {
+                        p.as_any().is::<PictureLossIndication>() || p.as_any().is::<FullIntraRequest>()
+                    });
+                }
+                _ => {}
+            }
+        }
+        let role = peer.role;
+        let stream = peer.stream.clone();
+        self.refile_timer(id);
+
+        if failed {
+            self.remove_peer(now, id, "connection failed or closed");
+            return;
+        }
+        if became_connected {
+            match role {
+                Role::Publisher => {
+                    info!(stream = %stream, session = %id, "stream is live");
+                    if let Some(s) = self.streams.get_mut(&stream) {
+                        s.live = true;
+                    }
+                    self.events.push_back(StreamEvent::Live { stream: stream.clone() });
+                }
+                Role::Viewer => {
+                    debug!(stream = %stream, session = %id, "viewer connected");
+                    wants_keyframe = true;
+                }
+            }
+        }
+        if wants_keyframe {
+            self.request_keyframe(now, &stream);
+        }
+        if !self.inbound.is_empty() {
+            let mut packets = std::mem::take(&mut self.inbound);
+            self.forward(now, &stream, &mut packets);
+            packets.clear();
+            self.inbound = packets;
+        }
+    }
+
+    /// The hot path: one publisher's packets to each of its stream's connected viewers.
+    fn forward(&mut self, now: Instant, stream: &str, packets: &mut [rtp::Packet]) {
+        let Some(s) = self.streams.get_mut(stream) else { return };
+        let mut forwarded = 0u64;
+        let mut forwarded_bytes = 0u64;
+        for packet in packets.iter_mut() {
+            let Some(track) = s.tracks.iter().find(|t| t.payload_type == packet.header.payload_type) else {
+                continue; // a payload type we did not negotiate (e.g. RTX): drop
+            };
+            let kind = track.kind;
+            Metrics::add(&self.metrics.packets_received, 1);
+            Metrics::add(&self.metrics.bytes_received, packet.payload.len() as u64);
+            if kind == MediaKind::Video {
+                s.video_ssrc = Some(packet.header.ssrc);
+                if track.format.is_keyframe(&packet.payload) {
+                    s.keyframes.keyframe_arrived();
+                }
+            }
+            // Header extension ids are per connection; viewers negotiated their own. Dropping them
+            // also keeps the clone below free of allocation.
+            packet.header.extension = false;
+            packet.header.extensions.clear();
+            packet.header.extension_profile = 0;
+            for viewer_id in &s.viewers {
+                let Some(viewer) = self.peers.get_mut(viewer_id) else { continue };
+                if !viewer.connected {
+                    continue;
+                }
+                let Some(vt) = viewer.tracks.iter().find(|t| t.kind == kind) else { continue };
+                let mut out = packet.clone();
+                out.header.ssrc = vt.ssrc;
+                out.header.payload_type = vt.payload_type;
+                let Some(mut sender) = viewer.pc.rtp_sender(vt.sender) else { continue };
+                if sender.write_rtp(now, out).is_ok() {
+                    forwarded += 1;
+                    forwarded_bytes += packet.payload.len() as u64;
+                }
+                while let Some(msg) = viewer.pc.poll_write() {
+                    self.transmits.push_back(Transmit { to: msg.transport.peer_addr, data: msg.message });
+                }
+            }
+        }
+        Metrics::add(&self.metrics.packets_forwarded, forwarded);
+        Metrics::add(&self.metrics.bytes_forwarded, forwarded_bytes);
+        let viewers = s.viewers.clone();
+        for v in viewers {
+            self.refile_timer(v);
+        }
+    }
+
+    fn request_keyframe(&mut self, now: Instant, stream: &str) {
+        Metrics::add(&self.metrics.keyframe_requests, 1);
+        let Some(s) = self.streams.get_mut(stream) else { return };
+        if s.keyframes.request(now) {
+            self.send_pli(now, stream);
+        }
+    }
+
+    fn poll_keyframe(&mut self, now: Instant, stream: &str) {
+        let Some(s) = self.streams.get_mut(stream) else { return };
+        if s.keyframes.poll(now) {
+            self.send_pli(now, stream);
+        }
+    }
+
+    /// RFC 4585 §6.3.1 Picture Loss Indication to the stream's publisher.
+    fn send_pli(&mut self, now: Instant, stream: &str) {
+        let Some(s) = self.streams.get(stream) else { return };
+        let (Some(publisher), Some(media_ssrc)) = (s.publisher, s.video_ssrc) else { return };
+        let Some(peer) = self.peers.get_mut(&publisher) else { return };
+        let Some(receiver_id) = peer.video_receiver else { return };
+        if !peer.connected {
+            return;
+        }
+        let Some(mut receiver) = peer.pc.rtp_receiver(receiver_id) else { return };
+        let pli = PictureLossIndication { sender_ssrc: 0, media_ssrc };
+        if receiver.write_rtcp(now, vec![Box::new(pli)]).is_ok() {
+            Metrics::add(&self.metrics.plis_sent, 1);
+        }
+        self.service(now, publisher);
+    }
+
+    fn refile_timer(&mut self, id: SessionId) {
+        let Some(peer) = self.peers.get_mut(&id) else { return };
+        let mut next = peer.pc.poll_timeout();
+        if !peer.connected {
+            next = Some(next.map_or(peer.connect_deadline, |t| t.min(peer.connect_deadline)));
+        }
+        if next == peer.timer {
+            return;
+        }
+        if let Some(old) = peer.timer.take() {
+            self.timers.remove(&(old, id));
+        }
+        if let Some(t) = next {
+            self.timers.insert((t, id));
+            peer.timer = Some(t);
+        }
+    }
+
+    fn remove_peer(&mut self, now: Instant, id: SessionId, reason: &str) {
+        let Some(mut peer) = self.peers.remove(&id) else { return };
+        if let Some(t) = peer.timer.take() {
+            self.timers.remove(&(t, id));
+        }
+        self.demux.remove_session(&peer.ufrag, id);
+        let _ = peer.pc.close();
+        while let Some(out) = peer.pc.poll_write() {
+            self.transmits.push_back(Transmit { to: out.transport.peer_addr, data: out.message });
+        }
+        match peer.role {
+            Role::Viewer => {
+                Metrics::sub(&self.metrics.viewers, 1);
+                debug!(stream = %peer.stream, session = %id, reason, "viewer removed");
+                if let Some(s) = self.streams.get_mut(&peer.stream) {
+                    s.remove_viewer(id);
+                }
+            }
+            Role::Publisher => {
+                Metrics::sub(&self.metrics.publishers, 1);
+                info!(stream = %peer.stream, session = %id, reason, "publisher removed; stream offline");
+                let viewers = match self.streams.get_mut(&peer.stream) {
+                    Some(s) if s.publisher == Some(id) => {
+                        let was_live = s.live;
+                        s.publisher = None;
+                        s.live = false;
+                        s.tracks.clear();
+                        s.video_ssrc = None;
+                        if was_live {
+                            self.events.push_back(StreamEvent::Offline { stream: peer.stream.clone() });
+                        }
+                        std::mem::take(&mut s.viewers)
+                    }
+                    _ => Vec::new(),
+                };
+                for v in viewers {
+                    self.say_goodbye(now, v);
+                    self.remove_peer(now, v, "publisher left");
+                }
+            }
+        }
+        if self.streams.get(&peer.stream).is_some_and(|s| s.is_idle()) {
+            self.streams.remove(&peer.stream);
+        }
+    }
+
+    /// RFC 3550 §6.6 BYE on each of a viewer's SSRCs, so its tracks end at once.
+    fn say_goodbye(&mut self, now: Instant, id: SessionId) {
+        let Some(peer) = self.peers.get_mut(&id) else { return };
+        if !peer.connected {
+            return;
+        }
+        for t in &peer.tracks {
+            if let Some(mut sender) = peer.pc.rtp_sender(t.sender) {
+                let bye = Goodbye { sources: vec![t.ssrc], reason: Bytes::from_static(b"stream ended") };
+                if let Err(e) = sender.write_rtcp(now, vec![Box::new(bye)]) {
+                    warn!(session = %id, error = %e, "could not send BYE");
+                }
+            }
+        }
+        while let Some(out) = peer.pc.poll_write() {
+            self.transmits.push_back(Transmit { to: out.transport.peer_addr, data: out.message });
+        }
+    }
+}
+
+fn find_video_receiver(pc: &mut RTCPeerConnection) -> Option<RTCRtpReceiverId> {
+    let ids: Vec<_> = pc.get_receivers().collect();
+    ids.into_iter().find(|id| {
+        pc.rtp_receiver(*id)
+            .is_some_and(|r| MediaKind::from_rtc(r.track().kind()) == Some(MediaKind::Video))
+    })
+}
+
+fn codec_names(tracks: &[PublishedTrack]) -> Vec<String> {
+    tracks.iter().map(|t| t.codec.rtp_codec.mime_type.clone()).collect()
+}

@@ -1,0 +1,288 @@
+//! Building webrtc-rs `rtc` peer connections for our two roles, and reading what was negotiated.
+//!
+//! Every connection is ICE-lite (RFC 8445 §2.5) with its own ufrag, shares the server's one UDP
+//! socket as its single host candidate, and never gathers: the server's address is in the
+//! answer, so clients that send no candidates (OBS, ffmpeg) connect without trickle.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use rand::distr::{Alphanumeric, SampleString};
+use rtc::ice::mdns::MulticastDnsMode;
+use rtc::interceptor::Registry;
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
+use rtc::peer_connection::configuration::media_engine::MediaEngine;
+use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
+use rtc::peer_connection::configuration::RTCConfigurationBuilder;
+use rtc::peer_connection::sdp::RTCSessionDescription;
+use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate};
+use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
+};
+use rtc::rtp_transceiver::RTCRtpSenderId;
+use rtc::sdp::description::session::SessionDescription;
+
+use crate::codec::{self, MediaKind, PayloadFormat};
+use crate::error::{MediaError, Result};
+
+/// What every new connection is set up with.
+#[derive(Debug, Clone)]
+pub(crate) struct PeerSettings {
+    pub host_candidates: Vec<SocketAddr>,
+    pub ice_disconnected_timeout: Duration,
+    pub ice_failed_timeout: Duration,
+}
+
+/// ICE credentials of one connection; the ufrag is how the demultiplexer finds it.
+#[derive(Debug, Clone)]
+pub(crate) struct IceCredentials {
+    pub ufrag: String,
+    pub pwd: String,
+}
+
+impl IceCredentials {
+    /// RFC 8445 §5.3: ufrag ≥ 24 bits, pwd ≥ 128 bits of randomness.
+    pub fn random() -> Self {
+        let mut rng = rand::rng();
+        Self { ufrag: Alphanumeric.sample_string(&mut rng, 16), pwd: Alphanumeric.sample_string(&mut rng, 32) }
+    }
+}
+
+/// One m-line of a publisher's answer that will carry media to us.
+#[derive(Debug, Clone)]
+pub struct PublishedTrack {
+    pub kind: MediaKind,
+    pub payload_type: u8,
+    pub codec: RTCRtpCodecParameters,
+    pub format: PayloadFormat,
+}
+
+/// What a viewer's connection sends on for one kind of media.
+#[derive(Debug, Clone)]
+pub(crate) struct ViewerTrack {
+    pub kind: MediaKind,
+    pub sender: RTCRtpSenderId,
+    pub ssrc: u32,
+    pub payload_type: u8,
+}
+
+fn map_rtc(context: &'static str) -> impl Fn(rtc::shared::error::Error) -> MediaError {
+    move |e| MediaError::Internal(format!("{context}: {e}"))
+}
+
+/// Parse an offer and check it carries audio or video at all (RFC 9725 §4.2 → 400 / 406).
+pub(crate) fn parse_offer(sdp: &str, want_send: bool) -> Result<RTCSessionDescription> {
+    let desc = RTCSessionDescription::offer(sdp.to_owned())
+        .map_err(|e| MediaError::BadOffer(e.to_string()))?;
+    let parsed = desc.unmarshal().map_err(|e| MediaError::BadOffer(e.to_string()))?;
+    let mut media = 0;
+    for md in &parsed.media_descriptions {
+        let kind = md.media_name.media.as_str();
+        if kind != "audio" && kind != "video" {
+            continue;
+        }
+        media += 1;
+        let dir = direction(md.attributes.iter().map(|a| a.key.as_str()));
+        let ok = if want_send {
+            matches!(dir, "sendonly" | "sendrecv")
+        } else {
+            matches!(dir, "recvonly" | "sendrecv")
+        };
+        if !ok {
+            return Err(MediaError::NotAcceptable(format!(
+                "{kind} m-line is {dir}; a {} offer must be {}",
+                if want_send { "WHIP" } else { "WHEP" },
+                if want_send { "sendonly or sendrecv" } else { "recvonly or sendrecv" }
+            )));
+        }
+    }
+    if media == 0 {
+        return Err(MediaError::NotAcceptable("offer has no audio or video m-line".into()));
+    }
+    if !parsed.attributes.iter().any(|a| a.key == "fingerprint")
+        && !parsed.media_descriptions.iter().any(|m| m.attributes.iter().any(|a| a.key == "fingerprint"))
+    {
+        return Err(MediaError::BadOffer("offer has no a=fingerprint (DTLS is required)".into()));
+    }
+    Ok(desc)
+}
+
+fn direction<'a>(keys: impl Iterator<Item = &'a str>) -> &'static str {
+    for k in keys {
+        match k {
+            "sendonly" => return "sendonly",
+            "recvonly" => return "recvonly",
+            "inactive" => return "inactive",
+            "sendrecv" => return "sendrecv",
+            _ => {}
+        }
+    }
+    "sendrecv" // RFC 4566 §6: the default
+}
+
+fn build(now: Instant, settings: &PeerSettings, creds: &IceCredentials, mut engine: MediaEngine) -> Result<RTCPeerConnection> {
+    let registry = register_default_interceptors(Registry::new(), &mut engine).map_err(map_rtc("interceptors"))?;
+    let setting_engine = SettingEngineBuilder::new()
+        .with_ice_credentials(creds.ufrag.clone(), creds.pwd.clone())
+        .with_lite(true)
+        .with_multicast_dns_mode(MulticastDnsMode::Disabled)
+        .with_ice_timeouts(
+            Some(settings.ice_disconnected_timeout),
+            Some(settings.ice_failed_timeout),
+            Some(Duration::from_secs(1)),
+        )
+        .build();
+    let mut pc = RTCPeerConnectionBuilder::new()
+        .with_configuration(RTCConfigurationBuilder::new().build())
+        .with_setting_engine(setting_engine)
+        .with_media_engine(engine)
+        .with_interceptor_registry(registry)
+        .build(now)
+        .map_err(map_rtc("peer connection"))?;
+    for addr in &settings.host_candidates {
+        let candidate = CandidateHostConfig {
+            base_config: CandidateConfig {
+                network: "udp".to_owned(),
+                address: addr.ip().to_string(),
+                port: addr.port(),
+                component: 1,
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+        .new_candidate_host()
+        .map_err(map_rtc("host candidate"))?;
+        let init = RTCIceCandidate::from(&candidate).to_json().map_err(map_rtc("host candidate"))?;
+        pc.add_local_candidate(init).map_err(map_rtc("add host candidate"))?;
+    }
+    Ok(pc)
+}
+
+fn answer(now: Instant, pc: &mut RTCPeerConnection, offer: RTCSessionDescription) -> Result<String> {
+    pc.set_remote_description(now, offer).map_err(|e| MediaError::BadOffer(e.to_string()))?;
+    let answer = pc.create_answer(None).map_err(|e| MediaError::NotAcceptable(e.to_string()))?;
+    pc.set_local_description(now, answer).map_err(map_rtc("set local description"))?;
+    let local = pc.local_description().ok_or_else(|| MediaError::Internal("no local description".into()))?;
+    Ok(local.sdp)
+}
+
+/// A publisher's connection: answer its offer with the first codec of each kind we forward.
+pub(crate) fn build_publisher(
+    now: Instant,
+    settings: &PeerSettings,
+    creds: &IceCredentials,
+    offer: RTCSessionDescription,
+) -> Result<(RTCPeerConnection, String, Vec<PublishedTrack>)> {
+    let engine = codec::publisher_media_engine().map_err(map_rtc("media engine"))?;
+    let mut pc = build(now, settings, creds, engine)?;
+    let sdp = answer(now, &mut pc, offer)?;
+    let tracks = negotiated_tracks(&sdp, "recvonly")?;
+    if tracks.is_empty() {
+        return Err(MediaError::NotAcceptable(
+            "no offered codec is one we forward (H.264 packetization-mode=1, VP8, Opus)".into(),
+        ));
+    }
+    Ok((pc, sdp, tracks))
+}
+
+/// A viewer's connection: one sending track per published track, in the publisher's codec.
+pub(crate) fn build_viewer(
+    now: Instant,
+    settings: &PeerSettings,
+    creds: &IceCredentials,
+    offer: RTCSessionDescription,
+    stream: &str,
+    published: &[PublishedTrack],
+) -> Result<(RTCPeerConnection, String, Vec<ViewerTrack>)> {
+    let codecs: Vec<_> = published.iter().map(|t| (t.kind, t.codec.clone())).collect();
+    let engine = codec::viewer_media_engine(&codecs).map_err(map_rtc("media engine"))?;
+    let mut pc = build(now, settings, creds, engine)?;
+    let mut senders = Vec::with_capacity(published.len());
+    for t in published {
+        let ssrc = rand::random::<u32>();
+        let track = MediaStreamTrack::new(
+            format!("glint-{stream}"),
+            format!("{}-{}", t.kind.as_str(), ssrc),
+            format!("{stream} {}", t.kind.as_str()),
+            t.kind.to_rtc(),
+            vec![RTCRtpEncodingParameters {
+                rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() },
+                codec: t.codec.rtp_codec.clone(),
+                ..Default::default()
+            }],
+        );
+        let sender = pc.add_track(track).map_err(map_rtc("add track"))?;
+        senders.push((t.kind, sender, ssrc));
+    }
+    let sdp = answer(now, &mut pc, offer)?;
+    let negotiated = negotiated_tracks(&sdp, "sendonly")?;
+    let mut out = Vec::new();
+    for (kind, sender, ssrc) in senders {
+        if let Some(n) = negotiated.iter().find(|n| n.kind == kind) {
+            out.push(ViewerTrack { kind, sender, ssrc, payload_type: n.payload_type });
+        }
+    }
+    if out.is_empty() {
+        return Err(MediaError::NotAcceptable(format!(
+            "the viewer accepts none of the stream's codecs ({})",
+            published.iter().map(|t| t.codec.rtp_codec.mime_type.as_str()).collect::<Vec<_>>().join(", ")
+        )));
+    }
+    Ok((pc, sdp, out))
+}
+
+/// Read our own answer: for each active m-line in `our_direction`, its kind and chosen codec.
+pub(crate) fn negotiated_tracks(answer_sdp: &str, our_direction: &str) -> Result<Vec<PublishedTrack>> {
+    let mut cursor = std::io::Cursor::new(answer_sdp.as_bytes());
+    let parsed = SessionDescription::unmarshal(&mut cursor).map_err(|e| MediaError::Internal(format!("own answer: {e}")))?;
+    let mut tracks = Vec::new();
+    for md in &parsed.media_descriptions {
+        let kind = match md.media_name.media.as_str() {
+            "audio" => MediaKind::Audio,
+            "video" => MediaKind::Video,
+            _ => continue,
+        };
+        if md.media_name.port.value == 0 {
+            continue;
+        }
+        if direction(md.attributes.iter().map(|a| a.key.as_str())) != our_direction {
+            continue;
+        }
+        let Some(pt) = md.media_name.formats.first().and_then(|f| f.parse::<u8>().ok()) else {
+            continue;
+        };
+        let mut codec = RTCRtpCodec::default();
+        for attr in &md.attributes {
+            let Some(value) = attr.value.as_deref() else { continue };
+            let Some((attr_pt, rest)) = value.split_once(' ') else { continue };
+            if attr_pt.parse::<u8>().ok() != Some(pt) {
+                continue;
+            }
+            match attr.key.as_str() {
+                "rtpmap" => {
+                    // <encoding name>/<clock rate>[/<channels>]
+                    let mut parts = rest.split('/');
+                    let name = parts.next().unwrap_or_default();
+                    codec.mime_type = format!("{}/{}", kind.as_str(), name);
+                    codec.clock_rate = parts.next().and_then(|c| c.parse().ok()).unwrap_or(90_000);
+                    codec.channels = parts.next().and_then(|c| c.parse().ok()).unwrap_or(0);
+                }
+                "fmtp" => codec.sdp_fmtp_line = rest.to_owned(),
+                _ => {}
+            }
+        }
+        if codec.mime_type.is_empty() {
+            continue;
+        }
+        let format = PayloadFormat::from_mime(&codec.mime_type);
+        tracks.push(PublishedTrack {
+            kind,
+            payload_type: pt,
+            codec: RTCRtpCodecParameters { rtp_codec: codec, payload_type: pt },
+            format,
+        });
+    }
+    Ok(tracks)
+}

@@ -1,0 +1,52 @@
+//! WHIP (RFC 9725) and WHEP (draft-ietf-wish-whep) HTTP resources in front of the media core.
+//!
+//! - `POST /whip/{stream}` (bearer stream key) and `POST /whep/{stream}`: offer in, `201 Created`
+//!   with the answer and a `Location` of the session resource out ([`resource`]).
+//! - `PATCH {Location}`: trickle ICE fragments (RFC 8840); `DELETE {Location}`: end the session.
+//! - `OPTIONS`: no token needed; CORS for browser publishers and players is applied by the binary.
+//!
+//! Who may publish is decided by a [`StreamAuthorizer`], which the binary wires to config or to
+//! the platform database.
+
+pub mod auth;
+pub mod error;
+mod resource;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::post;
+use axum::Router;
+use media::MediaHandle;
+
+pub use auth::{AuthError, StaticKeys, StreamAuthorizer};
+pub use error::SignalingError;
+
+/// Largest SDP offer or trickle fragment accepted (413 beyond). Chromium's offers are ~6 KiB.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// What the handlers need.
+#[derive(Clone)]
+pub struct SignalingState {
+    pub media: MediaHandle,
+    pub authorizer: Arc<dyn StreamAuthorizer>,
+    /// `stun:`/`turn:` URLs sent as `Link: <url>; rel="ice-server"` (RFC 9725 §4.6).
+    pub ice_servers: Vec<String>,
+}
+
+/// Routes for `/whip/...` and `/whep/...`.
+pub fn router(state: SignalingState) -> Router {
+    use resource::*;
+    Router::new()
+        .route("/whip/{stream}", post(whip_post).options(whip_options))
+        .route("/whip/{stream}/{session}", axum::routing::patch(whip_patch).delete(whip_delete))
+        .route("/whep/{stream}", post(whep_post).options(whep_options))
+        .route("/whep/{stream}/{session}", axum::routing::patch(whep_patch).delete(whep_delete))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+/// Stream names are path segments and log fields: keep them plain.
+pub fn valid_stream_name(name: &str) -> bool {
+    (1..=64).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}

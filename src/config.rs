@@ -1,0 +1,120 @@
+//! Server configuration: a TOML file, overridden by environment variables and flags.
+//! `glint --help` lists every setting with its variable.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use clap::Parser;
+use serde::Deserialize;
+
+/// Glint: live streaming over WHIP/WHEP (WebRTC).
+#[derive(Debug, Parser)]
+#[command(name = "glint", version, about)]
+pub struct Cli {
+    /// TOML config file (see docs/operations.md for every key).
+    #[arg(long, short, env = "GLINT_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// HTTP listen address (WHIP/WHEP, pages, /metrics). [default: 0.0.0.0:8080]
+    #[arg(long, env = "GLINT_HTTP")]
+    pub http: Option<SocketAddr>,
+    /// The one UDP address all WebRTC media uses. [default: 0.0.0.0:8189]
+    #[arg(long, env = "GLINT_UDP")]
+    pub udp: Option<SocketAddr>,
+    /// Addresses to advertise as ICE host candidates (comma separated), e.g. your public IP.
+    #[arg(long, env = "GLINT_PUBLIC_IP", value_delimiter = ',')]
+    pub public_ip: Vec<IpAddr>,
+    /// Data directory (stream keys of the embedded default). [default: ./data]
+    #[arg(long, env = "GLINT_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Stream keys as NAME=KEY (comma separated). Without any, a key for stream "demo" is
+    /// generated in the data directory and logged at start.
+    #[arg(long, env = "GLINT_STREAM_KEYS", value_delimiter = ',')]
+    pub stream_key: Vec<String>,
+    /// STUN/TURN URLs offered to clients in Link headers (comma separated).
+    #[arg(long, env = "GLINT_ICE_SERVERS", value_delimiter = ',')]
+    pub ice_server: Vec<String>,
+}
+
+/// The file format; every field optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub http: Option<SocketAddr>,
+    pub udp: Option<SocketAddr>,
+    #[serde(default)]
+    pub public_ips: Vec<IpAddr>,
+    pub data_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub stream_keys: HashMap<String, String>,
+    #[serde(default)]
+    pub ice_servers: Vec<String>,
+    #[serde(default)]
+    pub cors_origins: Vec<String>,
+    pub max_sessions: Option<usize>,
+}
+
+/// The resolved configuration the server runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub http: SocketAddr,
+    pub media: media::MediaConfig,
+    pub data_dir: PathBuf,
+    pub stream_keys: HashMap<String, String>,
+    pub ice_servers: Vec<String>,
+    /// Empty: any origin (WHIP/WHEP are meant to be called from other sites' pages).
+    pub cors_origins: Vec<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            http: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            media: media::MediaConfig::default(),
+            data_dir: PathBuf::from("data"),
+            stream_keys: HashMap::new(),
+            ice_servers: Vec::new(),
+            cors_origins: Vec::new(),
+        }
+    }
+}
+
+impl Config {
+    /// File first, then environment/flags on top.
+    pub fn load(cli: Cli) -> anyhow::Result<Self> {
+        let file: FileConfig = match &cli.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+                toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+            }
+            None => FileConfig::default(),
+        };
+        let mut c = Config::default();
+        if let Some(v) = cli.http.or(file.http) {
+            c.http = v;
+        }
+        if let Some(v) = cli.udp.or(file.udp) {
+            c.media.udp_bind = v;
+        }
+        c.media.public_ips = if cli.public_ip.is_empty() { file.public_ips } else { cli.public_ip };
+        if let Some(v) = file.max_sessions {
+            c.media.max_sessions = v;
+        }
+        if let Some(v) = cli.data_dir.or(file.data_dir) {
+            c.data_dir = v;
+        }
+        c.stream_keys = file.stream_keys;
+        for pair in cli.stream_key {
+            let (name, key) = pair
+                .split_once('=')
+                .ok_or_else(|| anyhow::anyhow!("--stream-key wants NAME=KEY, got {pair:?}"))?;
+            c.stream_keys.insert(name.to_owned(), key.to_owned());
+        }
+        for name in c.stream_keys.keys() {
+            anyhow::ensure!(signaling::valid_stream_name(name), "stream name {name:?}: use 1-64 of A-Z a-z 0-9 - _");
+        }
+        c.ice_servers = if cli.ice_server.is_empty() { file.ice_servers } else { cli.ice_server };
+        c.cors_origins = file.cors_origins;
+        Ok(c)
+    }
+}

@@ -1,0 +1,86 @@
+//! The HTTP surface of the binary: WHIP/WHEP (from `signaling`), `/metrics`, `/api/live`, and
+//! the built-in watch and publish pages; CORS, body limits and request tracing around them.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use media::MediaHandle;
+use signaling::{SignalingState, StreamAuthorizer};
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::config::Config;
+
+const WATCH_PAGE: &str = include_str!("pages/watch.html");
+const PUBLISH_PAGE: &str = include_str!("pages/publish.html");
+const INDEX_PAGE: &str = include_str!("pages/index.html");
+
+pub fn router(config: &Config, media: MediaHandle, authorizer: Arc<dyn StreamAuthorizer>) -> Router {
+    let signaling = signaling::router(SignalingState { media: media.clone(), authorizer, ice_servers: config.ice_servers.clone() });
+    let pages = Router::new()
+        .route("/", get(|| async { Html(INDEX_PAGE) }))
+        .route("/watch/{stream}", get(page_for(WATCH_PAGE)))
+        .route("/publish/{stream}", get(page_for(PUBLISH_PAGE)))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/api/live", get(live))
+        .with_state(media);
+    signaling.merge(pages).layer(cors(config)).layer(TraceLayer::new_for_http())
+}
+
+fn page_for(page: &'static str) -> impl Fn(Path<String>) -> std::future::Ready<Response> + Clone {
+    move |Path(stream): Path<String>| {
+        let resp = if signaling::valid_stream_name(&stream) {
+            Html(page).into_response()
+        } else {
+            (StatusCode::NOT_FOUND, "no such stream").into_response()
+        };
+        std::future::ready(resp)
+    }
+}
+
+/// WHIP/WHEP are called from other origins' pages (RFC 9725 §4.4): expose Location and ETag,
+/// allow Authorization and If-Match; the preflight needs no token.
+fn cors(config: &Config) -> CorsLayer {
+    let origins = if config.cors_origins.is_empty() {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(config.cors_origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    CorsLayer::new()
+        .allow_origin(origins)
+        .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::DELETE, Method::OPTIONS])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, header::IF_MATCH])
+        .expose_headers([header::LOCATION, header::ETAG, header::LINK, "accept-patch".parse().unwrap()])
+}
+
+async fn metrics(State(media): State<MediaHandle>) -> Response {
+    let mut out = String::with_capacity(2048);
+    media.metrics().render_prometheus(&mut out);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+#[derive(serde::Serialize)]
+struct LiveStream {
+    name: String,
+    live: bool,
+    viewers: usize,
+    codecs: Vec<String>,
+}
+
+async fn live(State(media): State<MediaHandle>) -> Response {
+    match media.streams().await {
+        Ok(streams) => Json(
+            streams
+                .into_iter()
+                .map(|s| LiveStream { name: s.name, live: s.live, viewers: s.viewers, codecs: s.codecs })
+                .collect::<Vec<_>>(),
+        )
+        .into_response(),
+        Err(_) => StatusCode::SERVICE_UNAVAILABLE.into_response(),
+    }
+}

@@ -1,0 +1,60 @@
+//! The `glint` server: composes the media core, WHIP/WHEP signaling and the HTTP surface into one
+//! process. `main.rs` parses configuration and calls [`start`]; tests call [`start`] directly
+//! with port 0.
+
+pub mod config;
+mod http;
+mod keys;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use media::MediaHandle;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tracing::info;
+
+pub use config::{Cli, Config};
+
+/// A running server.
+pub struct Server {
+    pub http_addr: SocketAddr,
+    pub udp_addr: SocketAddr,
+    pub media: MediaHandle,
+    stop_http: oneshot::Sender<()>,
+    http_task: JoinHandle<std::io::Result<()>>,
+    media_task: media::MediaTask,
+}
+
+/// Bind every socket and start serving.
+pub async fn start(mut config: Config) -> anyhow::Result<Server> {
+    if config.stream_keys.is_empty() {
+        config.stream_keys = keys::dev_keys(&config.data_dir)?;
+    }
+    let (media, media_task) = media::spawn(config.media.clone()).await.with_context(|| format!("binding UDP {}", config.media.udp_bind))?;
+    let authorizer = Arc::new(signaling::StaticKeys::new(config.stream_keys.clone()));
+    let app = http::router(&config, media.clone(), authorizer);
+    let listener = tokio::net::TcpListener::bind(config.http).await.with_context(|| format!("binding HTTP {}", config.http))?;
+    let http_addr = listener.local_addr()?;
+    let (stop_http, stopped) = oneshot::channel::<()>();
+    let http_task = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    info!(http = %http_addr, udp = %media.udp_addr(), "glint is up: publish with WHIP to http://{http_addr}/whip/<stream>, watch at http://{http_addr}/watch/<stream>");
+    Ok(Server { http_addr, udp_addr: media.udp_addr(), media, stop_http, http_task, media_task })
+}
+
+impl Server {
+    /// Stop accepting requests, close every WebRTC session (peers are told), and wait.
+    pub async fn shutdown(self) {
+        let _ = self.stop_http.send(());
+        self.media.shutdown().await;
+        let _ = self.media_task.join.await;
+        let _ = self.http_task.await;
+    }
+}

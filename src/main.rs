@@ -1,0 +1,32 @@
+//! `glint`: parse configuration, start the server, stop it cleanly on SIGINT/SIGTERM.
+
+use clap::Parser;
+use glint::{Cli, Config};
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_env("GLINT_LOG").unwrap_or_else(|_| EnvFilter::new("info,tower_http=warn")))
+        .init();
+    let config = Config::load(Cli::parse())?;
+    let server = glint::start(config).await?;
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    server.shutdown().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
