@@ -8,6 +8,8 @@ use tracing_subscriber::EnvFilter;
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_env("GLINT_LOG").unwrap_or_else(|_| EnvFilter::new("info,tower_http=warn")))
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
         .init();
     let config = Config::load(Cli::parse())?;
     let server = glint::start(config).await?;

@@ -1,0 +1,49 @@
+// Chromium publishes fake camera + microphone over WHIP; a second page plays over WHEP and
+// decodes frames. Runs inside a network namespace with only `lo` (see .ci/run).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { startGlint, launchChromium, waitFor, inboundStats } from './lib.mjs';
+
+test('Chromium WHIP publisher to Chromium WHEP viewer', { timeout: 90000 }, async () => {
+  const glint = await startGlint();
+  const browser = await launchChromium();
+  try {
+    const pub = await browser.context.newPage();
+    await pub.goto(`${glint.base}/publish/demo?key=test-key&autostart=1`);
+    await waitFor(() => pub.evaluate(() => window.glint.state), 20000, 'publisher live').then(async () => {
+      await waitFor(async () => (await pub.evaluate(() => window.glint.state)) === 'live', 20000, 'publisher connected');
+    });
+
+    const viewer = await browser.context.newPage();
+    const joinedAt = Date.now();
+    await viewer.goto(`${glint.base}/watch/demo`);
+    const stats = await waitFor(async () => {
+      const s = await inboundStats(viewer);
+      return s && s.video && s.video.framesDecoded > 30 && s.audio && s.audio.packetsReceived > 50 ? s : null;
+    }, 30000, 'viewer decodes video and receives audio');
+    console.log(`viewer decoded ${stats.video.framesDecoded} frames, ${stats.audio.packetsReceived} audio packets, ${Date.now() - joinedAt} ms after joining`);
+    assert.ok(stats.video.framesDecoded > 30);
+
+    const live = await (await fetch(`${glint.base}/api/live`)).json();
+    assert.equal(live.length, 1);
+    assert.equal(live[0].name, 'demo');
+    assert.equal(live[0].viewers, 1);
+
+    // The publisher stops: the viewer is told (its tracks end) and the server drops both sessions.
+    await pub.evaluate(() => document.getElementById('stop').click());
+    const endedAt = Date.now();
+    await waitFor(async () => (await viewer.evaluate(() => window.glint.state)).startsWith('offline'), 15000, 'viewer sees the stream end');
+    console.log(`viewer saw the stream end ${Date.now() - endedAt} ms after the publisher stopped`);
+    await waitFor(async () => {
+      const m = await (await fetch(`${glint.base}/metrics`)).text();
+      return /glint_publishers 0/.test(m) && /glint_viewers 0/.test(m);
+    }, 15000, 'sessions cleaned up');
+  } catch (e) {
+    for (const p of browser.context.pages()) console.log(await p.evaluate(() => !window.glint ? null : JSON.stringify({ state: window.glint.state, cs: window.glint.pc && window.glint.pc.connectionState, ice: window.glint.pc && window.glint.pc.iceConnectionState, tracks: window.glint.pc && window.glint.pc.getReceivers().map((r) => [r.track.kind, r.track.readyState, r.track.muted]) })));
+    console.log(glint.logs().split('\n').filter((l) => !l.includes('rtc::')).join('\n'));
+    throw e;
+  } finally {
+    await browser.close();
+    await glint.stop();
+  }
+});
