@@ -31,6 +31,9 @@ pub enum Error {
         #[source]
         source: reqwest::Error,
     },
+    /// The HTTP client could not be built.
+    #[error("HTTP client: {0}")]
+    HttpClient(#[source] reqwest::Error),
     /// A URL we were given or told to use does not parse.
     #[error("invalid URL {url:?}: {reason}")]
     Url { url: String, reason: String },

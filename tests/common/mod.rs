@@ -1,0 +1,85 @@
+//! Shared by the integration tests: an in-process glint server on loopback with port 0.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use glint::{Config, Server};
+
+pub const KEY: &str = "test-key-0123456789";
+
+pub async fn start_server() -> (Server, tempdir::Dir) {
+    let dir = tempdir::Dir::new();
+    let mut config = Config::default();
+    config.http = "127.0.0.1:0".parse().unwrap();
+    config.media.udp_bind = "127.0.0.1:0".parse().unwrap();
+    config.data_dir = dir.path.clone();
+    config.stream_keys = HashMap::from([("demo".to_string(), KEY.to_string()), ("other".to_string(), "other-key".to_string())]);
+    let server = glint::start(config).await.expect("server starts");
+    (server, dir)
+}
+
+pub fn base(server: &Server) -> String {
+    format!("http://{}", server.http_addr)
+}
+
+/// Value of one `glint_*` line of /metrics.
+pub async fn metric(server: &Server, name: &str) -> u64 {
+    let text = reqwest::get(format!("{}/metrics", base(server))).await.unwrap().text().await.unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("glint_{name} ")))
+        .unwrap_or_else(|| panic!("no metric {name} in {text}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// Poll `check` until true or the deadline passes (no sleeping for events).
+pub async fn eventually<F, Fut>(what: &str, timeout: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for: {what}");
+}
+
+pub fn fixture(name: &str) -> String {
+    std::fs::read_to_string(format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+}
+
+pub mod tempdir {
+    use std::path::PathBuf;
+
+    /// A temporary directory removed on drop.
+    pub struct Dir {
+        pub path: PathBuf,
+    }
+
+    impl Dir {
+        pub fn new() -> Self {
+            let path = std::env::temp_dir().join(format!("glint-test-{:x}", rand_u64()));
+            std::fs::create_dir_all(&path).unwrap();
+            Self { path }
+        }
+    }
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+
+    fn rand_u64() -> u64 {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos());
+        h.finish()
+    }
+}
