@@ -16,6 +16,7 @@
 pub mod codec;
 pub mod config;
 pub mod error;
+pub mod fuzzing;
 pub mod metrics;
 pub mod runtime;
 pub mod sfu;

@@ -89,7 +89,7 @@ mod tests {
             // Any truncation is either not STUN or has a body that runs past the end.
             assert_eq!(username(&msg[..cut]), None, "cut at {cut}");
         }
-        msg[1] = 0x01; // 0x0101: Binding success response
+        msg[0] = 0x01; // 0x0101: Binding success response
         assert_eq!(username(&msg), None);
         assert!(!looks_like_stun(&[0x80, 0, 0, 0]));
         assert_eq!(username(&[0x16; 40]), None); // DTLS record

@@ -73,7 +73,7 @@ fn map_rtc(context: &'static str) -> impl Fn(rtc::shared::error::Error) -> Media
 }
 
 /// Parse an offer and check it carries audio or video at all (RFC 9725 §4.2 → 400 / 406).
-pub(crate) fn parse_offer(sdp: &str, want_send: bool) -> Result<RTCSessionDescription> {
+pub fn parse_offer(sdp: &str, want_send: bool) -> Result<RTCSessionDescription> {
     let desc = RTCSessionDescription::offer(sdp.to_owned())
         .map_err(|e| MediaError::BadOffer(e.to_string()))?;
     let parsed = desc.unmarshal().map_err(|e| MediaError::BadOffer(e.to_string()))?;
@@ -234,7 +234,7 @@ pub(crate) fn build_viewer(
 }
 
 /// Read our own answer: for each active m-line in `our_direction`, its kind and chosen codec.
-pub(crate) fn negotiated_tracks(answer_sdp: &str, our_direction: &str) -> Result<Vec<PublishedTrack>> {
+pub fn negotiated_tracks(answer_sdp: &str, our_direction: &str) -> Result<Vec<PublishedTrack>> {
     let mut cursor = std::io::Cursor::new(answer_sdp.as_bytes());
     let parsed = SessionDescription::unmarshal(&mut cursor).map_err(|e| MediaError::Internal(format!("own answer: {e}")))?;
     let mut tracks = Vec::new();

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Every test of Glint: the Rust workspace (unit, integration, str0m interop) and the real-browser
+# tests (Chromium over WHIP/WHEP). WebRTC tests run in a private network namespace that has only
+# `lo`, so media cannot leave loopback (needs root; without it they run on the host network).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+[ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/glint-target}"
+export CARGO_TERM_COLOR=never
+
+cargo build --workspace --all-targets --locked
+
+NS=""
+cleanup() { [ -n "$NS" ] && ip netns delete "$NS" 2>/dev/null || true; }
+trap cleanup EXIT
+in_ns() { if [ -n "$NS" ]; then ip netns exec "$NS" "$@"; else "$@"; fi; }
+if [ "$(id -u)" -eq 0 ] && command -v ip >/dev/null; then
+  NS="glint-test-$$"
+  ip netns add "$NS"
+  ip netns exec "$NS" ip link set lo up
+else
+  echo "test: not root, running WebRTC tests on the host network (Chromium may use non-loopback addresses)"
+fi
+
+echo "== Rust tests"
+in_ns cargo test --workspace --locked
+
+echo "== Browser tests (Chromium)"
+(cd tests/browser && GLINT_BIN="$CARGO_TARGET_DIR/debug/glint" in_ns node --test --test-concurrency=1)
