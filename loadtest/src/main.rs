@@ -1,1 +1,291 @@
-fn main() {}
+//! `glint-loadtest`: opens many WHEP viewers (and optionally one synthetic WHIP publisher)
+//! against a running Glint server for a bounded time, then reports delivery, loss, payload
+//! integrity, startup latency and, given its pid, the server's CPU and memory cost.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use tokio::task::JoinSet;
+
+use loadtest::procfs;
+use loadtest::report::{Report, RunInfo, ViewerOutcome};
+use loadtest::{publish, view, PublishConfig, ViewConfig, VideoCodec, ViewerHandle};
+
+/// Most viewers one run may open.
+const MAX_VIEWERS: u32 = 1000;
+/// Progress line interval on stderr.
+const PROGRESS_INTERVAL: Duration = Duration::from_secs(5);
+/// Bound on DELETE + close of all viewers at the end.
+const TEARDOWN_TIMEOUT: Duration = Duration::from_secs(20);
+/// HTTP request timeout for signalling.
+const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Parser)]
+#[command(name = "glint-loadtest", version, about = "Load-test a Glint server over WHIP/WHEP")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Open many WHEP viewers on one stream for a bounded time and report.
+    Viewers(ViewersArgs),
+}
+
+#[derive(Debug, Args)]
+struct ViewersArgs {
+    /// Server base URL.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    server: String,
+    /// Stream name.
+    #[arg(long)]
+    stream: String,
+    /// Number of viewers.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_VIEWERS)))]
+    count: u32,
+    /// Seconds to measure once every viewer has been started.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    duration: u64,
+    /// Viewers started per second.
+    #[arg(long, default_value_t = 50.0, value_parser = parse_ramp)]
+    ramp: f64,
+    /// Pid of the server, to measure its CPU time and RSS.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Also publish synthetic media to the stream with this stream key.
+    #[arg(long, value_name = "KEY")]
+    publish: Option<String>,
+    /// Video codec of the synthetic publisher.
+    #[arg(long, value_enum, default_value_t = CodecArg::H264)]
+    codec: CodecArg,
+    /// Bearer token for WHEP, if the server wants one.
+    #[arg(long)]
+    token: Option<String>,
+    /// Local IP for all peers' sockets and ICE candidates.
+    #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
+    local_ip: IpAddr,
+    /// Seconds a peer may take to get ICE + DTLS up.
+    #[arg(long, default_value_t = 10)]
+    connect_timeout: u64,
+    /// Detect RTCP BYE (copies every packet inside str0m; costs client CPU).
+    #[arg(long)]
+    detect_bye: bool,
+    /// Viewers send PLI until their first keyframe, like a browser decoder.
+    #[arg(long)]
+    request_keyframes: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum CodecArg {
+    H264,
+    Vp8,
+}
+
+fn parse_ramp(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|e| format!("{e}"))?;
+    if v.is_finite() && v > 0.0 && v <= 10_000.0 {
+        Ok(v)
+    } else {
+        Err("must be in (0, 10000]".into())
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Viewers(args) => run_viewers(args).await,
+    };
+    match result {
+        Ok(report) => {
+            eprint!("{}", report.human());
+            match serde_json::to_string_pretty(&report) {
+                Ok(json) => println!("{json}"),
+                Err(e) => eprintln!("cannot serialise report: {e}"),
+            }
+            if report.viewers_connected == 0 {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(e) => {
+            eprintln!("glint-loadtest: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run_viewers(args: ViewersArgs) -> anyhow::Result<Report> {
+    let http = reqwest::Client::builder()
+        .timeout(HTTP_TIMEOUT)
+        .no_proxy()
+        .build()
+        .context("building the HTTP client")?;
+    let connect_timeout = Duration::from_secs(args.connect_timeout);
+
+    let publisher = match &args.publish {
+        Some(key) => {
+            let cfg = PublishConfig {
+                local_ip: args.local_ip,
+                video_codec: match args.codec {
+                    CodecArg::H264 => VideoCodec::H264,
+                    CodecArg::Vp8 => VideoCodec::Vp8,
+                },
+                connect_timeout,
+                http: Some(http.clone()),
+                ..PublishConfig::new(&args.server, &args.stream, key)
+            };
+            let handle = publish(cfg).await.context("publishing")?;
+            if let Err(e) = handle.wait_connected(connect_timeout).await {
+                let _ = handle.stop().await;
+                bail!("publisher did not connect: {e}");
+            }
+            eprintln!("publisher connected: {}", handle.resource_url());
+            Some(handle)
+        }
+        None => None,
+    };
+
+    // One certificate for all viewers: generating one per peer costs CPU on our side
+    // during the ramp and tells nothing about the server.
+    let dtls_cert = str0m::crypto::from_feature_flags()
+        .dtls_provider
+        .generate_certificate();
+    let view_cfg = ViewConfig {
+        token: args.token.clone(),
+        local_ip: args.local_ip,
+        connect_timeout,
+        http_timeout: HTTP_TIMEOUT,
+        request_keyframes: args.request_keyframes,
+        detect_bye: args.detect_bye,
+        http: Some(http),
+        dtls_cert,
+        ..ViewConfig::new(&args.server, &args.stream)
+    };
+
+    let server_before = match args.server_pid {
+        Some(pid) => Some(procfs::sample(pid).with_context(|| format!("reading /proc/{pid}"))?),
+        None => None,
+    };
+
+    let count = args.count as usize;
+    let ramp_started = Instant::now();
+    let (handles, mut outcomes) = ramp_up(&view_cfg, count, args.ramp).await;
+    let ramp = ramp_started.elapsed();
+    eprintln!("{} of {count} viewers started in {:.1} s", handles.len(), ramp.as_secs_f64());
+
+    let measure_started = Instant::now();
+    let measure_end = measure_started + Duration::from_secs(args.duration);
+    let mut progress = tokio::time::interval_at((measure_started + PROGRESS_INTERVAL).into(), PROGRESS_INTERVAL);
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep_until(measure_end.into()) => break,
+            _ = progress.tick() => print_progress(&handles, measure_started),
+        }
+    }
+    let measure = measure_started.elapsed();
+
+    outcomes.extend(handles.iter().map(|h| ViewerOutcome::Ran(h.stats())));
+    let server = match (args.server_pid, server_before) {
+        (Some(pid), Some(before)) => Some((pid, before, procfs::sample(pid).with_context(|| format!("reading /proc/{pid}"))?)),
+        _ => None,
+    };
+
+    stop_all(handles).await;
+    let publisher = match publisher {
+        Some(handle) => {
+            let stats = handle.stats();
+            if let Err(e) = handle.stop().await {
+                eprintln!("stopping the publisher: {e}");
+            }
+            Some(stats)
+        }
+        None => None,
+    };
+
+    Ok(Report::build(
+        RunInfo {
+            stream: args.stream,
+            viewers_requested: count,
+            ramp,
+            measure,
+            publisher,
+            server,
+        },
+        &outcomes,
+    ))
+}
+
+/// Starts `count` viewers, `per_sec` per second. Each start is bounded by the HTTP timeout,
+/// so the ramp ends at most that long after the last start.
+async fn ramp_up(cfg: &ViewConfig, count: usize, per_sec: f64) -> (Vec<ViewerHandle>, Vec<ViewerOutcome>) {
+    let started = Instant::now();
+    let mut pending = JoinSet::new();
+    let mut handles = Vec::with_capacity(count);
+    let mut failures = Vec::new();
+    let mut collect = |joined: Result<loadtest::Result<ViewerHandle>, tokio::task::JoinError>| match joined {
+        Ok(Ok(handle)) => handles.push(handle),
+        Ok(Err(e)) => failures.push(ViewerOutcome::Failed(e.to_string())),
+        Err(e) => failures.push(ViewerOutcome::Failed(format!("viewer task: {e}"))),
+    };
+    for i in 0..count {
+        let at = started + Duration::from_secs_f64(i as f64 / per_sec);
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep_until(at.into()) => break,
+                Some(joined) = pending.join_next() => collect(joined),
+            }
+        }
+        pending.spawn(view(cfg.clone()));
+    }
+    while let Some(joined) = pending.join_next().await {
+        collect(joined);
+    }
+    (handles, failures)
+}
+
+/// DELETEs and closes every viewer concurrently, giving up after [`TEARDOWN_TIMEOUT`].
+async fn stop_all(handles: Vec<ViewerHandle>) {
+    let total = handles.len();
+    let mut stopping: JoinSet<_> = handles.into_iter().map(ViewerHandle::stop).collect();
+    let mut failed = 0;
+    let finished = tokio::time::timeout(TEARDOWN_TIMEOUT, async {
+        while let Some(joined) = stopping.join_next().await {
+            if !matches!(joined, Ok(Ok(_))) {
+                failed += 1;
+            }
+        }
+    })
+    .await;
+    if finished.is_err() {
+        eprintln!("teardown: {} of {total} viewers still stopping after {TEARDOWN_TIMEOUT:?}; abandoned", stopping.len());
+    }
+    if failed > 0 {
+        eprintln!("teardown: {failed} of {total} DELETEs failed");
+    }
+}
+
+fn print_progress(handles: &[ViewerHandle], since: Instant) {
+    let stats: Vec<_> = handles.iter().map(ViewerHandle::stats).collect();
+    let connected = stats.iter().filter(|s| s.connected_after.is_some()).count();
+    let ended = stats.iter().filter(|s| s.ended.is_some()).count();
+    let packets: u64 = stats.iter().map(|s| s.packets()).sum();
+    let lost: u64 = stats.iter().map(|s| s.video.lost + s.audio.lost).sum();
+    eprintln!(
+        "[{:>5.1} s] {connected}/{} connected, {ended} ended, {packets} packets, {lost} lost",
+        since.elapsed().as_secs_f64(),
+        handles.len()
+    );
+}

@@ -110,8 +110,12 @@ async fn wait_for<T: Clone>(
     timeout: Duration,
     ended: impl Fn(&T) -> Option<EndReason>,
 ) -> Result<T> {
-    match tokio::time::timeout(timeout, rx.wait_for(|v| pred(v))).await {
-        Ok(Ok(value)) => Ok(value.clone()),
+    let waited = tokio::time::timeout(timeout, async {
+        rx.wait_for(|v| pred(v)).await.map(|value| value.clone())
+    })
+    .await;
+    match waited {
+        Ok(Ok(value)) => Ok(value),
         Ok(Err(_closed)) => Err(Error::PeerEnded {
             reason: ended(&rx.borrow()),
         }),

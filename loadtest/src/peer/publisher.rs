@@ -9,7 +9,7 @@ use reqwest::{Client, Url};
 use str0m::change::SdpAnswer;
 use str0m::format::Codec;
 use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Pt};
-use str0m::rtp::{SeqNo, Ssrc};
+use str0m::rtp::Ssrc;
 use str0m::{Event, Rtc};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
