@@ -83,7 +83,10 @@ mod tests {
             body: "stream busy".into(),
         };
         assert_eq!(e.status(), Some(StatusCode::CONFLICT));
-        assert_eq!(e.to_string(), "POST http://x/whip/s answered 409 Conflict: stream busy");
+        assert_eq!(
+            e.to_string(),
+            "POST http://x/whip/s answered 409 Conflict: stream busy"
+        );
         assert_eq!(Error::Protocol("x".into()).status(), None);
     }
 }

@@ -7,6 +7,7 @@ pub mod error;
 pub mod peer;
 pub mod procfs;
 pub mod report;
+pub mod rlimit;
 pub mod signal;
 pub mod source;
 pub mod stats;

@@ -10,9 +10,9 @@ use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use tokio::task::JoinSet;
 
-use loadtest::procfs;
 use loadtest::report::{Report, RunInfo, ViewerOutcome};
-use loadtest::{publish, view, PublishConfig, ViewConfig, VideoCodec, ViewerHandle};
+use loadtest::{procfs, rlimit};
+use loadtest::{publish, view, PublishConfig, VideoCodec, ViewConfig, ViewerHandle};
 
 /// Most viewers one run may open.
 const MAX_VIEWERS: u32 = 1000;
@@ -20,11 +20,17 @@ const MAX_VIEWERS: u32 = 1000;
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(5);
 /// Bound on DELETE + close of all viewers at the end.
 const TEARDOWN_TIMEOUT: Duration = Duration::from_secs(20);
+/// File descriptors beyond two per viewer (stdio, publisher, runtime).
+const FD_HEADROOM: u64 = 64;
 /// HTTP request timeout for signalling.
 const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Parser)]
-#[command(name = "glint-loadtest", version, about = "Load-test a Glint server over WHIP/WHEP")]
+#[command(
+    name = "glint-loadtest",
+    version,
+    about = "Load-test a Glint server over WHIP/WHEP"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -128,6 +134,15 @@ async fn main() -> ExitCode {
 }
 
 async fn run_viewers(args: ViewersArgs) -> anyhow::Result<Report> {
+    // Each viewer holds a UDP socket and, while signalling, a TCP connection.
+    let needed = u64::from(args.count) * 2 + FD_HEADROOM;
+    match rlimit::raise_open_files_limit() {
+        Ok(limit) if limit < needed => {
+            eprintln!("warning: open-files limit {limit} is below the ~{needed} this run may need")
+        }
+        Ok(_) => {}
+        Err(e) => eprintln!("warning: cannot raise the open-files limit: {e}"),
+    }
     let http = reqwest::Client::builder()
         .timeout(HTTP_TIMEOUT)
         .no_proxy()
@@ -184,11 +199,18 @@ async fn run_viewers(args: ViewersArgs) -> anyhow::Result<Report> {
     let ramp_started = Instant::now();
     let (handles, mut outcomes) = ramp_up(&view_cfg, count, args.ramp).await;
     let ramp = ramp_started.elapsed();
-    eprintln!("{} of {count} viewers started in {:.1} s", handles.len(), ramp.as_secs_f64());
+    eprintln!(
+        "{} of {count} viewers started in {:.1} s",
+        handles.len(),
+        ramp.as_secs_f64()
+    );
 
     let measure_started = Instant::now();
     let measure_end = measure_started + Duration::from_secs(args.duration);
-    let mut progress = tokio::time::interval_at((measure_started + PROGRESS_INTERVAL).into(), PROGRESS_INTERVAL);
+    let mut progress = tokio::time::interval_at(
+        (measure_started + PROGRESS_INTERVAL).into(),
+        PROGRESS_INTERVAL,
+    );
     loop {
         tokio::select! {
             () = tokio::time::sleep_until(measure_end.into()) => break,
@@ -199,7 +221,11 @@ async fn run_viewers(args: ViewersArgs) -> anyhow::Result<Report> {
 
     outcomes.extend(handles.iter().map(|h| ViewerOutcome::Ran(h.stats())));
     let server = match (args.server_pid, server_before) {
-        (Some(pid), Some(before)) => Some((pid, before, procfs::sample(pid).with_context(|| format!("reading /proc/{pid}"))?)),
+        (Some(pid), Some(before)) => Some((
+            pid,
+            before,
+            procfs::sample(pid).with_context(|| format!("reading /proc/{pid}"))?,
+        )),
         _ => None,
     };
 
@@ -230,16 +256,21 @@ async fn run_viewers(args: ViewersArgs) -> anyhow::Result<Report> {
 
 /// Starts `count` viewers, `per_sec` per second. Each start is bounded by the HTTP timeout,
 /// so the ramp ends at most that long after the last start.
-async fn ramp_up(cfg: &ViewConfig, count: usize, per_sec: f64) -> (Vec<ViewerHandle>, Vec<ViewerOutcome>) {
+async fn ramp_up(
+    cfg: &ViewConfig,
+    count: usize,
+    per_sec: f64,
+) -> (Vec<ViewerHandle>, Vec<ViewerOutcome>) {
     let started = Instant::now();
     let mut pending = JoinSet::new();
     let mut handles = Vec::with_capacity(count);
     let mut failures = Vec::new();
-    let mut collect = |joined: Result<loadtest::Result<ViewerHandle>, tokio::task::JoinError>| match joined {
-        Ok(Ok(handle)) => handles.push(handle),
-        Ok(Err(e)) => failures.push(ViewerOutcome::Failed(e.to_string())),
-        Err(e) => failures.push(ViewerOutcome::Failed(format!("viewer task: {e}"))),
-    };
+    let mut collect =
+        |joined: Result<loadtest::Result<ViewerHandle>, tokio::task::JoinError>| match joined {
+            Ok(Ok(handle)) => handles.push(handle),
+            Ok(Err(e)) => failures.push(ViewerOutcome::Failed(e.to_string())),
+            Err(e) => failures.push(ViewerOutcome::Failed(format!("viewer task: {e}"))),
+        };
     for i in 0..count {
         let at = started + Duration::from_secs_f64(i as f64 / per_sec);
         loop {
@@ -270,7 +301,10 @@ async fn stop_all(handles: Vec<ViewerHandle>) {
     })
     .await;
     if finished.is_err() {
-        eprintln!("teardown: {} of {total} viewers still stopping after {TEARDOWN_TIMEOUT:?}; abandoned", stopping.len());
+        eprintln!(
+            "teardown: {} of {total} viewers still stopping after {TEARDOWN_TIMEOUT:?}; abandoned",
+            stopping.len()
+        );
     }
     if failed > 0 {
         eprintln!("teardown: {failed} of {total} DELETEs failed");

@@ -48,6 +48,8 @@ pub fn percentile(sorted: &[Duration], pct: f64) -> Option<Duration> {
 
 /// How one requested viewer went.
 #[derive(Debug, Clone)]
+// A few hundred bytes per viewer, built once per run: not worth a box.
+#[allow(clippy::large_enum_variant)]
 pub enum ViewerOutcome {
     /// Signalling failed; the message says why.
     Failed(String),
@@ -84,7 +86,8 @@ impl ServerUsage {
             rss_after_kib: after.rss_kib,
             cpu_us_per_packet: (packets_delivered > 0)
                 .then(|| cpu.as_secs_f64() * 1e6 / packets_delivered as f64),
-            rss_kib_per_viewer: (viewers_connected > 0).then(|| rss_delta / viewers_connected as f64),
+            rss_kib_per_viewer: (viewers_connected > 0)
+                .then(|| rss_delta / viewers_connected as f64),
         }
     }
 }
@@ -145,27 +148,31 @@ impl Report {
                         let why = stats
                             .ended
                             .as_ref()
-                            .map_or("not connected yet".to_owned(), |r| format!("not connected: {r:?}"));
+                            .map_or("not connected yet".to_owned(), |r| {
+                                format!("not connected: {r:?}")
+                            });
                         *failures.entry(failure_key(&why)).or_insert(0) += 1;
                     }
                     ran.push(stats);
                 }
             }
         }
-        let connected: Vec<&&ViewerStats> = ran.iter().filter(|s| s.connected_after.is_some()).collect();
+        let connected: Vec<&&ViewerStats> =
+            ran.iter().filter(|s| s.connected_after.is_some()).collect();
         let sum = |f: fn(&ViewerStats) -> u64| ran.iter().map(|s| f(s)).sum::<u64>();
         let packets = sum(|s| s.packets());
         let lost = sum(|s| s.video.lost + s.audio.lost);
         let expected = packets + lost;
-        let server = run
-            .server
-            .map(|(pid, before, after)| ServerUsage::between(pid, before, after, packets, connected.len()));
+        let server = run.server.map(|(pid, before, after)| {
+            ServerUsage::between(pid, before, after, packets, connected.len())
+        });
         Report {
             stream: run.stream,
             viewers_requested: run.viewers_requested,
             viewers_started: ran.len(),
             viewers_connected: connected.len(),
-            viewers_failed: outcomes.len() - connected.len() + run.viewers_requested.saturating_sub(outcomes.len()),
+            viewers_failed: outcomes.len() - connected.len()
+                + run.viewers_requested.saturating_sub(outcomes.len()),
             failures,
             ramp_seconds: run.ramp.as_secs_f64(),
             measure_seconds: run.measure.as_secs_f64(),
@@ -181,7 +188,10 @@ impl Report {
             },
             payload_mismatches: sum(|s| s.pattern_mismatches()),
             stalls: sum(|s| s.video.stalls + s.audio.stalls),
-            viewers_with_keyframe: ran.iter().filter(|s| s.first_keyframe_after.is_some()).count(),
+            viewers_with_keyframe: ran
+                .iter()
+                .filter(|s| s.first_keyframe_after.is_some())
+                .count(),
             connect: Distribution::of(ran.iter().filter_map(|s| s.connected_after)),
             first_keyframe: Distribution::of(ran.iter().filter_map(|s| s.first_keyframe_after)),
             publisher: run.publisher,
@@ -202,11 +212,18 @@ impl Report {
                 d.count
             )
         };
-        let _ = writeln!(out, "stream {:?}: ramp {:.1} s, measured {:.1} s", self.stream, self.ramp_seconds, self.measure_seconds);
+        let _ = writeln!(
+            out,
+            "stream {:?}: ramp {:.1} s, measured {:.1} s",
+            self.stream, self.ramp_seconds, self.measure_seconds
+        );
         let _ = writeln!(
             out,
             "viewers: {} requested, {} started, {} connected, {} failed",
-            self.viewers_requested, self.viewers_started, self.viewers_connected, self.viewers_failed
+            self.viewers_requested,
+            self.viewers_started,
+            self.viewers_connected,
+            self.viewers_failed
         );
         for (why, n) in &self.failures {
             let _ = writeln!(out, "  {n} x {why}");
@@ -236,11 +253,16 @@ impl Report {
             let _ = writeln!(
                 out,
                 "publisher: {} video / {} audio packets sent, {} keyframes, {} PLI, {} FIR",
-                p.video_packets, p.audio_packets, p.keyframes_sent, p.plis_received, p.firs_received
+                p.video_packets,
+                p.audio_packets,
+                p.keyframes_sent,
+                p.plis_received,
+                p.firs_received
             );
         }
         if let Some(s) = &self.server {
-            let per = |v: Option<f64>, unit: &str| v.map_or("-".to_owned(), |v| format!("{v:.2} {unit}"));
+            let per =
+                |v: Option<f64>, unit: &str| v.map_or("-".to_owned(), |v| format!("{v:.2} {unit}"));
             let _ = writeln!(
                 out,
                 "server pid {}: cpu {:.2} s ({} per packet), rss {} -> {} KiB ({} per viewer)",
@@ -290,7 +312,13 @@ mod tests {
         assert_eq!(Distribution::of([]), Distribution::default());
     }
 
-    fn viewer(video: u64, lost: u64, mismatches: u64, connected: Option<u64>, keyframe: Option<u64>) -> ViewerStats {
+    fn viewer(
+        video: u64,
+        lost: u64,
+        mismatches: u64,
+        connected: Option<u64>,
+        keyframe: Option<u64>,
+    ) -> ViewerStats {
         ViewerStats {
             connected_after: connected.map(ms),
             first_keyframe_after: keyframe.map(ms),
@@ -321,8 +349,14 @@ mod tests {
             }),
             ViewerOutcome::Failed("POST answered 404".into()),
         ];
-        let before = ProcSample { cpu: Duration::from_secs(10), rss_kib: 100_000 };
-        let after = ProcSample { cpu: Duration::from_secs(12), rss_kib: 104_000 };
+        let before = ProcSample {
+            cpu: Duration::from_secs(10),
+            rss_kib: 100_000,
+        };
+        let after = ProcSample {
+            cpu: Duration::from_secs(12),
+            rss_kib: 104_000,
+        };
         let r = Report::build(
             RunInfo {
                 stream: "s".into(),
@@ -334,7 +368,10 @@ mod tests {
         );
         assert_eq!(r.viewers_started, 3);
         assert_eq!(r.viewers_connected, 2);
-        assert_eq!(r.viewers_failed, 3, "404, connect timeout and one never attempted");
+        assert_eq!(
+            r.viewers_failed, 3,
+            "404, connect timeout and one never attempted"
+        );
         assert_eq!(r.failures.get("POST answered 404"), Some(&1));
         assert_eq!(r.failures.get("not connected: ConnectTimeout"), Some(&1));
         assert_eq!(r.packets, 950 + 900 + 100);

@@ -67,7 +67,8 @@ struct Clock {
 
 impl Clock {
     fn at(&self, tick: u64) -> Instant {
-        let nanos = (u128::from(tick) * u128::from(NANOS_PER_SEC)).div_ceil(u128::from(self.per_sec));
+        let nanos =
+            (u128::from(tick) * u128::from(NANOS_PER_SEC)).div_ceil(u128::from(self.per_sec));
         self.start + Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
     }
 
@@ -143,7 +144,9 @@ impl VideoSource {
     /// The frame due at `now`, if one is due.
     pub fn poll_frame(&mut self, now: Instant) -> Option<Frame> {
         let tick = self.clock.due(now)?;
-        let rtp_time = self.rtp_base.wrapping_add(rtp_ticks(tick, VIDEO_CLOCK_HZ, VIDEO_FPS));
+        let rtp_time = self
+            .rtp_base
+            .wrapping_add(rtp_ticks(tick, VIDEO_CLOCK_HZ, VIDEO_FPS));
         let keyframe = self.keyframe_requested
             || self
                 .last_keyframe
@@ -177,19 +180,28 @@ impl VideoSource {
         let (nal_header, slice_packets) = if keyframe {
             payloads.push(h264::stap_a(&[&h264::SPS, &h264::PPS]));
             self.counter += 1;
-            (h264::IDR_NAL_HEADER, self.shape.keyframe_packets.saturating_sub(1).max(1))
+            (
+                h264::IDR_NAL_HEADER,
+                self.shape.keyframe_packets.saturating_sub(1).max(1),
+            )
         } else {
             (h264::SLICE_NAL_HEADER, self.shape.delta_packets.max(1))
         };
         if slice_packets == 1 {
             let mut payload = vec![nal_header];
-            let len = self.shape.payload_bytes.saturating_sub(h264::SINGLE_NAL_HEADER_LEN);
+            let len = self
+                .shape
+                .payload_bytes
+                .saturating_sub(h264::SINGLE_NAL_HEADER_LEN);
             h264::escape(&pattern::encode(self.counter, len), &mut payload);
             self.counter += 1;
             payloads.push(payload);
             return payloads;
         }
-        let len = self.shape.payload_bytes.saturating_sub(h264::FU_A_HEADER_LEN);
+        let len = self
+            .shape
+            .payload_bytes
+            .saturating_sub(h264::FU_A_HEADER_LEN);
         let fragments: Vec<Vec<u8>> = (0..slice_packets)
             .map(|_| {
                 let mut escaped = Vec::new();
@@ -269,9 +281,9 @@ impl AudioSource {
     /// The packet due at `now`, if one is due.
     pub fn poll_packet(&mut self, now: Instant) -> Option<MediaPacket> {
         let tick = self.clock.due(now)?;
-        let rtp_time = self
-            .rtp_base
-            .wrapping_add(rtp_ticks(tick, AUDIO_CLOCK_HZ, AUDIO_PACKETS_PER_SEC));
+        let rtp_time =
+            self.rtp_base
+                .wrapping_add(rtp_ticks(tick, AUDIO_CLOCK_HZ, AUDIO_PACKETS_PER_SEC));
         let mut payload = vec![opus::TOC_CELT_FB_20MS];
         let len = self.payload_bytes.saturating_sub(opus::HEADER_LEN);
         pattern::write(self.counter, len, &mut payload);
@@ -351,7 +363,9 @@ mod tests {
         }
         assert_eq!(keyframes.len(), 3, "{keyframes:?}");
         assert_eq!(keyframes[0], Duration::ZERO);
-        assert!(keyframes[1] >= Duration::from_secs(2) && keyframes[1] < Duration::from_millis(2034));
+        assert!(
+            keyframes[1] >= Duration::from_secs(2) && keyframes[1] < Duration::from_millis(2034)
+        );
 
         v.request_keyframe();
         let f = v.poll_frame(v.next_frame_at()).unwrap();
@@ -366,8 +380,22 @@ mod tests {
         let mut v = h264_source(start);
         let key = v.poll_frame(start).unwrap();
         assert_eq!(key.packets.len(), 6);
-        let types: Vec<u8> = key.packets.iter().map(|p| h264::nal_type(p.payload[0])).collect();
-        assert_eq!(types, vec![h264::STAP_A, h264::FU_A, h264::FU_A, h264::FU_A, h264::FU_A, h264::FU_A]);
+        let types: Vec<u8> = key
+            .packets
+            .iter()
+            .map(|p| h264::nal_type(p.payload[0]))
+            .collect();
+        assert_eq!(
+            types,
+            vec![
+                h264::STAP_A,
+                h264::FU_A,
+                h264::FU_A,
+                h264::FU_A,
+                h264::FU_A,
+                h264::FU_A
+            ]
+        );
         assert!(is_keyframe(VideoCodec::H264, &key.packets[0].payload));
         assert!(is_keyframe(VideoCodec::H264, &key.packets[1].payload));
         assert_eq!(h264::nal_type(key.packets[1].payload[1]), h264::NAL_IDR);
@@ -387,7 +415,10 @@ mod tests {
         let delta = v.poll_frame(v.next_frame_at()).unwrap();
         assert_eq!(delta.packets.len(), 2);
         assert_eq!(h264::nal_type(delta.packets[0].payload[1]), h264::NAL_SLICE);
-        assert!(!delta.packets.iter().any(|p| is_keyframe(VideoCodec::H264, &p.payload)));
+        assert!(!delta
+            .packets
+            .iter()
+            .any(|p| is_keyframe(VideoCodec::H264, &p.payload)));
         assert_eq!(
             check_video(VideoCodec::H264, &delta.packets[1].payload, &mut scratch),
             Check::Intact(7)
@@ -419,14 +450,23 @@ mod tests {
     #[test]
     fn vp8_frames_start_with_a_keyframe_header() {
         let start = Instant::now();
-        let mut v = VideoSource::new(VideoCodec::Vp8, VideoShape::default(), Duration::from_secs(2), start, 7);
+        let mut v = VideoSource::new(
+            VideoCodec::Vp8,
+            VideoShape::default(),
+            Duration::from_secs(2),
+            start,
+            7,
+        );
         let key = v.poll_frame(start).unwrap();
         assert_eq!(key.packets.len(), 6);
         assert!(is_keyframe(VideoCodec::Vp8, &key.packets[0].payload));
         assert!(!is_keyframe(VideoCodec::Vp8, &key.packets[1].payload));
         let mut scratch = vec![];
         for (i, p) in key.packets.iter().enumerate() {
-            assert_eq!(check_video(VideoCodec::Vp8, &p.payload, &mut scratch), Check::Intact(i as u64));
+            assert_eq!(
+                check_video(VideoCodec::Vp8, &p.payload, &mut scratch),
+                Check::Intact(i as u64)
+            );
             assert_eq!(p.payload.len(), 1000);
         }
         let delta = v.poll_frame(v.next_frame_at()).unwrap();

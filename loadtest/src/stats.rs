@@ -44,7 +44,7 @@ pub struct TrackStats {
     pub pattern_mismatches: u64,
     /// Payloads without a pattern (H.264 parameter sets, foreign NAL types).
     pub pattern_absent: u64,
-    /// Video packets that start a keyframe.
+    /// Keyframes seen (counted once per RTP timestamp).
     pub keyframes: u64,
     /// Times str0m reported the incoming stream paused (no packets for 1.5 s).
     pub stalls: u64,
@@ -200,7 +200,7 @@ pub struct TrackCounter {
 
 impl TrackCounter {
     /// Records a packet: its SSRC and extended sequence number, payload size, pattern check,
-    /// whether it starts a keyframe, and how long after the POST it arrived.
+    /// whether it starts a keyframe not counted yet, and how long after the POST it arrived.
     pub fn record(
         &mut self,
         ssrc: u32,
@@ -257,7 +257,10 @@ mod tests {
         for seq in 100..200 {
             l.record(1, seq);
         }
-        assert_eq!((l.expected(), l.received(), l.lost(), l.gaps()), (100, 100, 0, 0));
+        assert_eq!(
+            (l.expected(), l.received(), l.lost(), l.gaps()),
+            (100, 100, 0, 0)
+        );
     }
 
     #[test]
@@ -310,7 +313,10 @@ mod tests {
         assert_eq!(s.bytes, 280);
         assert_eq!(s.lost, 1);
         assert_eq!(s.seq_gaps, 1);
-        assert_eq!((s.pattern_ok, s.pattern_mismatches, s.pattern_absent), (1, 1, 1));
+        assert_eq!(
+            (s.pattern_ok, s.pattern_mismatches, s.pattern_absent),
+            (1, 1, 1)
+        );
         assert_eq!(s.keyframes, 1);
         assert_eq!(s.stalls, 1);
         assert_eq!(s.first_packet_after, Some(ms(50)));

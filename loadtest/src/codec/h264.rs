@@ -57,7 +57,10 @@ pub fn stap_a(nals: &[&[u8]]) -> Vec<u8> {
         .map(|h| h & NAL_NRI_MASK)
         .max()
         .unwrap_or(0);
-    let len = 1 + nals.iter().map(|n| STAP_A_SIZE_LEN + n.len()).sum::<usize>();
+    let len = 1 + nals
+        .iter()
+        .map(|n| STAP_A_SIZE_LEN + n.len())
+        .sum::<usize>();
     let mut out = Vec::with_capacity(len);
     out.push(f | nri | STAP_A);
     for nal in nals {
@@ -246,7 +249,10 @@ mod tests {
     fn sps_decodes_to_constrained_baseline_640x480() {
         assert_eq!(nal_type(SPS[0]), NAL_SPS);
         assert_eq!(&SPS[1..4], &[0x42, 0xe0, 0x1f], "profile-level-id 42e01f");
-        let mut r = Bits { data: &SPS[4..], pos: 0 };
+        let mut r = Bits {
+            data: &SPS[4..],
+            pos: 0,
+        };
         assert_eq!(r.ue(), 0, "seq_parameter_set_id");
         assert_eq!(r.ue(), 0, "log2_max_frame_num_minus4");
         assert_eq!(r.ue(), 2, "pic_order_cnt_type");
@@ -264,7 +270,10 @@ mod tests {
     #[test]
     fn pps_decodes() {
         assert_eq!(nal_type(PPS[0]), NAL_PPS);
-        let mut r = Bits { data: &PPS[1..], pos: 0 };
+        let mut r = Bits {
+            data: &PPS[1..],
+            pos: 0,
+        };
         assert_eq!(r.ue(), 0, "pic_parameter_set_id");
         assert_eq!(r.ue(), 0, "seq_parameter_set_id");
         assert_eq!(r.bit(), 0, "entropy_coding_mode_flag (CAVLC)");
@@ -323,7 +332,11 @@ mod tests {
             assert_eq!(p[0], 0x7c);
             // FU header: S on the first, E on the last, R never, original type.
             assert_eq!(p[1] & FU_START != 0, i == 0, "start bit of fragment {i}");
-            assert_eq!(p[1] & FU_END != 0, i == packets.len() - 1, "end bit of fragment {i}");
+            assert_eq!(
+                p[1] & FU_END != 0,
+                i == packets.len() - 1,
+                "end bit of fragment {i}"
+            );
             assert_eq!(p[1] & 0x20, 0, "reserved bit");
             assert_eq!(nal_type(p[1]), NAL_IDR);
             // Only the first fragment announces the keyframe.

@@ -88,16 +88,28 @@ mod tests {
         let mut single = vec![h264::SLICE_NAL_HEADER];
         single.extend(&escaped);
         let mut scratch = vec![];
-        assert_eq!(check_video(VideoCodec::H264, &single, &mut scratch), Check::Intact(1));
+        assert_eq!(
+            check_video(VideoCodec::H264, &single, &mut scratch),
+            Check::Intact(1)
+        );
 
         let mut fu = h264::fu_a(h264::IDR_NAL_HEADER, &[&escaped]).remove(0);
-        assert_eq!(check_video(VideoCodec::H264, &fu, &mut scratch), Check::Intact(1));
+        assert_eq!(
+            check_video(VideoCodec::H264, &fu, &mut scratch),
+            Check::Intact(1)
+        );
         let last = fu.len() - 1;
         fu[last] ^= 0xff;
-        assert_eq!(check_video(VideoCodec::H264, &fu, &mut scratch), Check::Mismatch);
+        assert_eq!(
+            check_video(VideoCodec::H264, &fu, &mut scratch),
+            Check::Mismatch
+        );
 
         let params = h264::stap_a(&[&h264::SPS, &h264::PPS]);
-        assert_eq!(check_video(VideoCodec::H264, &params, &mut scratch), Check::NoPattern);
+        assert_eq!(
+            check_video(VideoCodec::H264, &params, &mut scratch),
+            Check::NoPattern
+        );
     }
 
     #[test]
@@ -106,7 +118,10 @@ mod tests {
         key.extend(vp8::frame_header(true, 100));
         pattern::write(5, 100, &mut key);
         let mut scratch = vec![];
-        assert_eq!(check_video(VideoCodec::Vp8, &key, &mut scratch), Check::Intact(5));
+        assert_eq!(
+            check_video(VideoCodec::Vp8, &key, &mut scratch),
+            Check::Intact(5)
+        );
         assert!(is_keyframe(VideoCodec::Vp8, &key));
 
         let mut audio = vec![opus::TOC_CELT_FB_20MS];

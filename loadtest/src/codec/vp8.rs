@@ -37,7 +37,8 @@ pub fn descriptor(start: bool, picture_id: u16) -> [u8; DESCRIPTOR_LEN] {
 /// dimensions for a keyframe.
 pub fn frame_header(keyframe: bool, first_partition_size: u32) -> Vec<u8> {
     let size = first_partition_size.min(MAX_FIRST_PARTITION);
-    let tag = (size << 5) | u32::from(SHOW_FRAME) | u32::from(if keyframe { 0 } else { INTERFRAME });
+    let tag =
+        (size << 5) | u32::from(SHOW_FRAME) | u32::from(if keyframe { 0 } else { INTERFRAME });
     let mut out = Vec::with_capacity(KEYFRAME_HEADER_LEN);
     out.extend_from_slice(&tag.to_le_bytes()[..FRAME_TAG_LEN]);
     if keyframe {
@@ -119,7 +120,11 @@ mod tests {
     #[test]
     fn descriptor_carries_start_bit_and_15_bit_picture_id() {
         assert_eq!(descriptor(true, 0x1234), [0x90, 0x80, 0x92, 0x34]);
-        assert_eq!(descriptor(false, 0x8001), [0x80, 0x80, 0x80, 0x01], "wraps at 15 bits");
+        assert_eq!(
+            descriptor(false, 0x8001),
+            [0x80, 0x80, 0x80, 0x01],
+            "wraps at 15 bits"
+        );
     }
 
     #[test]

@@ -143,7 +143,9 @@ impl<R: Role> Driver<R> {
                 Some(timeout),
                 self.role.next_media_at(),
                 (!state.connected).then_some(self.connect_deadline),
-                state.disconnected_since.map(|since| since + DISCONNECT_GRACE),
+                state
+                    .disconnected_since
+                    .map(|since| since + DISCONNECT_GRACE),
                 Some(now + MAX_SLEEP),
             ]
             .into_iter()
@@ -187,9 +189,11 @@ impl<R: Role> Driver<R> {
                 contents,
             },
         );
-        if self.rtc.accepts(&input) {
-            self.rtc.handle_input(input)?;
-        }
+        // No `Rtc::accepts` filter: this socket belongs to this one `Rtc`, and `accepts`
+        // drops DTLS that arrives before our own ICE check succeeded, which would charge a
+        // 1 s DTLS retransmission to the server's time-to-connect. str0m still checks STUN
+        // integrity and the DTLS fingerprint.
+        self.rtc.handle_input(input)?;
         Ok(())
     }
 
@@ -250,7 +254,11 @@ impl<R: Role> Driver<R> {
             if self.drain(state).await.is_err() || !self.rtc.is_alive() {
                 return;
             }
-            if self.rtc.handle_input(Input::Timeout(Instant::now())).is_err() {
+            if self
+                .rtc
+                .handle_input(Input::Timeout(Instant::now()))
+                .is_err()
+            {
                 return;
             }
         }
@@ -268,5 +276,8 @@ struct LoopState {
 
 fn is_transient(e: &std::io::Error) -> bool {
     use std::io::ErrorKind::*;
-    matches!(e.kind(), ConnectionRefused | ConnectionReset | Interrupted | WouldBlock)
+    matches!(
+        e.kind(),
+        ConnectionRefused | ConnectionReset | Interrupted | WouldBlock
+    )
 }

@@ -43,9 +43,18 @@ struct Codecs {
 }
 
 impl Codecs {
-    const H264_OPUS: Codecs = Codecs { h264: true, vp8: false };
-    const VP8_OPUS: Codecs = Codecs { h264: false, vp8: true };
-    const ALL: Codecs = Codecs { h264: true, vp8: true };
+    const H264_OPUS: Codecs = Codecs {
+        h264: true,
+        vp8: false,
+    };
+    const VP8_OPUS: Codecs = Codecs {
+        h264: false,
+        vp8: true,
+    };
+    const ALL: Codecs = Codecs {
+        h264: true,
+        vp8: true,
+    };
 }
 
 /// A UDP socket on `ip`, port chosen by the OS.
@@ -79,8 +88,11 @@ fn build_rtc(
     if codecs.vp8 {
         // str0m's default VP8 entry is PT 96 with RTX 97.
         config = config.enable_vp8(true);
-        debug_assert!(config.codec_config().params().iter().any(|p| *p.pt() == PT_VP8
-            && p.resend().map(|r| *r) == Some(PT_VP8_RTX)));
+        debug_assert!(config
+            .codec_config()
+            .params()
+            .iter()
+            .any(|p| *p.pt() == PT_VP8 && p.resend().map(|r| *r) == Some(PT_VP8_RTX)));
     }
     let config = config.enable_opus(true, false);
     let mut rtc = config.build(Instant::now());

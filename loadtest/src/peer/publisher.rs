@@ -48,7 +48,11 @@ pub struct PublishConfig {
 
 impl PublishConfig {
     /// Defaults: H.264, keyframe every 2 s, 127.0.0.1, 10 s connect timeout.
-    pub fn new(server: impl Into<String>, stream: impl Into<String>, key: impl Into<String>) -> Self {
+    pub fn new(
+        server: impl Into<String>,
+        stream: impl Into<String>,
+        key: impl Into<String>,
+    ) -> Self {
         PublishConfig {
             server: server.into(),
             stream: stream.into(),
@@ -91,16 +95,27 @@ pub async fn publish(cfg: PublishConfig) -> Result<PublisherHandle> {
 
     let mut change = rtc.sdp_api();
     let stream_id = Some(cfg.stream.clone());
-    let audio_mid = change.add_media(MediaKind::Audio, Direction::SendOnly, stream_id.clone(), None, None);
+    let audio_mid = change.add_media(
+        MediaKind::Audio,
+        Direction::SendOnly,
+        stream_id.clone(),
+        None,
+        None,
+    );
     let video_mid = change.add_media(MediaKind::Video, Direction::SendOnly, stream_id, None, None);
     let (offer, pending) = change
         .apply()
         .ok_or_else(|| Error::Negotiation("str0m produced no offer".into()))?;
 
-    let session = signal::post_offer(&http, &endpoint, Some(&cfg.key), offer.to_sdp_string()).await?;
+    let session =
+        signal::post_offer(&http, &endpoint, Some(&cfg.key), offer.to_sdp_string()).await?;
     let applied = SdpAnswer::from_sdp_string(&session.answer)
         .map_err(|e| Error::Sdp(e.to_string()))
-        .and_then(|answer| rtc.sdp_api().accept_answer(pending, answer).map_err(|e| Error::Sdp(e.to_string())))
+        .and_then(|answer| {
+            rtc.sdp_api()
+                .accept_answer(pending, answer)
+                .map_err(|e| Error::Sdp(e.to_string()))
+        })
         .and_then(|()| {
             let video = send_track(&mut rtc, video_mid, codec_of(cfg.video_codec))?;
             let audio = send_track(&mut rtc, audio_mid, Codec::Opus)?;
@@ -116,7 +131,9 @@ pub async fn publish(cfg: PublishConfig) -> Result<PublisherHandle> {
     };
     if video.is_none() && audio.is_none() {
         let _ = signal::delete(&http, &session.resource_url, Some(&cfg.key)).await;
-        return Err(Error::Negotiation("the answer accepts neither audio nor video".into()));
+        return Err(Error::Negotiation(
+            "the answer accepts neither audio nor video".into(),
+        ));
     }
 
     let (stats_tx, stats_rx) = watch::channel(PublisherStats::default());
@@ -175,7 +192,8 @@ impl PublisherHandle {
 
     /// Waits until ICE and DTLS are up.
     pub async fn wait_connected(&self, timeout: Duration) -> Result<PublisherStats> {
-        self.wait_until(|s| s.connected_after.is_some(), timeout).await
+        self.wait_until(|s| s.connected_after.is_some(), timeout)
+            .await
     }
 
     /// DELETEs the session, then closes the peer. Returns the final counters, or the
@@ -243,8 +261,14 @@ fn send_track<S>(rtc: &mut Rtc, mid: Mid, codec: Codec) -> Result<Option<SendTra
         .remote_pts()
         .iter()
         .copied()
-        .find(|pt| config.find(|p| p.pt() == *pt && p.spec().codec == codec).is_some())
-        .ok_or_else(|| Error::Negotiation(format!("the answer does not accept {codec:?} on mid {mid}")))?;
+        .find(|pt| {
+            config
+                .find(|p| p.pt() == *pt && p.spec().codec == codec)
+                .is_some()
+        })
+        .ok_or_else(|| {
+            Error::Negotiation(format!("the answer does not accept {codec:?} on mid {mid}"))
+        })?;
     let ssrc = rtc
         .direct_api()
         .stream_tx_by_mid(mid, None)
@@ -317,8 +341,16 @@ impl Role for Publisher {
     }
 
     fn next_media_at(&self) -> Option<Instant> {
-        let video = self.video.as_ref().and_then(|t| t.source.as_ref()).map(VideoSource::next_frame_at);
-        let audio = self.audio.as_ref().and_then(|t| t.source.as_ref()).map(AudioSource::next_packet_at);
+        let video = self
+            .video
+            .as_ref()
+            .and_then(|t| t.source.as_ref())
+            .map(VideoSource::next_frame_at);
+        let audio = self
+            .audio
+            .as_ref()
+            .and_then(|t| t.source.as_ref())
+            .map(AudioSource::next_packet_at);
         video.into_iter().chain(audio).min()
     }
 

@@ -125,6 +125,7 @@ pub async fn view(cfg: ViewConfig) -> Result<ViewerHandle> {
         pt_codecs: Vec::new(),
         scratch: Vec::new(),
         last_keyframe_request: None,
+        last_keyframe_time: None,
         published: stats_tx,
         dirty: false,
     };
@@ -173,7 +174,8 @@ impl ViewerHandle {
 
     /// Waits until ICE and DTLS are up.
     pub async fn wait_connected(&self, timeout: Duration) -> Result<ViewerStats> {
-        self.wait_until(|s| s.connected_after.is_some(), timeout).await
+        self.wait_until(|s| s.connected_after.is_some(), timeout)
+            .await
     }
 
     /// Waits until at least `count` video packets arrived.
@@ -221,6 +223,8 @@ struct Viewer {
     /// Reused buffer for undoing H.264 emulation prevention.
     scratch: Vec<u8>,
     last_keyframe_request: Option<Instant>,
+    /// RTP time of the last keyframe counted.
+    last_keyframe_time: Option<u32>,
     published: watch::Sender<ViewerStats>,
     dirty: bool,
 }
@@ -230,7 +234,10 @@ impl Viewer {
         if let Some((_, codec)) = self.pt_codecs.iter().find(|(p, _)| *p == pt) {
             return *codec;
         }
-        let codec = rtc.codec_config().find(|p| p.pt() == pt).map(|p| p.spec().codec);
+        let codec = rtc
+            .codec_config()
+            .find(|p| p.pt() == pt)
+            .map(|p| p.spec().codec);
         self.pt_codecs.push((pt, codec));
         codec
     }
@@ -245,7 +252,8 @@ impl Viewer {
             Some(Codec::Vp8) => VideoCodec::Vp8,
             Some(Codec::Opus) => {
                 let check = codec::check_audio(payload);
-                self.audio.record(ssrc, seq, payload.len(), check, false, since_post);
+                self.audio
+                    .record(ssrc, seq, payload.len(), check, false, since_post);
                 self.dirty = true;
                 return;
             }
@@ -254,7 +262,14 @@ impl Viewer {
         };
         let check = codec::check_video(video_codec, payload, &mut self.scratch);
         let keyframe = codec::is_keyframe(video_codec, payload);
-        self.video.record(ssrc, seq, payload.len(), check, keyframe, since_post);
+        // A keyframe spans packets (STAP-A with SPS, then the IDR's first fragment): count
+        // it once per RTP timestamp.
+        let new_keyframe = keyframe && self.last_keyframe_time != Some(packet.header.timestamp);
+        if new_keyframe {
+            self.last_keyframe_time = Some(packet.header.timestamp);
+        }
+        self.video
+            .record(ssrc, seq, payload.len(), check, new_keyframe, since_post);
         self.base.video_codec.get_or_insert(video_codec);
         if keyframe {
             self.base.first_keyframe_after.get_or_insert(since_post);

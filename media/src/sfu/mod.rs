@@ -29,6 +29,7 @@ use rtc::peer_connection::message::RTCMessage;
 use rtc::peer_connection::state::RTCPeerConnectionState;
 use rtc::peer_connection::RTCPeerConnection;
 use rtc::rtcp::goodbye::Goodbye;
+use rtc::rtcp::receiver_report::ReceiverReport;
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp;
@@ -44,6 +45,9 @@ use crate::metrics::Metrics;
 use demux::Demux;
 use peer::{IceCredentials, PeerSettings, PublishedTrack, ViewerTrack};
 use stream::Stream;
+
+/// SSRC our feedback (PLI) to publishers is sent from; we send no media toward publishers.
+const FEEDBACK_SSRC: u32 = 0x6c69_6e74;
 
 /// Opaque, unguessable id of a WHIP or WHEP session; its hex form is in the resource URL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -537,11 +541,16 @@ impl Sfu {
             return;
         }
         let Some(mut receiver) = peer.pc.rtp_receiver(receiver_id) else { return };
-        let pli = PictureLossIndication { sender_ssrc: 0, media_ssrc };
-        if receiver.write_rtcp(now, vec![Box::new(pli)]).is_ok() {
+        // A compound packet led by an empty RR (RFC 3550 §6.1): peers that did not negotiate
+        // rtcp-rsize (RFC 5506) drop a lone PLI.
+        let rr = ReceiverReport { ssrc: FEEDBACK_SSRC, reports: Vec::new(), profile_extensions: Bytes::new() };
+        let pli = PictureLossIndication { sender_ssrc: FEEDBACK_SSRC, media_ssrc };
+        if receiver.write_rtcp(now, vec![Box::new(rr), Box::new(pli)]).is_ok() {
             Metrics::add(&self.metrics.plis_sent, 1);
         }
+        let before = self.transmits.len();
         self.service(now, publisher);
+        debug!(stream, datagrams = self.transmits.len() - before, "PLI sent");
     }
 
     fn refile_timer(&mut self, id: SessionId) {

@@ -1,0 +1,128 @@
+// Benchmark (not a test): glass-to-glass latency and time to first frame,
+// Chromium → WHIP → glint → WHEP → Chromium on loopback.
+//
+// The publisher page paints Date.now() into a canvas as a 24-bit block code and publishes the
+// canvas over WHIP; each viewer page draws every decoded frame (requestVideoFrameCallback) back
+// into a canvas, reads the code, and records Date.now() - painted. Pages share one browser, so
+// one clock. Usage (inside a loopback-only netns, see docs/benchmarks.md):
+//   node bench-latency.mjs [--viewers 1,10] [--seconds 20]
+import { startGlint, launchChromium, waitFor } from './lib.mjs';
+
+const args = Object.fromEntries(process.argv.slice(2).reduce((acc, a, i, all) => (a.startsWith('--') ? [...acc, [a.slice(2), all[i + 1]]] : acc), []));
+const viewerCounts = (args.viewers ?? '1,10').split(',').map(Number);
+const seconds = Number(args.seconds ?? 20);
+const codec = args.codec ?? 'VP8';
+
+const BITS = 24;
+const PUBLISH = async ({ base, bits, codec, source }) => {
+  const W = 640, H = 360, B = 40; // 24 blocks of 40x40 in two rows of 12 (a 480x80 band)
+  const canvas = document.createElement('canvas');
+  canvas.width = W; canvas.height = H;
+  document.body.append(canvas);
+  const ctx = canvas.getContext('2d');
+  const paint = () => {
+    const t = Date.now() & ((1 << bits) - 1);
+    ctx.fillStyle = '#336'; ctx.fillRect(0, 0, W, H);
+    ctx.fillStyle = '#888'; ctx.fillRect(0, 200, W, 10 + (t % 100)); // some motion
+    for (let i = 0; i < bits; i++) {
+      ctx.fillStyle = (t >> i) & 1 ? '#fff' : '#000';
+      ctx.fillRect((i % 12) * B, Math.floor(i / 12) * B, B, B);
+    }
+    requestAnimationFrame(paint);
+  };
+  paint();
+  const stream = source === 'camera' ? await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 360 } }) : canvas.captureStream(30);
+  const pc = new RTCPeerConnection();
+  const tr = pc.addTransceiver(stream.getVideoTracks()[0], { direction: 'sendonly' });
+  const caps = RTCRtpSender.getCapabilities('video').codecs.filter((c) => c.mimeType === 'video/' + codec);
+  if (caps.length) tr.setCodecPreferences(caps);
+  const offer = await pc.createOffer();
+  await pc.setLocalDescription(offer);
+  const r = await fetch(base + '/whip/demo', { method: 'POST', headers: { 'Content-Type': 'application/sdp', Authorization: 'Bearer test-key' }, body: offer.sdp });
+  if (r.status !== 201) throw new Error('whip ' + r.status);
+  await pc.setRemoteDescription({ type: 'answer', sdp: await r.text() });
+  window.pub = pc;
+};
+
+const VIEW = async ({ base, bits }) => {
+  const B = 40;
+  const started = performance.now();
+  window.samples = [];
+  window.firstFrameMs = null;
+  const pc = new RTCPeerConnection();
+  pc.addTransceiver('video', { direction: 'recvonly' });
+  const video = document.createElement('video');
+  video.muted = true; video.autoplay = true; video.playsInline = true;
+  document.body.append(video);
+  pc.ontrack = (e) => { video.srcObject = new MediaStream([e.track]); };
+  const offer = await pc.createOffer();
+  await pc.setLocalDescription(offer);
+  const r = await fetch(base + '/whep/demo', { method: 'POST', headers: { 'Content-Type': 'application/sdp' }, body: offer.sdp });
+  if (r.status !== 201) throw new Error('whep ' + r.status);
+  window.answerMs = performance.now() - started;
+  pc.onconnectionstatechange = () => { if (pc.connectionState === 'connected') window.connectedMs = performance.now() - started; };
+  await pc.setRemoteDescription({ type: 'answer', sdp: await r.text() });
+  const canvas = document.createElement('canvas');
+  canvas.width = 640; canvas.height = 360;
+  const ctx = canvas.getContext('2d', { willReadFrequently: true });
+  const onFrame = () => {
+    const now = Date.now();
+    if (window.firstFrameMs === null) window.firstFrameMs = performance.now() - started;
+    ctx.drawImage(video, 0, 0, 640, 360);
+    const px = ctx.getImageData(0, 0, 480, 80).data;
+    let t = 0;
+    for (let i = 0; i < bits; i++) {
+      const x = (i % 12) * B + B / 2, y = Math.floor(i / 12) * B + B / 2;
+      if (px[(y * 480 + x) * 4] > 128) t |= 1 << i;
+    }
+    const mask = (1 << bits) - 1;
+    const lat = ((now & mask) - t + (1 << bits)) & mask;
+    if (lat < 5000) window.samples.push(lat);
+    video.requestVideoFrameCallback(onFrame);
+  };
+  video.requestVideoFrameCallback(onFrame);
+  window.view = pc;
+};
+
+const pct = (xs, p) => { const s = [...xs].sort((a, b) => a - b); return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]; };
+
+const glint = globalThis.glint = await startGlint({ GLINT_LOG: process.env.GLINT_LOG ?? 'warn,glint=info' });
+const browser = await launchChromium();
+const results = [];
+try {
+  const pub = await browser.context.newPage();
+  await pub.goto(`${glint.base}/healthz`);
+  await pub.evaluate(PUBLISH, { base: glint.base, bits: BITS, codec, source: args.source ?? 'canvas' });
+  await waitFor(() => pub.evaluate(() => window.pub.connectionState === 'connected'), 20000, 'publisher connected');
+  // Time to first frame is about joining a stream that is already live: let the publisher's
+  // encoder ramp up (its first second runs at a low frame rate) before viewers join.
+  const framesEncoded = () => pub.evaluate(async () => { let n = 0; (await window.pub.getStats()).forEach((r) => { if (r.type === 'outbound-rtp') n = r.framesEncoded; }); return n; });
+  await waitFor(async () => (await framesEncoded()) > 90, 30000, 'publisher warmed up');
+  for (const n of viewerCounts) {
+    const pages = [];
+    for (let i = 0; i < n; i++) {
+      const p = await browser.context.newPage();
+      await p.goto(`${glint.base}/healthz`);
+      await p.evaluate(VIEW, { base: glint.base, bits: BITS });
+      pages.push(p);
+    }
+    await waitFor(async () => (await Promise.all(pages.map((p) => p.evaluate(() => window.firstFrameMs)))).every((x) => x !== null), 30000, 'all viewers show a frame');
+    const ttff = await Promise.all(pages.map((p) => p.evaluate(() => window.firstFrameMs)));
+    const phases = await Promise.all(pages.map((p) => p.evaluate(() => ({ answer: Math.round(window.answerMs), connected: Math.round(window.connectedMs), first_frame: Math.round(window.firstFrameMs) }))));
+    const pubStats = await pub.evaluate(async () => { const o = []; (await window.pub.getStats()).forEach((r) => { if (r.type === 'outbound-rtp') o.push({ pli: r.pliCount, fir: r.firCount, keyFramesEncoded: r.keyFramesEncoded, frames: r.framesEncoded, target: r.targetBitrate, bytes: r.bytesSent }); if (r.type === 'candidate-pair' && r.nominated) o.push({ avail: r.availableOutgoingBitrate }); }); return o; });
+    if (args.verbose) console.log(JSON.stringify(pubStats));
+    if (args.verbose) console.log(JSON.stringify(phases), (await (await fetch(glint.base + '/metrics')).text()).split('\n').filter((l) => /pli|keyframe/.test(l) && !l.startsWith('#')).join(' '));
+    await pages[0].evaluate(() => { window.samples = []; });
+    for (const p of pages) await p.evaluate(() => { window.samples = []; });
+    await new Promise((r) => setTimeout(r, seconds * 1000)); // the measurement window itself
+    const samples = (await Promise.all(pages.map((p) => p.evaluate(() => window.samples)))).flat();
+    const row = { viewers: n, codec, samples: samples.length, median_ms: pct(samples, 50), p95_ms: pct(samples, 95), ttff_median_ms: Math.round(pct(ttff, 50)), ttff_max_ms: Math.round(Math.max(...ttff)) };
+    console.log(JSON.stringify(row));
+    results.push(row);
+    for (const p of pages) { await p.evaluate(() => window.view.close()); await p.close(); }
+  }
+} finally {
+  if (args.verbose) console.log(glint.logs().split('\n').filter((l) => /PLI|keyframe|connected/.test(l)).join('\n'));
+  await browser.close();
+  await glint.stop();
+}
