@@ -115,6 +115,9 @@ impl<R: Role> Driver<R> {
         state: &mut LoopState,
     ) -> Result<EndReason> {
         let mut buf = vec![0u8; RECV_BUFFER_BYTES];
+        // The `Rtc` was built before the HTTP exchange and has not been told the time since;
+        // without this, ICE waits for a timer computed from that older instant.
+        self.rtc.handle_input(Input::Timeout(Instant::now()))?;
         loop {
             let mut timeout = self.drain(state).await?;
             if let Some(reason) = state.ended.take() {

@@ -201,6 +201,14 @@ impl ViewerHandle {
 
     /// DELETEs the session, then closes the peer. Returns the final counters, or the
     /// DELETE error (the peer is closed either way).
+    /// Disappear without a word, as a phone that loses its network does: no DELETE, no BYE,
+    /// the socket just goes quiet. The server has to notice on its own (ICE consent).
+    pub fn vanish(self) -> ViewerStats {
+        self.task.abort();
+        let stats = self.stats.borrow().clone();
+        stats
+    }
+
     pub async fn stop(self) -> Result<ViewerStats> {
         let deleted = signal::delete(&self.http, &self.resource_url, self.token.as_deref()).await;
         super::shut_down(self.commands, self.task).await;

@@ -14,6 +14,7 @@
 mod demux;
 pub mod keyframe;
 pub mod peer;
+mod rtcp_tap;
 mod stream;
 
 use std::collections::{BTreeSet, HashMap, VecDeque};

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use rand::distr::{Alphanumeric, SampleString};
 use rtc::ice::mdns::MulticastDnsMode;
-use rtc::interceptor::Registry;
+use rtc::interceptor::{Registry, Slot};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
 use rtc::peer_connection::configuration::media_engine::MediaEngine;
@@ -26,6 +26,8 @@ use rtc::sdp::description::session::SessionDescription;
 
 use crate::codec::{self, MediaKind, PayloadFormat};
 use crate::error::{MediaError, Result};
+use super::rtcp_tap::{self, KeyframeRequestTap};
+use super::Role;
 
 /// What every new connection is set up with.
 #[derive(Debug, Clone)]
@@ -122,8 +124,13 @@ fn direction<'a>(keys: impl Iterator<Item = &'a str>) -> &'static str {
     "sendrecv" // RFC 4566 §6: the default
 }
 
-fn build(now: Instant, settings: &PeerSettings, creds: &IceCredentials, mut engine: MediaEngine) -> Result<RTCPeerConnection> {
-    let registry = register_default_interceptors(Registry::new(), &mut engine).map_err(map_rtc("interceptors"))?;
+fn build(now: Instant, settings: &PeerSettings, creds: &IceCredentials, mut engine: MediaEngine, role: Role) -> Result<RTCPeerConnection> {
+    let registry = match role {
+        // Viewers' PLI/FIR must reach the SFU (see rtcp_tap.rs).
+        Role::Viewer => Registry::new().with(Slot::from(rtcp_tap::SLOT), KeyframeRequestTap::default()),
+        Role::Publisher => Registry::new(),
+    };
+    let registry = register_default_interceptors(registry, &mut engine).map_err(map_rtc("interceptors"))?;
     let setting_engine = SettingEngineBuilder::new()
         .with_ice_credentials(creds.ufrag.clone(), creds.pwd.clone())
         .with_lite(true)
@@ -176,7 +183,7 @@ pub(crate) fn build_publisher(
     offer: RTCSessionDescription,
 ) -> Result<(RTCPeerConnection, String, Vec<PublishedTrack>)> {
     let engine = codec::publisher_media_engine().map_err(map_rtc("media engine"))?;
-    let mut pc = build(now, settings, creds, engine)?;
+    let mut pc = build(now, settings, creds, engine, Role::Publisher)?;
     let sdp = answer(now, &mut pc, offer)?;
     let tracks = negotiated_tracks(&sdp, "recvonly")?;
     if tracks.is_empty() {
@@ -198,7 +205,7 @@ pub(crate) fn build_viewer(
 ) -> Result<(RTCPeerConnection, String, Vec<ViewerTrack>)> {
     let codecs: Vec<_> = published.iter().map(|t| (t.kind, t.codec.clone())).collect();
     let engine = codec::viewer_media_engine(&codecs).map_err(map_rtc("media engine"))?;
-    let mut pc = build(now, settings, creds, engine)?;
+    let mut pc = build(now, settings, creds, engine, Role::Viewer)?;
     let mut senders = Vec::with_capacity(published.len());
     for t in published {
         let ssrc = rand::random::<u32>();
