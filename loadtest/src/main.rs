@@ -10,7 +10,7 @@ use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use tokio::task::JoinSet;
 
-use loadtest::report::{Report, RunInfo, ViewerOutcome};
+use loadtest::report::{Report, RunInfo, ServerUsage, ViewerOutcome};
 use loadtest::{procfs, rlimit};
 use loadtest::{publish, view, PublishConfig, VideoCodec, ViewConfig, ViewerHandle};
 
@@ -205,6 +205,11 @@ async fn run_viewers(args: ViewersArgs) -> anyhow::Result<Report> {
         ramp.as_secs_f64()
     );
 
+    let steady_before = match args.server_pid {
+        Some(pid) => Some(procfs::sample(pid).with_context(|| format!("reading /proc/{pid}"))?),
+        None => None,
+    };
+    let packets_before: u64 = handles.iter().map(|h| h.stats().packets()).sum();
     let measure_started = Instant::now();
     let measure_end = measure_started + Duration::from_secs(args.duration);
     let mut progress = tokio::time::interval_at(
@@ -219,6 +224,15 @@ async fn run_viewers(args: ViewersArgs) -> anyhow::Result<Report> {
     }
     let measure = measure_started.elapsed();
 
+    let packets_after: u64 = handles.iter().map(|h| h.stats().packets()).sum();
+    let connected_now = handles.iter().filter(|h| h.stats().connected_after.is_some()).count();
+    let server_steady = match (args.server_pid, steady_before) {
+        (Some(pid), Some(before)) => {
+            let after = procfs::sample(pid).with_context(|| format!("reading /proc/{pid}"))?;
+            Some(ServerUsage::between(pid, before, after, packets_after.saturating_sub(packets_before), connected_now))
+        }
+        _ => None,
+    };
     outcomes.extend(handles.iter().map(|h| ViewerOutcome::Ran(h.stats())));
     let server = match (args.server_pid, server_before) {
         (Some(pid), Some(before)) => Some((
@@ -241,7 +255,7 @@ async fn run_viewers(args: ViewersArgs) -> anyhow::Result<Report> {
         None => None,
     };
 
-    Ok(Report::build(
+    let mut report = Report::build(
         RunInfo {
             stream: args.stream,
             viewers_requested: count,
@@ -251,7 +265,9 @@ async fn run_viewers(args: ViewersArgs) -> anyhow::Result<Report> {
             server,
         },
         &outcomes,
-    ))
+    );
+    report.server_steady = server_steady;
+    Ok(report)
 }
 
 /// Starts `count` viewers, `per_sec` per second. Each start is bounded by the HTTP timeout,

@@ -119,7 +119,10 @@ pub struct Report {
     pub connect: Distribution,
     pub first_keyframe: Distribution,
     pub publisher: Option<PublisherStats>,
+    /// Over the whole run, connection set-up (ICE, DTLS) included.
     pub server: Option<ServerUsage>,
+    /// Over the measurement window only, when every viewer is connected: the forwarding cost.
+    pub server_steady: Option<ServerUsage>,
 }
 
 /// The parts of a run that are not per viewer.
@@ -196,6 +199,7 @@ impl Report {
             first_keyframe: Distribution::of(ran.iter().filter_map(|s| s.first_keyframe_after)),
             publisher: run.publisher,
             server,
+            server_steady: None,
         }
     }
 
@@ -272,6 +276,14 @@ impl Report {
                 s.rss_before_kib,
                 s.rss_after_kib,
                 per(s.rss_kib_per_viewer, "KiB")
+            );
+        }
+        if let Some(u) = &self.server_steady {
+            let _ = writeln!(
+                out,
+                "server steady state (measurement window): cpu {:.2} s, {} per forwarded packet",
+                u.cpu_seconds,
+                u.cpu_us_per_packet.map_or("-".to_owned(), |v| format!("{v:.2} us"))
             );
         }
         out
