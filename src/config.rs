@@ -84,7 +84,8 @@ impl Config {
     pub fn load(cli: Cli) -> anyhow::Result<Self> {
         let file: FileConfig = match &cli.config {
             Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
                 toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
             }
             None => FileConfig::default(),
@@ -96,7 +97,11 @@ impl Config {
         if let Some(v) = cli.udp.or(file.udp) {
             c.media.udp_bind = v;
         }
-        c.media.public_ips = if cli.public_ip.is_empty() { file.public_ips } else { cli.public_ip };
+        c.media.public_ips = if cli.public_ip.is_empty() {
+            file.public_ips
+        } else {
+            cli.public_ip
+        };
         if let Some(v) = file.max_sessions {
             c.media.max_sessions = v;
         }
@@ -111,9 +116,16 @@ impl Config {
             c.stream_keys.insert(name.to_owned(), key.to_owned());
         }
         for name in c.stream_keys.keys() {
-            anyhow::ensure!(signaling::valid_stream_name(name), "stream name {name:?}: use 1-64 of A-Z a-z 0-9 - _");
+            anyhow::ensure!(
+                signaling::valid_stream_name(name),
+                "stream name {name:?}: use 1-64 of A-Z a-z 0-9 - _"
+            );
         }
-        c.ice_servers = if cli.ice_server.is_empty() { file.ice_servers } else { cli.ice_server };
+        c.ice_servers = if cli.ice_server.is_empty() {
+            file.ice_servers
+        } else {
+            cli.ice_server
+        };
         c.cors_origins = file.cors_origins;
         Ok(c)
     }

@@ -19,8 +19,16 @@ const WATCH_PAGE: &str = include_str!("pages/watch.html");
 const PUBLISH_PAGE: &str = include_str!("pages/publish.html");
 const INDEX_PAGE: &str = include_str!("pages/index.html");
 
-pub fn router(config: &Config, media: MediaHandle, authorizer: Arc<dyn StreamAuthorizer>) -> Router {
-    let signaling = signaling::router(SignalingState { media: media.clone(), authorizer, ice_servers: config.ice_servers.clone() });
+pub fn router(
+    config: &Config,
+    media: MediaHandle,
+    authorizer: Arc<dyn StreamAuthorizer>,
+) -> Router {
+    let signaling = signaling::router(SignalingState {
+        media: media.clone(),
+        authorizer,
+        ice_servers: config.ice_servers.clone(),
+    });
     let pages = Router::new()
         .route("/", get(|| async { Html(INDEX_PAGE) }))
         .route("/watch/{stream}", get(page_for(WATCH_PAGE)))
@@ -29,7 +37,10 @@ pub fn router(config: &Config, media: MediaHandle, authorizer: Arc<dyn StreamAut
         .route("/healthz", get(|| async { "ok" }))
         .route("/api/live", get(live))
         .with_state(media);
-    signaling.merge(pages).layer(cors(config)).layer(TraceLayer::new_for_http())
+    signaling
+        .merge(pages)
+        .layer(cors(config))
+        .layer(TraceLayer::new_for_http())
 }
 
 fn page_for(page: &'static str) -> impl Fn(Path<String>) -> std::future::Ready<Response> + Clone {
@@ -49,13 +60,33 @@ fn cors(config: &Config) -> CorsLayer {
     let origins = if config.cors_origins.is_empty() {
         AllowOrigin::any()
     } else {
-        AllowOrigin::list(config.cors_origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+        AllowOrigin::list(
+            config
+                .cors_origins
+                .iter()
+                .filter_map(|o| HeaderValue::from_str(o).ok()),
+        )
     };
     CorsLayer::new()
         .allow_origin(origins)
-        .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::DELETE, Method::OPTIONS])
-        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, header::IF_MATCH])
-        .expose_headers([header::LOCATION, header::ETAG, header::LINK, "accept-patch".parse().unwrap()])
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PATCH,
+            Method::DELETE,
+            Method::OPTIONS,
+        ])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::IF_MATCH,
+        ])
+        .expose_headers([
+            header::LOCATION,
+            header::ETAG,
+            header::LINK,
+            "accept-patch".parse().unwrap(),
+        ])
 }
 
 async fn metrics(State(media): State<MediaHandle>) -> Response {
@@ -77,7 +108,12 @@ async fn live(State(media): State<MediaHandle>) -> Response {
         Ok(streams) => Json(
             streams
                 .into_iter()
-                .map(|s| LiveStream { name: s.name, live: s.live, viewers: s.viewers, codecs: s.codecs })
+                .map(|s| LiveStream {
+                    name: s.name,
+                    live: s.live,
+                    viewers: s.viewers,
+                    codecs: s.codecs,
+                })
                 .collect::<Vec<_>>(),
         )
         .into_response(),

@@ -16,10 +16,12 @@ pub fn dev_keys(data_dir: &Path) -> anyhow::Result<HashMap<String, String>> {
     let keys: HashMap<String, String> = match std::fs::read_to_string(&path) {
         Ok(text) => toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+            std::fs::create_dir_all(data_dir)
+                .with_context(|| format!("creating {}", data_dir.display()))?;
             let key = Alphanumeric.sample_string(&mut rand::rng(), 24);
             let keys = HashMap::from([(DEFAULT_STREAM.to_string(), key)]);
-            std::fs::write(&path, toml::to_string(&keys)?).with_context(|| format!("writing {}", path.display()))?;
+            std::fs::write(&path, toml::to_string(&keys)?)
+                .with_context(|| format!("writing {}", path.display()))?;
             keys
         }
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),

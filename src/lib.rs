@@ -32,10 +32,14 @@ pub async fn start(mut config: Config) -> anyhow::Result<Server> {
     if config.stream_keys.is_empty() {
         config.stream_keys = keys::dev_keys(&config.data_dir)?;
     }
-    let (media, media_task) = media::spawn(config.media.clone()).await.with_context(|| format!("binding UDP {}", config.media.udp_bind))?;
+    let (media, media_task) = media::spawn(config.media.clone())
+        .await
+        .with_context(|| format!("binding UDP {}", config.media.udp_bind))?;
     let authorizer = Arc::new(signaling::StaticKeys::new(config.stream_keys.clone()));
     let app = http::router(&config, media.clone(), authorizer);
-    let listener = tokio::net::TcpListener::bind(config.http).await.with_context(|| format!("binding HTTP {}", config.http))?;
+    let listener = tokio::net::TcpListener::bind(config.http)
+        .await
+        .with_context(|| format!("binding HTTP {}", config.http))?;
     let http_addr = listener.local_addr()?;
     let (stop_http, stopped) = oneshot::channel::<()>();
     let http_task = tokio::spawn(async move {
@@ -46,7 +50,14 @@ pub async fn start(mut config: Config) -> anyhow::Result<Server> {
             .await
     });
     info!(http = %http_addr, udp = %media.udp_addr(), "glint is up: publish with WHIP to http://{http_addr}/whip/<stream>, watch at http://{http_addr}/watch/<stream>");
-    Ok(Server { http_addr, udp_addr: media.udp_addr(), media, stop_http, http_task, media_task })
+    Ok(Server {
+        http_addr,
+        udp_addr: media.udp_addr(),
+        media,
+        stop_http,
+        http_task,
+        media_task,
+    })
 }
 
 impl Server {

@@ -13,10 +13,18 @@ const WAIT: Duration = Duration::from_secs(20);
 async fn av_through_the_server(codec: VideoCodec) {
     let (server, _dir) = start_server().await;
     let b = base(&server);
-    let publisher = publish(PublishConfig { video_codec: codec, ..PublishConfig::new(&b, "demo", KEY) }).await.unwrap();
+    let publisher = publish(PublishConfig {
+        video_codec: codec,
+        ..PublishConfig::new(&b, "demo", KEY)
+    })
+    .await
+    .unwrap();
     publisher.wait_connected(WAIT).await.unwrap();
     let viewer = view(ViewConfig::new(&b, "demo")).await.unwrap();
-    let stats = viewer.wait_until(|s| s.video.packets >= 200 && s.audio.packets >= 100, WAIT).await.unwrap();
+    let stats = viewer
+        .wait_until(|s| s.video.packets >= 200 && s.audio.packets >= 100, WAIT)
+        .await
+        .unwrap();
 
     // Every payload arrived byte for byte; sequence numbers continuous; a keyframe first.
     assert_eq!(stats.video_codec, Some(codec));
@@ -36,7 +44,10 @@ async fn av_through_the_server(codec: VideoCodec) {
 
     viewer.stop().await.unwrap();
     publisher.stop().await.unwrap();
-    eventually("sessions gone", WAIT, || async { metric(&server, "publishers").await == 0 && metric(&server, "viewers").await == 0 }).await;
+    eventually("sessions gone", WAIT, || async {
+        metric(&server, "publishers").await == 0 && metric(&server, "viewers").await == 0
+    })
+    .await;
     server.shutdown().await;
 }
 
@@ -55,7 +66,12 @@ async fn many_joining_viewers_cost_a_handful_of_plis() {
     let (server, _dir) = start_server().await;
     let b = base(&server);
     // A long GOP, so only PLIs can give joining viewers a keyframe quickly.
-    let publisher = publish(PublishConfig { keyframe_interval: Duration::from_secs(60), ..PublishConfig::new(&b, "demo", KEY) }).await.unwrap();
+    let publisher = publish(PublishConfig {
+        keyframe_interval: Duration::from_secs(60),
+        ..PublishConfig::new(&b, "demo", KEY)
+    })
+    .await
+    .unwrap();
     publisher.wait_connected(WAIT).await.unwrap();
     const VIEWERS: usize = 30;
     let mut viewers = Vec::new();
@@ -63,7 +79,10 @@ async fn many_joining_viewers_cost_a_handful_of_plis() {
         viewers.push(view(ViewConfig::new(&b, "demo")).await.unwrap());
     }
     for v in &viewers {
-        let s = v.wait_until(|s| s.first_keyframe_after.is_some(), WAIT).await.unwrap();
+        let s = v
+            .wait_until(|s| s.first_keyframe_after.is_some(), WAIT)
+            .await
+            .unwrap();
         assert_eq!(s.pattern_mismatches(), 0);
     }
     let requests = metric(&server, "keyframe_requests_total").await;
@@ -71,7 +90,10 @@ async fn many_joining_viewers_cost_a_handful_of_plis() {
     let received = publisher.stats().plis_received;
     println!("{VIEWERS} viewers: {requests} keyframe requests, {plis} PLIs sent, {received} received by the publisher");
     assert!(requests >= VIEWERS as u64, "every join asks for a keyframe");
-    assert!(plis >= 1 && plis <= 6, "coalesced: {plis} PLIs for {requests} requests");
+    assert!(
+        plis >= 1 && plis <= 6,
+        "coalesced: {plis} PLIs for {requests} requests"
+    );
     assert!(received >= 1 && received <= plis);
     for v in viewers {
         v.stop().await.unwrap();
@@ -84,18 +106,35 @@ async fn many_joining_viewers_cost_a_handful_of_plis() {
 async fn a_viewers_pli_reaches_the_publisher() {
     let (server, _dir) = start_server().await;
     let b = base(&server);
-    let publisher = publish(PublishConfig { keyframe_interval: Duration::from_secs(60), ..PublishConfig::new(&b, "demo", KEY) }).await.unwrap();
+    let publisher = publish(PublishConfig {
+        keyframe_interval: Duration::from_secs(60),
+        ..PublishConfig::new(&b, "demo", KEY)
+    })
+    .await
+    .unwrap();
     publisher.wait_connected(WAIT).await.unwrap();
     let viewer = view(ViewConfig::new(&b, "demo")).await.unwrap();
-    viewer.wait_until(|s| s.first_keyframe_after.is_some(), WAIT).await.unwrap();
+    viewer
+        .wait_until(|s| s.first_keyframe_after.is_some(), WAIT)
+        .await
+        .unwrap();
     let keyframes_before = viewer.stats().video.keyframes;
     let plis_before = publisher.stats().plis_received;
     // Past the coalescing interval of the join's PLI, a viewer's own PLI goes through.
     let requests_before = metric(&server, "keyframe_requests_total").await;
     viewer.request_keyframe().await.unwrap();
-    eventually("the viewer's PLI is counted", WAIT, || async { metric(&server, "keyframe_requests_total").await > requests_before }).await;
-    publisher.wait_until(|s| s.plis_received > plis_before, WAIT).await.unwrap();
-    viewer.wait_until(|s| s.video.keyframes > keyframes_before, WAIT).await.unwrap();
+    eventually("the viewer's PLI is counted", WAIT, || async {
+        metric(&server, "keyframe_requests_total").await > requests_before
+    })
+    .await;
+    publisher
+        .wait_until(|s| s.plis_received > plis_before, WAIT)
+        .await
+        .unwrap();
+    viewer
+        .wait_until(|s| s.video.keyframes > keyframes_before, WAIT)
+        .await
+        .unwrap();
     viewer.stop().await.unwrap();
     publisher.stop().await.unwrap();
     server.shutdown().await;
@@ -107,20 +146,34 @@ async fn viewers_are_told_when_the_publisher_leaves_and_a_new_one_can_publish() 
     let b = base(&server);
     let publisher = publish(PublishConfig::new(&b, "demo", KEY)).await.unwrap();
     publisher.wait_connected(WAIT).await.unwrap();
-    let viewers = [view(ViewConfig::new(&b, "demo")).await.unwrap(), view(ViewConfig::new(&b, "demo")).await.unwrap()];
+    let viewers = [
+        view(ViewConfig::new(&b, "demo")).await.unwrap(),
+        view(ViewConfig::new(&b, "demo")).await.unwrap(),
+    ];
     for v in &viewers {
         v.wait_video_packets(20, WAIT).await.unwrap();
     }
     // Same stream, second publisher: 409 while the first is live.
-    let err = publish(PublishConfig::new(&b, "demo", KEY)).await.unwrap_err();
+    let err = publish(PublishConfig::new(&b, "demo", KEY))
+        .await
+        .unwrap_err();
     assert_eq!(err.status(), Some(StatusCode::CONFLICT));
 
     publisher.stop().await.unwrap();
     for v in viewers {
         let reason = v.wait_ended(WAIT).await.unwrap();
-        assert!(matches!(reason, EndReason::Bye | EndReason::PeerClosed | EndReason::IceDisconnected), "{reason:?}");
+        assert!(
+            matches!(
+                reason,
+                EndReason::Bye | EndReason::PeerClosed | EndReason::IceDisconnected
+            ),
+            "{reason:?}"
+        );
         // The server already removed the session.
-        assert_eq!(v.stop().await.unwrap_err().status(), Some(StatusCode::NOT_FOUND));
+        assert_eq!(
+            v.stop().await.unwrap_err().status(),
+            Some(StatusCode::NOT_FOUND)
+        );
     }
     assert_eq!(metric(&server, "viewers").await, 0);
     assert_eq!(metric(&server, "publishers").await, 0);
@@ -151,12 +204,66 @@ async fn a_vanished_viewer_is_removed_within_seconds() {
     let gone = std::time::Instant::now();
     leaver.vanish();
     // ICE consent: 3 s disconnected + 6 s failed by default.
-    eventually("vanished viewer removed", Duration::from_secs(20), || async { metric(&server, "viewers").await == 1 }).await;
+    eventually(
+        "vanished viewer removed",
+        Duration::from_secs(20),
+        || async { metric(&server, "viewers").await == 1 },
+    )
+    .await;
     println!("vanished viewer removed after {:?}", gone.elapsed());
     // The other viewer kept receiving throughout.
     let before = stayer.stats().video.packets;
-    stayer.wait_until(|s| s.video.packets > before + 30, WAIT).await.unwrap();
+    stayer
+        .wait_until(|s| s.video.packets > before + 30, WAIT)
+        .await
+        .unwrap();
     stayer.stop().await.unwrap();
+    publisher.stop().await.unwrap();
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lossy_viewer_gets_its_video_back_from_the_nack_cache() {
+    let (server, _dir) = start_server().await;
+    let b = base(&server);
+    let publisher = publish(PublishConfig::new(&b, "demo", KEY)).await.unwrap();
+    publisher.wait_connected(WAIT).await.unwrap();
+    // 5 % of datagrams never reach the viewer; str0m NACKs the missing video packets.
+    let viewer = view(ViewConfig {
+        drop_every_nth_rtp: Some(20),
+        ..ViewConfig::new(&b, "demo")
+    })
+    .await
+    .unwrap();
+    let stats = viewer
+        .wait_until(|s| s.video.packets >= 400, WAIT)
+        .await
+        .unwrap();
+    // Let retransmissions of the last gaps land before judging.
+    let settled = viewer
+        .wait_until(|s| s.video.packets >= stats.video.packets + 60, WAIT)
+        .await
+        .unwrap();
+    println!(
+        "lossy viewer: video {:?}, audio lost {}",
+        settled.video, settled.audio.lost
+    );
+    assert!(
+        settled.audio.lost > 0,
+        "the drop really happened (audio is not retransmitted)"
+    );
+    // Every video packet up to the ones just received was recovered from the server's cache.
+    assert_eq!(
+        settled.video.lost, 0,
+        "video lost {} of {}",
+        settled.video.lost, settled.video.packets
+    );
+    assert!(
+        settled.video.reordered > 0,
+        "recovered packets arrive late, by RTX"
+    );
+    assert_eq!(settled.pattern_mismatches(), 0);
+    viewer.stop().await.unwrap();
     publisher.stop().await.unwrap();
     server.shutdown().await;
 }

@@ -6,7 +6,13 @@ mod common;
 use common::*;
 use reqwest::{Client, StatusCode};
 
-async fn post(client: &Client, url: String, token: Option<&str>, ctype: &str, body: String) -> reqwest::Response {
+async fn post(
+    client: &Client,
+    url: String,
+    token: Option<&str>,
+    ctype: &str,
+    body: String,
+) -> reqwest::Response {
     let mut req = client.post(url).header("content-type", ctype).body(body);
     if let Some(t) = token {
         req = req.bearer_auth(t);
@@ -26,76 +32,186 @@ async fn bad_requests_get_precise_errors_and_leave_nothing() {
     let b = base(&server);
     let obs = fixture("obs_offer.sdp");
 
-    let r = post(&c, format!("{b}/whip/demo"), None, "application/sdp", obs.clone()).await;
+    let r = post(
+        &c,
+        format!("{b}/whip/demo"),
+        None,
+        "application/sdp",
+        obs.clone(),
+    )
+    .await;
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(r.headers()["www-authenticate"], "Bearer");
     assert_eq!(error_code(r).await, "missing_token");
 
-    let r = post(&c, format!("{b}/whip/demo"), Some("wrong"), "application/sdp", obs.clone()).await;
+    let r = post(
+        &c,
+        format!("{b}/whip/demo"),
+        Some("wrong"),
+        "application/sdp",
+        obs.clone(),
+    )
+    .await;
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(error_code(r).await, "invalid_token");
 
     // Another stream's key does not open this one.
-    let r = post(&c, format!("{b}/whip/demo"), Some("other-key"), "application/sdp", obs.clone()).await;
+    let r = post(
+        &c,
+        format!("{b}/whip/demo"),
+        Some("other-key"),
+        "application/sdp",
+        obs.clone(),
+    )
+    .await;
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
 
-    let r = post(&c, format!("{b}/whip/nosuch"), Some(KEY), "application/sdp", obs.clone()).await;
+    let r = post(
+        &c,
+        format!("{b}/whip/nosuch"),
+        Some(KEY),
+        "application/sdp",
+        obs.clone(),
+    )
+    .await;
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     assert_eq!(error_code(r).await, "unknown_stream");
 
-    let r = post(&c, format!("{b}/whip/demo"), Some(KEY), "text/plain", obs.clone()).await;
+    let r = post(
+        &c,
+        format!("{b}/whip/demo"),
+        Some(KEY),
+        "text/plain",
+        obs.clone(),
+    )
+    .await;
     assert_eq!(r.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
 
-    for garbage in ["", "hello", "v=0\r\nm=video", "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n"] {
-        let r = post(&c, format!("{b}/whip/demo"), Some(KEY), "application/sdp", garbage.to_string()).await;
+    for garbage in [
+        "",
+        "hello",
+        "v=0\r\nm=video",
+        "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n",
+    ] {
+        let r = post(
+            &c,
+            format!("{b}/whip/demo"),
+            Some(KEY),
+            "application/sdp",
+            garbage.to_string(),
+        )
+        .await;
         assert_eq!(r.status(), StatusCode::BAD_REQUEST, "offer {garbage:?}");
     }
 
     // Only codecs we don't forward (VP9, PCMU): 406 (RFC 9725 §4.2).
     let unsupported = obs
-        .replace("m=audio 9 UDP/TLS/RTP/SAVPF 111", "m=audio 9 UDP/TLS/RTP/SAVPF 0")
+        .replace(
+            "m=audio 9 UDP/TLS/RTP/SAVPF 111",
+            "m=audio 9 UDP/TLS/RTP/SAVPF 0",
+        )
         .replace("a=rtpmap:111 opus/48000/2", "a=rtpmap:0 PCMU/8000")
-        .replace("m=video 9 UDP/TLS/RTP/SAVPF 96", "m=video 9 UDP/TLS/RTP/SAVPF 98")
+        .replace(
+            "m=video 9 UDP/TLS/RTP/SAVPF 96",
+            "m=video 9 UDP/TLS/RTP/SAVPF 98",
+        )
         .replace("a=rtpmap:96 H264/90000", "a=rtpmap:98 VP9/90000");
-    let r = post(&c, format!("{b}/whip/demo"), Some(KEY), "application/sdp", unsupported).await;
+    let r = post(
+        &c,
+        format!("{b}/whip/demo"),
+        Some(KEY),
+        "application/sdp",
+        unsupported,
+    )
+    .await;
     assert_eq!(r.status(), StatusCode::NOT_ACCEPTABLE);
 
     // A WHIP offer that only wants to receive is not a publish.
     let recvonly = obs.replace("a=sendonly", "a=recvonly");
-    let r = post(&c, format!("{b}/whip/demo"), Some(KEY), "application/sdp", recvonly).await;
+    let r = post(
+        &c,
+        format!("{b}/whip/demo"),
+        Some(KEY),
+        "application/sdp",
+        recvonly,
+    )
+    .await;
     assert_eq!(r.status(), StatusCode::NOT_ACCEPTABLE);
 
     // Data channel only: no audio or video.
     let datachannel = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\na=fingerprint:sha-256 2C:2F:A5:3B:2D:EE:37:97:C1:0D:5B:70:B9:69:64:F1:26:5B:02:55:62:BB:11:F0:23:8D:F8:2C:3C:E0:92:03\r\na=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\nm=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\na=sctp-port:5000\r\n";
-    let r = post(&c, format!("{b}/whip/demo"), Some(KEY), "application/sdp", datachannel.to_string()).await;
+    let r = post(
+        &c,
+        format!("{b}/whip/demo"),
+        Some(KEY),
+        "application/sdp",
+        datachannel.to_string(),
+    )
+    .await;
     assert_eq!(r.status(), StatusCode::NOT_ACCEPTABLE);
 
     let huge = "a".repeat(signaling::MAX_BODY_BYTES + 1);
-    let r = post(&c, format!("{b}/whip/demo"), Some(KEY), "application/sdp", huge).await;
+    let r = post(
+        &c,
+        format!("{b}/whip/demo"),
+        Some(KEY),
+        "application/sdp",
+        huge,
+    )
+    .await;
     assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
 
-    let r = post(&c, format!("{b}/whip/bad%20name"), Some(KEY), "application/sdp", obs.clone()).await;
+    let r = post(
+        &c,
+        format!("{b}/whip/bad%20name"),
+        Some(KEY),
+        "application/sdp",
+        obs.clone(),
+    )
+    .await;
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
 
     // WHEP before anyone publishes: 404 (documented in docs/api.md).
-    let r = post(&c, format!("{b}/whep/demo"), None, "application/sdp", obs.replace("a=sendonly", "a=recvonly")).await;
+    let r = post(
+        &c,
+        format!("{b}/whep/demo"),
+        None,
+        "application/sdp",
+        obs.replace("a=sendonly", "a=recvonly"),
+    )
+    .await;
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     assert_eq!(error_code(r).await, "stream_not_live");
 
     // Unknown session resources.
-    let r = c.delete(format!("{b}/whip/demo/00000000000000000000000000000000")).send().await.unwrap();
+    let r = c
+        .delete(format!("{b}/whip/demo/00000000000000000000000000000000"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
-    let r = c.delete(format!("{b}/whip/demo/not-hex")).send().await.unwrap();
+    let r = c
+        .delete(format!("{b}/whip/demo/not-hex"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
 
     // OPTIONS needs no token (RFC 9725 §4.4) and the CORS preflight works.
-    let r = c.request(reqwest::Method::OPTIONS, format!("{b}/whip/demo")).send().await.unwrap();
+    let r = c
+        .request(reqwest::Method::OPTIONS, format!("{b}/whip/demo"))
+        .send()
+        .await
+        .unwrap();
     assert!(r.status().is_success(), "{}", r.status());
     let r = c
         .request(reqwest::Method::OPTIONS, format!("{b}/whip/demo"))
         .header("origin", "https://example.com")
         .header("access-control-request-method", "POST")
-        .header("access-control-request-headers", "authorization,content-type")
+        .header(
+            "access-control-request-headers",
+            "authorization,content-type",
+        )
         .send()
         .await
         .unwrap();
@@ -113,7 +229,14 @@ async fn obs_offer_gets_201_location_and_a_candidate_and_a_second_publisher_gets
     let (server, _dir) = start_server().await;
     let c = Client::new();
     let b = base(&server);
-    let r = post(&c, format!("{b}/whip/demo"), Some(KEY), "application/sdp", fixture("obs_offer.sdp")).await;
+    let r = post(
+        &c,
+        format!("{b}/whip/demo"),
+        Some(KEY),
+        "application/sdp",
+        fixture("obs_offer.sdp"),
+    )
+    .await;
     assert_eq!(r.status(), StatusCode::CREATED);
     assert_eq!(r.headers()["content-type"], "application/sdp");
     let location = r.headers()["location"].to_str().unwrap().to_string();
@@ -121,7 +244,10 @@ async fn obs_offer_gets_201_location_and_a_candidate_and_a_second_publisher_gets
     let answer = r.text().await.unwrap();
     // The server's own candidate is in the answer (OBS sends none and never trickles).
     let port = server.udp_addr.port();
-    assert!(answer.contains(&format!("127.0.0.1 {port} typ host")), "{answer}");
+    assert!(
+        answer.contains(&format!("127.0.0.1 {port} typ host")),
+        "{answer}"
+    );
     assert!(answer.contains("a=ice-lite"), "{answer}");
     // H.264 answered on the offered PT with packetization-mode=1; Opus on 111.
     assert!(answer.contains("a=rtpmap:96 H264/90000"), "{answer}");
@@ -129,27 +255,67 @@ async fn obs_offer_gets_201_location_and_a_candidate_and_a_second_publisher_gets
     assert!(answer.contains("a=rtpmap:111 opus/48000/2"), "{answer}");
     assert!(answer.contains("a=recvonly"), "{answer}");
 
-    let r = post(&c, format!("{b}/whip/demo"), Some(KEY), "application/sdp", fixture("obs_offer.sdp")).await;
+    let r = post(
+        &c,
+        format!("{b}/whip/demo"),
+        Some(KEY),
+        "application/sdp",
+        fixture("obs_offer.sdp"),
+    )
+    .await;
     assert_eq!(r.status(), StatusCode::CONFLICT);
     assert_eq!(metric(&server, "publishers").await, 1);
 
     // Trickle: 204 for a fragment, 415 for another type, 501 for an ICE restart.
     let frag = "a=ice-ufrag:Ab1c\r\na=ice-pwd:uGMuQbi1XUxZSY0Ab6Jd9TSf\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\na=candidate:1 1 udp 2130706431 127.0.0.1 40000 typ host\r\na=end-of-candidates\r\n";
-    let r = c.patch(format!("{b}{location}")).header("content-type", "application/trickle-ice-sdpfrag").body(frag).send().await.unwrap();
+    let r = c
+        .patch(format!("{b}{location}"))
+        .header("content-type", "application/trickle-ice-sdpfrag")
+        .body(frag)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
-    let r = c.patch(format!("{b}{location}")).header("content-type", "application/sdp").body(frag).send().await.unwrap();
+    let r = c
+        .patch(format!("{b}{location}"))
+        .header("content-type", "application/sdp")
+        .body(frag)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
-    let r = c.patch(format!("{b}{location}")).header("content-type", "application/trickle-ice-sdpfrag").header("if-match", "*").body(frag).send().await.unwrap();
+    let r = c
+        .patch(format!("{b}{location}"))
+        .header("content-type", "application/trickle-ice-sdpfrag")
+        .header("if-match", "*")
+        .body(frag)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::NOT_IMPLEMENTED);
 
     // The resource of another stream or protocol is not this one.
     let wrong = location.replace("/whip/demo/", "/whep/demo/");
-    assert_eq!(c.delete(format!("{b}{wrong}")).send().await.unwrap().status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        c.delete(format!("{b}{wrong}"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::NOT_FOUND
+    );
 
     let r = c.delete(format!("{b}{location}")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK, "OBS needs exactly 200");
     assert_eq!(metric(&server, "publishers").await, 0);
-    assert_eq!(c.delete(format!("{b}{location}")).send().await.unwrap().status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        c.delete(format!("{b}{location}"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::NOT_FOUND
+    );
     server.shutdown().await;
 }
 
@@ -157,7 +323,14 @@ async fn obs_offer_gets_201_location_and_a_candidate_and_a_second_publisher_gets
 async fn ffmpeg_passive_offer_is_answered_active() {
     let (server, _dir) = start_server().await;
     let c = Client::new();
-    let r = post(&c, format!("{}/whip/demo", base(&server)), Some(KEY), "application/sdp", fixture("ffmpeg_offer.sdp")).await;
+    let r = post(
+        &c,
+        format!("{}/whip/demo", base(&server)),
+        Some(KEY),
+        "application/sdp",
+        fixture("ffmpeg_offer.sdp"),
+    )
+    .await;
     assert_eq!(r.status(), StatusCode::CREATED);
     let answer = r.text().await.unwrap();
     assert!(answer.contains("a=setup:active"), "{answer}");
@@ -176,9 +349,21 @@ async fn a_session_that_never_connects_is_dropped() {
     config.stream_keys = std::collections::HashMap::from([("demo".to_string(), KEY.to_string())]);
     let server = glint::start(config).await.unwrap();
     let c = Client::new();
-    let r = post(&c, format!("{}/whip/demo", base(&server)), Some(KEY), "application/sdp", fixture("obs_offer.sdp")).await;
+    let r = post(
+        &c,
+        format!("{}/whip/demo", base(&server)),
+        Some(KEY),
+        "application/sdp",
+        fixture("obs_offer.sdp"),
+    )
+    .await;
     assert_eq!(r.status(), StatusCode::CREATED);
     assert_eq!(metric(&server, "publishers").await, 1);
-    eventually("unconnected publisher removed", std::time::Duration::from_secs(10), || async { metric(&server, "publishers").await == 0 }).await;
+    eventually(
+        "unconnected publisher removed",
+        std::time::Duration::from_secs(10),
+        || async { metric(&server, "publishers").await == 0 },
+    )
+    .await;
     server.shutdown().await;
 }

@@ -225,11 +225,20 @@ async fn run_viewers(args: ViewersArgs) -> anyhow::Result<Report> {
     let measure = measure_started.elapsed();
 
     let packets_after: u64 = handles.iter().map(|h| h.stats().packets()).sum();
-    let connected_now = handles.iter().filter(|h| h.stats().connected_after.is_some()).count();
+    let connected_now = handles
+        .iter()
+        .filter(|h| h.stats().connected_after.is_some())
+        .count();
     let server_steady = match (args.server_pid, steady_before) {
         (Some(pid), Some(before)) => {
             let after = procfs::sample(pid).with_context(|| format!("reading /proc/{pid}"))?;
-            Some(ServerUsage::between(pid, before, after, packets_after.saturating_sub(packets_before), connected_now))
+            Some(ServerUsage::between(
+                pid,
+                before,
+                after,
+                packets_after.saturating_sub(packets_before),
+                connected_now,
+            ))
         }
         _ => None,
     };

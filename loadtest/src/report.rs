@@ -283,7 +283,8 @@ impl Report {
                 out,
                 "server steady state (measurement window): cpu {:.2} s, {} per forwarded packet",
                 u.cpu_seconds,
-                u.cpu_us_per_packet.map_or("-".to_owned(), |v| format!("{v:.2} us"))
+                u.cpu_us_per_packet
+                    .map_or("-".to_owned(), |v| format!("{v:.2} us"))
             );
         }
         out

@@ -5,7 +5,7 @@
 //! use), VP8, and Opus. Payload parsing here reads untrusted bytes and never panics.
 
 use rtc::peer_connection::configuration::media_engine::{
-    MediaEngine, MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8,
+    MediaEngine, MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_RTX, MIME_TYPE_VP8,
 };
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind,
@@ -150,7 +150,10 @@ fn vp8_is_keyframe(payload: &[u8]) -> bool {
 fn video_feedback() -> Vec<RTCPFeedback> {
     [("nack", ""), ("nack", "pli"), ("ccm", "fir")]
         .into_iter()
-        .map(|(typ, parameter)| RTCPFeedback { typ: typ.into(), parameter: parameter.into() })
+        .map(|(typ, parameter)| RTCPFeedback {
+            typ: typ.into(),
+            parameter: parameter.into(),
+        })
         .collect()
 }
 
@@ -224,10 +227,29 @@ pub(crate) fn viewer_media_engine(
     codecs: &[(MediaKind, RTCRtpCodecParameters)],
 ) -> rtc::shared::error::Result<MediaEngine> {
     let mut engine = MediaEngine::default();
+    let mut used: Vec<u8> = codecs.iter().map(|(_, c)| c.payload_type).collect();
     for (kind, codec) in codecs {
         let mut codec = codec.clone();
         if *kind == MediaKind::Video {
             codec.rtp_codec.rtcp_feedback = video_feedback();
+            // RFC 4588 RTX for the video codec: retransmissions answer viewers' NACKs on their
+            // own SSRC. Some receivers (str0m) only NACK when RTX is negotiated.
+            if let Some(rtx_pt) = (96..=127u8).find(|pt| !used.contains(pt)) {
+                used.push(rtx_pt);
+                engine.register_codec(
+                    RTCRtpCodecParameters {
+                        rtp_codec: RTCRtpCodec {
+                            mime_type: MIME_TYPE_RTX.into(),
+                            clock_rate: 90_000,
+                            channels: 0,
+                            sdp_fmtp_line: format!("apt={}", codec.payload_type),
+                            rtcp_feedback: vec![],
+                        },
+                        payload_type: rtx_pt,
+                    },
+                    RtpCodecKind::Video,
+                )?;
+            }
         }
         engine.register_codec(codec, kind.to_rtc())?;
     }
@@ -243,7 +265,7 @@ mod tests {
         assert!(h264_is_keyframe(&[0x65, 0x88])); // IDR slice
         assert!(h264_is_keyframe(&[0x67, 0x42])); // SPS
         assert!(!h264_is_keyframe(&[0x41, 0x9a])); // non-IDR slice
-        // STAP-A with SPS (len 2) + PPS (len 1)
+                                                   // STAP-A with SPS (len 2) + PPS (len 1)
         assert!(h264_is_keyframe(&[0x78, 0, 2, 0x67, 0x42, 0, 1, 0x68]));
         // STAP-A with only a SEI
         assert!(!h264_is_keyframe(&[0x78, 0, 1, 0x06]));
@@ -276,7 +298,10 @@ mod tests {
     fn publisher_codecs_are_mode_1_only() {
         for (codec, _) in publisher_codecs() {
             if codec.rtp_codec.mime_type == MIME_TYPE_H264 {
-                assert!(codec.rtp_codec.sdp_fmtp_line.contains("packetization-mode=1"));
+                assert!(codec
+                    .rtp_codec
+                    .sdp_fmtp_line
+                    .contains("packetization-mode=1"));
             }
         }
         assert!(publisher_media_engine().is_ok());

@@ -45,7 +45,10 @@ mod tests {
         let mut rng = rand::rngs::StdRng::seed_from_u64(0x911e7);
         let seeds: [&[u8]; 4] = [
             OFFER.as_bytes(),
-            &[0x00, 0x01, 0x00, 0x08, 0x21, 0x12, 0xA4, 0x42, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 0x00, 0x06, 0x00, 0x03, b'a', b':', b'b', 0],
+            &[
+                0x00, 0x01, 0x00, 0x08, 0x21, 0x12, 0xA4, 0x42, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11,
+                12, 0x00, 0x06, 0x00, 0x03, b'a', b':', b'b', 0,
+            ],
             &[0x7c, 0x85, 0x01, 0x02],
             &[0x78, 0x00, 0x02, 0x67, 0x42, 0x00, 0x01, 0x68],
         ];
@@ -67,7 +70,12 @@ mod tests {
                     }
                     _ => {
                         let at = rng.random_range(0..=data.len());
-                        let line: &[u8] = [b"\r\nm=video 9 UDP 96\r\n".as_slice(), b"a=rtpmap:96 H264/x/y", b"a=fmtp:", b"\xff\xfe"][rng.random_range(0..4)];
+                        let line: &[u8] = [
+                            b"\r\nm=video 9 UDP 96\r\n".as_slice(),
+                            b"a=rtpmap:96 H264/x/y",
+                            b"a=fmtp:",
+                            b"\xff\xfe",
+                        ][rng.random_range(0..4)];
                         data.splice(at..at, line.iter().copied());
                     }
                 }

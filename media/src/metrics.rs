@@ -31,20 +31,79 @@ impl Metrics {
     /// Prometheus text exposition of every counter, prefixed `glint_`.
     pub fn render_prometheus(&self, out: &mut String) {
         let rows: [(&str, &str, &str, &AtomicU64); 11] = [
-            ("publishers", "gauge", "Live WHIP publishers", &self.publishers),
-            ("viewers", "gauge", "Connected or connecting WHEP viewers", &self.viewers),
-            ("sessions_created_total", "counter", "WHIP/WHEP sessions created", &self.sessions_created),
-            ("sessions_rejected_total", "counter", "WHIP/WHEP offers refused", &self.sessions_rejected),
-            ("rtp_packets_received_total", "counter", "RTP packets received from publishers", &self.packets_received),
-            ("rtp_bytes_received_total", "counter", "RTP payload bytes received from publishers", &self.bytes_received),
-            ("rtp_packets_forwarded_total", "counter", "RTP packets forwarded to viewers", &self.packets_forwarded),
-            ("rtp_bytes_forwarded_total", "counter", "RTP payload bytes forwarded to viewers", &self.bytes_forwarded),
-            ("plis_sent_total", "counter", "PLIs sent to publishers", &self.plis_sent),
-            ("keyframe_requests_total", "counter", "Keyframe requests from viewers and joins, before coalescing", &self.keyframe_requests),
-            ("datagrams_unroutable_total", "counter", "UDP datagrams that matched no session", &self.datagrams_unroutable),
+            (
+                "publishers",
+                "gauge",
+                "Live WHIP publishers",
+                &self.publishers,
+            ),
+            (
+                "viewers",
+                "gauge",
+                "Connected or connecting WHEP viewers",
+                &self.viewers,
+            ),
+            (
+                "sessions_created_total",
+                "counter",
+                "WHIP/WHEP sessions created",
+                &self.sessions_created,
+            ),
+            (
+                "sessions_rejected_total",
+                "counter",
+                "WHIP/WHEP offers refused",
+                &self.sessions_rejected,
+            ),
+            (
+                "rtp_packets_received_total",
+                "counter",
+                "RTP packets received from publishers",
+                &self.packets_received,
+            ),
+            (
+                "rtp_bytes_received_total",
+                "counter",
+                "RTP payload bytes received from publishers",
+                &self.bytes_received,
+            ),
+            (
+                "rtp_packets_forwarded_total",
+                "counter",
+                "RTP packets forwarded to viewers",
+                &self.packets_forwarded,
+            ),
+            (
+                "rtp_bytes_forwarded_total",
+                "counter",
+                "RTP payload bytes forwarded to viewers",
+                &self.bytes_forwarded,
+            ),
+            (
+                "plis_sent_total",
+                "counter",
+                "PLIs sent to publishers",
+                &self.plis_sent,
+            ),
+            (
+                "keyframe_requests_total",
+                "counter",
+                "Keyframe requests from viewers and joins, before coalescing",
+                &self.keyframe_requests,
+            ),
+            (
+                "datagrams_unroutable_total",
+                "counter",
+                "UDP datagrams that matched no session",
+                &self.datagrams_unroutable,
+            ),
         ];
         for (name, kind, help, value) in rows {
-            let _ = writeln!(out, "# HELP glint_{name} {help}\n# TYPE glint_{name} {kind}\nglint_{name} {}", value.load(Relaxed));
+            let _ = writeln!(
+                out,
+                "# HELP glint_{name} {help}\n# TYPE glint_{name} {kind}\nglint_{name} {}",
+                value.load(Relaxed)
+            );
         }
     }
 }

@@ -32,12 +32,35 @@ const RECV_BATCH: usize = 64;
 const IDLE_WAKE: Duration = Duration::from_secs(1);
 
 enum Command {
-    Publish { stream: String, offer: String, reply: oneshot::Sender<Result<SessionAnswer>> },
-    View { stream: String, offer: String, reply: oneshot::Sender<Result<SessionAnswer>> },
-    Trickle { id: SessionId, role: Role, stream: String, candidates: Vec<String>, reply: oneshot::Sender<Result<()>> },
-    Close { id: SessionId, role: Role, stream: String, reply: oneshot::Sender<Result<()>> },
-    Streams { reply: oneshot::Sender<Vec<StreamSummary>> },
-    Shutdown { reply: oneshot::Sender<()> },
+    Publish {
+        stream: String,
+        offer: String,
+        reply: oneshot::Sender<Result<SessionAnswer>>,
+    },
+    View {
+        stream: String,
+        offer: String,
+        reply: oneshot::Sender<Result<SessionAnswer>>,
+    },
+    Trickle {
+        id: SessionId,
+        role: Role,
+        stream: String,
+        candidates: Vec<String>,
+        reply: oneshot::Sender<Result<()>>,
+    },
+    Close {
+        id: SessionId,
+        role: Role,
+        stream: String,
+        reply: oneshot::Sender<Result<()>>,
+    },
+    Streams {
+        reply: oneshot::Sender<Vec<StreamSummary>>,
+    },
+    Shutdown {
+        reply: oneshot::Sender<()>,
+    },
 }
 
 /// Cheap to clone; every method is a request to the media task.
@@ -65,7 +88,15 @@ pub async fn spawn(config: MediaConfig) -> std::io::Result<(MediaHandle, MediaTa
     let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
     let (events, _) = broadcast::channel(EVENT_QUEUE);
     let join = tokio::spawn(run(socket, sfu, rx, events.clone()));
-    Ok((MediaHandle { tx, metrics, events, local_addr }, MediaTask { join }))
+    Ok((
+        MediaHandle {
+            tx,
+            metrics,
+            events,
+            local_addr,
+        },
+        MediaTask { join },
+    ))
 }
 
 /// Host candidates for answers: configured addresses, else the bound one, else every local
@@ -73,7 +104,11 @@ pub async fn spawn(config: MediaConfig) -> std::io::Result<(MediaHandle, MediaTa
 fn host_candidates(config: &MediaConfig, bound: SocketAddr) -> Vec<SocketAddr> {
     let port = bound.port();
     if !config.public_ips.is_empty() {
-        return config.public_ips.iter().map(|ip| SocketAddr::new(*ip, port)).collect();
+        return config
+            .public_ips
+            .iter()
+            .map(|ip| SocketAddr::new(*ip, port))
+            .collect();
     }
     if !bound.ip().is_unspecified() {
         return vec![bound];
@@ -85,34 +120,68 @@ fn host_candidates(config: &MediaConfig, bound: SocketAddr) -> Vec<SocketAddr> {
         .filter(|ip| ip.is_ipv4() && !ip.is_loopback())
         .collect();
     ips.push(IpAddr::V4(Ipv4Addr::LOCALHOST));
-    ips.into_iter().map(|ip| SocketAddr::new(ip, port)).collect()
+    ips.into_iter()
+        .map(|ip| SocketAddr::new(ip, port))
+        .collect()
 }
 
 impl MediaHandle {
     async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(make(reply)).await.map_err(|_| MediaError::ShuttingDown)?;
+        self.tx
+            .send(make(reply))
+            .await
+            .map_err(|_| MediaError::ShuttingDown)?;
         rx.await.map_err(|_| MediaError::ShuttingDown)
     }
 
     /// WHIP: answer a publisher's offer. The stream key must already be checked.
     pub async fn publish(&self, stream: &str, offer: String) -> Result<SessionAnswer> {
-        self.ask(|reply| Command::Publish { stream: stream.to_owned(), offer, reply }).await?
+        self.ask(|reply| Command::Publish {
+            stream: stream.to_owned(),
+            offer,
+            reply,
+        })
+        .await?
     }
 
     /// WHEP: answer a viewer's offer.
     pub async fn view(&self, stream: &str, offer: String) -> Result<SessionAnswer> {
-        self.ask(|reply| Command::View { stream: stream.to_owned(), offer, reply }).await?
+        self.ask(|reply| Command::View {
+            stream: stream.to_owned(),
+            offer,
+            reply,
+        })
+        .await?
     }
 
     /// Trickle ICE candidates for a session, which must have this role and stream.
-    pub async fn trickle(&self, id: SessionId, role: Role, stream: &str, candidates: Vec<String>) -> Result<()> {
-        self.ask(|reply| Command::Trickle { id, role, stream: stream.to_owned(), candidates, reply }).await?
+    pub async fn trickle(
+        &self,
+        id: SessionId,
+        role: Role,
+        stream: &str,
+        candidates: Vec<String>,
+    ) -> Result<()> {
+        self.ask(|reply| Command::Trickle {
+            id,
+            role,
+            stream: stream.to_owned(),
+            candidates,
+            reply,
+        })
+        .await?
     }
 
     /// End a session, which must have this role and stream.
     pub async fn close(&self, id: SessionId, role: Role, stream: &str) -> Result<()> {
-        self.ask(|reply| Command::Close { id, role, stream: stream.to_owned(), reply }).await?
+        self.ask(|reply| Command::Close {
+            id,
+            role,
+            stream: stream.to_owned(),
+            reply,
+        })
+        .await?
     }
 
     /// Streams that have a publisher, with viewer counts.
@@ -140,7 +209,12 @@ impl MediaHandle {
     }
 }
 
-async fn run(socket: UdpSocket, mut sfu: Sfu, mut rx: mpsc::Receiver<Command>, events: broadcast::Sender<StreamEvent>) {
+async fn run(
+    socket: UdpSocket,
+    mut sfu: Sfu,
+    mut rx: mpsc::Receiver<Command>,
+    events: broadcast::Sender<StreamEvent>,
+) {
     let mut buf = BytesMut::with_capacity(64 * DATAGRAM_MAX_BYTES);
     let mut shutdown_reply = None;
     loop {
@@ -200,17 +274,37 @@ async fn run(socket: UdpSocket, mut sfu: Sfu, mut rx: mpsc::Receiver<Command>, e
 fn handle_command(sfu: &mut Sfu, cmd: Command) {
     let now = Instant::now();
     match cmd {
-        Command::Publish { stream, offer, reply } => {
+        Command::Publish {
+            stream,
+            offer,
+            reply,
+        } => {
             let _ = reply.send(sfu.publish(now, &stream, &offer));
         }
-        Command::View { stream, offer, reply } => {
+        Command::View {
+            stream,
+            offer,
+            reply,
+        } => {
             let _ = reply.send(sfu.view(now, &stream, &offer));
         }
-        Command::Trickle { id, role, stream, candidates, reply } => {
-            let result = check_session(sfu, id, role, &stream).and_then(|_| sfu.add_remote_candidates(id, &candidates));
+        Command::Trickle {
+            id,
+            role,
+            stream,
+            candidates,
+            reply,
+        } => {
+            let result = check_session(sfu, id, role, &stream)
+                .and_then(|_| sfu.add_remote_candidates(id, &candidates));
             let _ = reply.send(result);
         }
-        Command::Close { id, role, stream, reply } => {
+        Command::Close {
+            id,
+            role,
+            stream,
+            reply,
+        } => {
             let result = check_session(sfu, id, role, &stream).and_then(|_| sfu.close(now, id));
             let _ = reply.send(result);
         }

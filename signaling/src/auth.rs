@@ -63,8 +63,14 @@ mod tests {
     fn static_keys() {
         let keys = StaticKeys::new(HashMap::from([("demo".to_string(), "s3cret".to_string())]));
         assert_eq!(keys.check("demo", Some("s3cret")), Ok(()));
-        assert_eq!(keys.check("demo", Some("s3cre")), Err(AuthError::InvalidToken));
+        assert_eq!(
+            keys.check("demo", Some("s3cre")),
+            Err(AuthError::InvalidToken)
+        );
         assert_eq!(keys.check("demo", None), Err(AuthError::MissingToken));
-        assert_eq!(keys.check("other", Some("s3cret")), Err(AuthError::UnknownStream));
+        assert_eq!(
+            keys.check("other", Some("s3cret")),
+            Err(AuthError::UnknownStream)
+        );
     }
 }

@@ -44,9 +44,13 @@ impl SignalingError {
                 AuthError::UnknownStream => (StatusCode::NOT_FOUND, "unknown_stream"),
                 AuthError::Backend(_) => (StatusCode::SERVICE_UNAVAILABLE, "auth_unavailable"),
             },
-            SignalingError::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+            SignalingError::UnsupportedMediaType(_) => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+            }
             SignalingError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
-            SignalingError::IceRestartUnsupported => (StatusCode::NOT_IMPLEMENTED, "ice_restart_unsupported"),
+            SignalingError::IceRestartUnsupported => {
+                (StatusCode::NOT_IMPLEMENTED, "ice_restart_unsupported")
+            }
         }
     }
 }
@@ -54,7 +58,11 @@ impl SignalingError {
 impl IntoResponse for SignalingError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
-        let message = if status.is_server_error() && !matches!(status, StatusCode::SERVICE_UNAVAILABLE | StatusCode::NOT_IMPLEMENTED) {
+        let message = if status.is_server_error()
+            && !matches!(
+                status,
+                StatusCode::SERVICE_UNAVAILABLE | StatusCode::NOT_IMPLEMENTED
+            ) {
             tracing::error!(error = %self, "signaling request failed");
             "internal error".to_string()
         } else {

@@ -39,14 +39,23 @@ pub fn router(state: SignalingState) -> Router {
     use resource::*;
     Router::new()
         .route("/whip/{stream}", post(whip_post).options(whip_options))
-        .route("/whip/{stream}/{session}", axum::routing::patch(whip_patch).delete(whip_delete))
+        .route(
+            "/whip/{stream}/{session}",
+            axum::routing::patch(whip_patch).delete(whip_delete),
+        )
         .route("/whep/{stream}", post(whep_post).options(whep_options))
-        .route("/whep/{stream}/{session}", axum::routing::patch(whep_patch).delete(whep_delete))
+        .route(
+            "/whep/{stream}/{session}",
+            axum::routing::patch(whep_patch).delete(whep_delete),
+        )
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
 
 /// Stream names are path segments and log fields: keep them plain.
 pub fn valid_stream_name(name: &str) -> bool {
-    (1..=64).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }

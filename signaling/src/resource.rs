@@ -36,30 +36,46 @@ fn content_type_is(headers: &HeaderMap, expected: &'static str) -> Result<(), Si
 fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
 }
 
 fn check_stream(stream: &str) -> Result<(), SignalingError> {
     if valid_stream_name(stream) {
         Ok(())
     } else {
-        Err(SignalingError::BadRequest("stream names are 1-64 characters of A-Z, a-z, 0-9, '-' and '_'".into()))
+        Err(SignalingError::BadRequest(
+            "stream names are 1-64 characters of A-Z, a-z, 0-9, '-' and '_'".into(),
+        ))
     }
 }
 
 fn utf8(body: Bytes) -> Result<String, SignalingError> {
-    String::from_utf8(body.to_vec()).map_err(|_| SignalingError::BadRequest("body is not UTF-8".into()))
+    String::from_utf8(body.to_vec())
+        .map_err(|_| SignalingError::BadRequest("body is not UTF-8".into()))
 }
 
-async fn create(st: SignalingState, role: Role, stream: String, headers: HeaderMap, body: Bytes) -> Result<Response, SignalingError> {
+async fn create(
+    st: SignalingState,
+    role: Role,
+    stream: String,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, SignalingError> {
     check_stream(&stream)?;
     content_type_is(&headers, SDP)?;
     if role == Role::Publisher {
-        st.authorizer.authorize_publish(&stream, bearer(&headers)).await?;
+        st.authorizer
+            .authorize_publish(&stream, bearer(&headers))
+            .await?;
     }
     let offer = utf8(body)?;
     if offer.trim().is_empty() {
-        return Err(SignalingError::Media(media::MediaError::BadOffer("empty body".into())));
+        return Err(SignalingError::Media(media::MediaError::BadOffer(
+            "empty body".into(),
+        )));
     }
     let answer = match role {
         Role::Publisher => st.media.publish(&stream, offer).await?,
@@ -91,11 +107,21 @@ fn session_id(s: &str) -> Result<SessionId, SignalingError> {
     s.parse().map_err(SignalingError::Media)
 }
 
-async fn patch(st: SignalingState, role: Role, stream: String, session: String, headers: HeaderMap, body: Bytes) -> Result<Response, SignalingError> {
+async fn patch(
+    st: SignalingState,
+    role: Role,
+    stream: String,
+    session: String,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, SignalingError> {
     let id = session_id(&session)?;
     content_type_is(&headers, TRICKLE)?;
     // RFC 9725 §4.3.2: If-Match "*" asks for an ICE restart.
-    if headers.get(header::IF_MATCH).is_some_and(|v| v.as_bytes() == b"*") {
+    if headers
+        .get(header::IF_MATCH)
+        .is_some_and(|v| v.as_bytes() == b"*")
+    {
         return Err(SignalingError::IceRestartUnsupported);
     }
     let fragment = utf8(body)?;
@@ -109,7 +135,12 @@ async fn patch(st: SignalingState, role: Role, stream: String, session: String, 
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-async fn delete(st: SignalingState, role: Role, stream: String, session: String) -> Result<Response, SignalingError> {
+async fn delete(
+    st: SignalingState,
+    role: Role,
+    stream: String,
+    session: String,
+) -> Result<Response, SignalingError> {
     let id = session_id(&session)?;
     st.media.close(id, role, &stream).await?;
     // OBS counts only 200 as success.
@@ -124,27 +155,53 @@ fn options(st: &SignalingState) -> Response {
     resp
 }
 
-pub(crate) async fn whip_post(State(st): State<SignalingState>, Path(stream): Path<String>, headers: HeaderMap, body: Bytes) -> Result<Response, SignalingError> {
+pub(crate) async fn whip_post(
+    State(st): State<SignalingState>,
+    Path(stream): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, SignalingError> {
     create(st, Role::Publisher, stream, headers, body).await
 }
 
-pub(crate) async fn whep_post(State(st): State<SignalingState>, Path(stream): Path<String>, headers: HeaderMap, body: Bytes) -> Result<Response, SignalingError> {
+pub(crate) async fn whep_post(
+    State(st): State<SignalingState>,
+    Path(stream): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, SignalingError> {
     create(st, Role::Viewer, stream, headers, body).await
 }
 
-pub(crate) async fn whip_patch(State(st): State<SignalingState>, Path((stream, session)): Path<(String, String)>, headers: HeaderMap, body: Bytes) -> Result<Response, SignalingError> {
+pub(crate) async fn whip_patch(
+    State(st): State<SignalingState>,
+    Path((stream, session)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, SignalingError> {
     patch(st, Role::Publisher, stream, session, headers, body).await
 }
 
-pub(crate) async fn whep_patch(State(st): State<SignalingState>, Path((stream, session)): Path<(String, String)>, headers: HeaderMap, body: Bytes) -> Result<Response, SignalingError> {
+pub(crate) async fn whep_patch(
+    State(st): State<SignalingState>,
+    Path((stream, session)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, SignalingError> {
     patch(st, Role::Viewer, stream, session, headers, body).await
 }
 
-pub(crate) async fn whip_delete(State(st): State<SignalingState>, Path((stream, session)): Path<(String, String)>) -> Result<Response, SignalingError> {
+pub(crate) async fn whip_delete(
+    State(st): State<SignalingState>,
+    Path((stream, session)): Path<(String, String)>,
+) -> Result<Response, SignalingError> {
     delete(st, Role::Publisher, stream, session).await
 }
 
-pub(crate) async fn whep_delete(State(st): State<SignalingState>, Path((stream, session)): Path<(String, String)>) -> Result<Response, SignalingError> {
+pub(crate) async fn whep_delete(
+    State(st): State<SignalingState>,
+    Path((stream, session)): Path<(String, String)>,
+) -> Result<Response, SignalingError> {
     delete(st, Role::Viewer, stream, session).await
 }
 

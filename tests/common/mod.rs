@@ -14,7 +14,10 @@ pub async fn start_server() -> (Server, tempdir::Dir) {
     config.http = "127.0.0.1:0".parse().unwrap();
     config.media.udp_bind = "127.0.0.1:0".parse().unwrap();
     config.data_dir = dir.path.clone();
-    config.stream_keys = HashMap::from([("demo".to_string(), KEY.to_string()), ("other".to_string(), "other-key".to_string())]);
+    config.stream_keys = HashMap::from([
+        ("demo".to_string(), KEY.to_string()),
+        ("other".to_string(), "other-key".to_string()),
+    ]);
     let server = glint::start(config).await.expect("server starts");
     (server, dir)
 }
@@ -25,7 +28,12 @@ pub fn base(server: &Server) -> String {
 
 /// Value of one `glint_*` line of /metrics.
 pub async fn metric(server: &Server, name: &str) -> u64 {
-    let text = reqwest::get(format!("{}/metrics", base(server))).await.unwrap().text().await.unwrap();
+    let text = reqwest::get(format!("{}/metrics", base(server)))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     text.lines()
         .find_map(|l| l.strip_prefix(&format!("glint_{name} ")))
         .unwrap_or_else(|| panic!("no metric {name} in {text}"))
@@ -51,7 +59,11 @@ where
 }
 
 pub fn fixture(name: &str) -> String {
-    std::fs::read_to_string(format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    std::fs::read_to_string(format!(
+        "{}/tests/fixtures/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
 }
 
 pub mod tempdir {
@@ -79,7 +91,12 @@ pub mod tempdir {
     fn rand_u64() -> u64 {
         use std::hash::{BuildHasher, Hasher};
         let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos());
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos(),
+        );
         h.finish()
     }
 }

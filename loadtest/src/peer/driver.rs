@@ -84,6 +84,10 @@ pub(crate) struct Driver<R> {
     pub role: R,
     /// Give up if ICE + DTLS are not up by then.
     pub connect_deadline: Instant,
+    /// Simulated loss: drop every Nth received SRTP datagram (RFC 7983: first byte 128..=191).
+    pub drop_every_nth_rtp: Option<u32>,
+    /// SRTP datagrams seen, for `drop_every_nth_rtp`.
+    pub rtp_seen: u32,
 }
 
 impl<R: Role> Driver<R> {
@@ -180,6 +184,12 @@ impl<R: Role> Driver<R> {
 
     fn receive(&mut self, datagram: &[u8], source: SocketAddr, local: SocketAddr) -> Result<()> {
         // Not STUN/DTLS/RTP/RTCP (RFC 7983 demultiplexing): nothing str0m could use.
+        if let (Some(n), Some(128..=191)) = (self.drop_every_nth_rtp, datagram.first()) {
+            self.rtp_seen = self.rtp_seen.wrapping_add(1);
+            if n > 0 && self.rtp_seen % n == 0 {
+                return Ok(());
+            }
+        }
         let Ok(contents) = datagram.try_into() else {
             return Ok(());
         };

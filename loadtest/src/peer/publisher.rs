@@ -153,6 +153,8 @@ pub async fn publish(cfg: PublishConfig) -> Result<PublisherHandle> {
         socket,
         role,
         connect_deadline: post_started + cfg.connect_timeout,
+        drop_every_nth_rtp: None,
+        rtp_seen: 0,
     };
     let (commands, task) = driver.spawn();
     Ok(PublisherHandle {

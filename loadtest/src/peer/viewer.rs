@@ -51,6 +51,9 @@ pub struct ViewConfig {
     pub http: Option<Client>,
     /// Shared DTLS certificate for many peers; generated per peer when `None`.
     pub dtls_cert: Option<DtlsCert>,
+    /// Simulated network loss: drop every Nth SRTP/SRTCP datagram before str0m sees it
+    /// (str0m then NACKs the missing video; audio is not retransmitted).
+    pub drop_every_nth_rtp: Option<u32>,
 }
 
 impl ViewConfig {
@@ -67,6 +70,7 @@ impl ViewConfig {
             detect_bye: true,
             http: None,
             dtls_cert: None,
+            drop_every_nth_rtp: None,
         }
     }
 }
@@ -134,6 +138,8 @@ pub async fn view(cfg: ViewConfig) -> Result<ViewerHandle> {
         socket,
         role,
         connect_deadline: post_started + cfg.connect_timeout,
+        drop_every_nth_rtp: cfg.drop_every_nth_rtp,
+        rtp_seen: 0,
     };
     let (commands, task) = driver.spawn();
     Ok(ViewerHandle {

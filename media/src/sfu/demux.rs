@@ -40,7 +40,10 @@ impl Demux {
     /// The session a datagram from `from` is for, if any.
     pub fn route(&mut self, from: SocketAddr, datagram: &[u8]) -> Option<SessionId> {
         if stun::looks_like_stun(datagram) {
-            if let Some(id) = stun::local_ufrag(datagram).and_then(|u| self.by_ufrag.get(u)).copied() {
+            if let Some(id) = stun::local_ufrag(datagram)
+                .and_then(|u| self.by_ufrag.get(u))
+                .copied()
+            {
                 if self.by_addr.get(&from) != Some(&id) {
                     let addrs = self.addrs.entry(id).or_default();
                     if addrs.len() >= MAX_ADDRS_PER_SESSION {
@@ -94,7 +97,11 @@ mod tests {
         assert_eq!(d.route(y, &stun_request("ufragB:c2")), Some(b));
         assert_eq!(d.route(x, &dtls), Some(a));
         assert_eq!(d.route(y, &dtls), Some(b));
-        assert_eq!(d.route(x, &stun_request("nobody:c1")), Some(a), "unknown ufrag keeps the address's session");
+        assert_eq!(
+            d.route(x, &stun_request("nobody:c1")),
+            Some(a),
+            "unknown ufrag keeps the address's session"
+        );
         d.remove_session("ufragA", a);
         assert_eq!(d.route(x, &dtls), None);
         assert_eq!(d.route(y, &dtls), Some(b));

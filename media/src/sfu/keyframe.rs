@@ -17,7 +17,11 @@ pub struct KeyframeRequests {
 
 impl KeyframeRequests {
     pub fn new(min_interval: Duration) -> Self {
-        Self { min_interval, last_pli: None, wanted: false }
+        Self {
+            min_interval,
+            last_pli: None,
+            wanted: false,
+        }
     }
 
     /// Someone wants a keyframe. Returns true when a PLI should be sent now.

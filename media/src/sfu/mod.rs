@@ -30,9 +30,9 @@ use rtc::peer_connection::message::RTCMessage;
 use rtc::peer_connection::state::RTCPeerConnectionState;
 use rtc::peer_connection::RTCPeerConnection;
 use rtc::rtcp::goodbye::Goodbye;
-use rtc::rtcp::receiver_report::ReceiverReport;
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::receiver_report::ReceiverReport;
 use rtc::rtp;
 use rtc::rtp_transceiver::RTCRtpReceiverId;
 use rtc::sansio::Protocol;
@@ -72,7 +72,9 @@ impl FromStr for SessionId {
         if s.len() != 32 {
             return Err(MediaError::UnknownSession);
         }
-        u128::from_str_radix(s, 16).map(SessionId).map_err(|_| MediaError::UnknownSession)
+        u128::from_str_radix(s, 16)
+            .map(SessionId)
+            .map_err(|_| MediaError::UnknownSession)
     }
 }
 
@@ -149,7 +151,12 @@ pub struct Sfu {
 
 impl Sfu {
     /// `local_addr` is the bound UDP socket; `host_candidates` what answers advertise.
-    pub fn new(config: &MediaConfig, local_addr: SocketAddr, host_candidates: Vec<SocketAddr>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        config: &MediaConfig,
+        local_addr: SocketAddr,
+        host_candidates: Vec<SocketAddr>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self {
             local_addr,
             settings: PeerSettings {
@@ -172,14 +179,28 @@ impl Sfu {
     }
 
     /// WHIP: a publisher's offer for `stream`. The caller has already checked the stream key.
-    pub fn publish(&mut self, now: Instant, stream: &str, offer_sdp: &str) -> Result<SessionAnswer> {
+    pub fn publish(
+        &mut self,
+        now: Instant,
+        stream: &str,
+        offer_sdp: &str,
+    ) -> Result<SessionAnswer> {
         let result = self.try_publish(now, stream, offer_sdp);
         self.count_result(&result);
         result
     }
 
-    fn try_publish(&mut self, now: Instant, stream: &str, offer_sdp: &str) -> Result<SessionAnswer> {
-        if self.streams.get(stream).is_some_and(|s| s.publisher.is_some()) {
+    fn try_publish(
+        &mut self,
+        now: Instant,
+        stream: &str,
+        offer_sdp: &str,
+    ) -> Result<SessionAnswer> {
+        if self
+            .streams
+            .get(stream)
+            .is_some_and(|s| s.publisher.is_some())
+        {
             return Err(MediaError::StreamBusy(stream.to_owned()));
         }
         self.check_capacity()?;
@@ -188,13 +209,25 @@ impl Sfu {
         let (mut pc, sdp, tracks) = peer::build_publisher(now, &self.settings, &creds, offer)?;
         let video_receiver = find_video_receiver(&mut pc);
         let id = SessionId::random();
-        let entry = self.streams.entry(stream.to_owned()).or_insert_with(|| Stream::new(stream.to_owned(), self.pli_min_interval));
+        let entry = self
+            .streams
+            .entry(stream.to_owned())
+            .or_insert_with(|| Stream::new(stream.to_owned(), self.pli_min_interval));
         entry.publisher = Some(id);
         entry.tracks = tracks;
         entry.video_ssrc = None;
         entry.live = false;
         info!(stream, session = %id, codecs = ?codec_names(&entry.tracks), "publisher offered");
-        self.insert_peer(now, id, Role::Publisher, stream, pc, creds.ufrag, Vec::new(), video_receiver);
+        self.insert_peer(
+            now,
+            id,
+            Role::Publisher,
+            stream,
+            pc,
+            creds.ufrag,
+            Vec::new(),
+            video_receiver,
+        );
         Metrics::add(&self.metrics.publishers, 1);
         Ok(SessionAnswer { id, sdp })
     }
@@ -213,9 +246,14 @@ impl Sfu {
         self.check_capacity()?;
         let offer = peer::parse_offer(offer_sdp, false)?;
         let creds = IceCredentials::random();
-        let (pc, sdp, tracks) = peer::build_viewer(now, &self.settings, &creds, offer, stream, &s.tracks)?;
+        let (pc, sdp, tracks) =
+            peer::build_viewer(now, &self.settings, &creds, offer, stream, &s.tracks)?;
         let id = SessionId::random();
-        self.streams.get_mut(stream).expect("checked above").viewers.push(id);
+        self.streams
+            .get_mut(stream)
+            .expect("checked above")
+            .viewers
+            .push(id);
         debug!(stream, session = %id, "viewer offered");
         self.insert_peer(now, id, Role::Viewer, stream, pc, creds.ufrag, tracks, None);
         Metrics::add(&self.metrics.viewers, 1);
@@ -233,7 +271,9 @@ impl Sfu {
                 sdp_mline_index: Some(0),
                 ..Default::default()
             };
-            peer.pc.add_remote_candidate(init).map_err(|e| MediaError::BadCandidate(e.to_string()))?;
+            peer.pc
+                .add_remote_candidate(init)
+                .map_err(|e| MediaError::BadCandidate(e.to_string()))?;
         }
         Ok(())
     }
@@ -295,7 +335,9 @@ impl Sfu {
                 break;
             }
             self.timers.pop_first();
-            let Some(peer) = self.peers.get_mut(&id) else { continue };
+            let Some(peer) = self.peers.get_mut(&id) else {
+                continue;
+            };
             peer.timer = None;
             if !peer.connected && now >= peer.connect_deadline {
                 self.remove_peer(now, id, "did not connect in time");
@@ -320,7 +362,11 @@ impl Sfu {
     /// The next time [`Sfu::handle_timeout`] must be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let peers = self.timers.first().map(|(t, _)| *t);
-        let keyframes = self.streams.values().filter_map(|s| s.keyframes.deadline()).min();
+        let keyframes = self
+            .streams
+            .values()
+            .filter_map(|s| s.keyframes.deadline())
+            .min();
         match (peers, keyframes) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -344,7 +390,11 @@ impl Sfu {
             .map(|s| StreamSummary {
                 name: s.name.clone(),
                 live: s.live,
-                viewers: s.viewers.iter().filter(|v| self.peers.get(v).is_some_and(|p| p.connected)).count(),
+                viewers: s
+                    .viewers
+                    .iter()
+                    .filter(|v| self.peers.get(v).is_some_and(|p| p.connected))
+                    .count(),
                 codecs: codec_names(&s.tracks),
             })
             .collect();
@@ -403,9 +453,14 @@ impl Sfu {
     /// Drain one connection's outputs: datagrams, state changes, RTP and RTCP; then refile its
     /// timer. Publishers' RTP is forwarded from here.
     fn service(&mut self, now: Instant, id: SessionId) {
-        let Some(peer) = self.peers.get_mut(&id) else { return };
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
         while let Some(out) = peer.pc.poll_write() {
-            self.transmits.push_back(Transmit { to: out.transport.peer_addr, data: out.message });
+            self.transmits.push_back(Transmit {
+                to: out.transport.peer_addr,
+                data: out.message,
+            });
         }
         let mut became_connected = false;
         let mut failed = false;
@@ -416,7 +471,9 @@ impl Sfu {
                         peer.connected = true;
                         became_connected = true;
                     }
-                    RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed => failed = true,
+                    RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed => {
+                        failed = true
+                    }
                     _ => {}
                 }
             }
@@ -424,10 +481,13 @@ impl Sfu {
         let mut wants_keyframe = false;
         while let Some(msg) = peer.pc.poll_read() {
             match msg.message {
-                RTCMessage::RtpPacket(_, packet) if peer.role == Role::Publisher => self.inbound.push(packet),
+                RTCMessage::RtpPacket(_, packet) if peer.role == Role::Publisher => {
+                    self.inbound.push(packet)
+                }
                 RTCMessage::RtcpPacket(_, packets) if peer.role == Role::Viewer => {
                     wants_keyframe |= packets.iter().any(|p| {
-                        p.as_any().is::<PictureLossIndication>() || p.as_any().is::<FullIntraRequest>()
+                        p.as_any().is::<PictureLossIndication>()
+                            || p.as_any().is::<FullIntraRequest>()
                     });
                 }
                 _ => {}
@@ -448,7 +508,9 @@ impl Sfu {
                     if let Some(s) = self.streams.get_mut(&stream) {
                         s.live = true;
                     }
-                    self.events.push_back(StreamEvent::Live { stream: stream.clone() });
+                    self.events.push_back(StreamEvent::Live {
+                        stream: stream.clone(),
+                    });
                 }
                 Role::Viewer => {
                     debug!(stream = %stream, session = %id, "viewer connected");
@@ -469,11 +531,17 @@ impl Sfu {
 
     /// The hot path: one publisher's packets to each of its stream's connected viewers.
     fn forward(&mut self, now: Instant, stream: &str, packets: &mut [rtp::Packet]) {
-        let Some(s) = self.streams.get_mut(stream) else { return };
+        let Some(s) = self.streams.get_mut(stream) else {
+            return;
+        };
         let mut forwarded = 0u64;
         let mut forwarded_bytes = 0u64;
         for packet in packets.iter_mut() {
-            let Some(track) = s.tracks.iter().find(|t| t.payload_type == packet.header.payload_type) else {
+            let Some(track) = s
+                .tracks
+                .iter()
+                .find(|t| t.payload_type == packet.header.payload_type)
+            else {
                 continue; // a payload type we did not negotiate (e.g. RTX): drop
             };
             let kind = track.kind;
@@ -491,21 +559,30 @@ impl Sfu {
             packet.header.extensions.clear();
             packet.header.extension_profile = 0;
             for viewer_id in &s.viewers {
-                let Some(viewer) = self.peers.get_mut(viewer_id) else { continue };
+                let Some(viewer) = self.peers.get_mut(viewer_id) else {
+                    continue;
+                };
                 if !viewer.connected {
                     continue;
                 }
-                let Some(vt) = viewer.tracks.iter().find(|t| t.kind == kind) else { continue };
+                let Some(vt) = viewer.tracks.iter().find(|t| t.kind == kind) else {
+                    continue;
+                };
                 let mut out = packet.clone();
                 out.header.ssrc = vt.ssrc;
                 out.header.payload_type = vt.payload_type;
-                let Some(mut sender) = viewer.pc.rtp_sender(vt.sender) else { continue };
+                let Some(mut sender) = viewer.pc.rtp_sender(vt.sender) else {
+                    continue;
+                };
                 if sender.write_rtp(now, out).is_ok() {
                     forwarded += 1;
                     forwarded_bytes += packet.payload.len() as u64;
                 }
                 while let Some(msg) = viewer.pc.poll_write() {
-                    self.transmits.push_back(Transmit { to: msg.transport.peer_addr, data: msg.message });
+                    self.transmits.push_back(Transmit {
+                        to: msg.transport.peer_addr,
+                        data: msg.message,
+                    });
                 }
             }
         }
@@ -519,14 +596,18 @@ impl Sfu {
 
     fn request_keyframe(&mut self, now: Instant, stream: &str) {
         Metrics::add(&self.metrics.keyframe_requests, 1);
-        let Some(s) = self.streams.get_mut(stream) else { return };
+        let Some(s) = self.streams.get_mut(stream) else {
+            return;
+        };
         if s.keyframes.request(now) {
             self.send_pli(now, stream);
         }
     }
 
     fn poll_keyframe(&mut self, now: Instant, stream: &str) {
-        let Some(s) = self.streams.get_mut(stream) else { return };
+        let Some(s) = self.streams.get_mut(stream) else {
+            return;
+        };
         if s.keyframes.poll(now) {
             self.send_pli(now, stream);
         }
@@ -534,28 +615,54 @@ impl Sfu {
 
     /// RFC 4585 §6.3.1 Picture Loss Indication to the stream's publisher.
     fn send_pli(&mut self, now: Instant, stream: &str) {
-        let Some(s) = self.streams.get(stream) else { return };
-        let (Some(publisher), Some(media_ssrc)) = (s.publisher, s.video_ssrc) else { return };
-        let Some(peer) = self.peers.get_mut(&publisher) else { return };
-        let Some(receiver_id) = peer.video_receiver else { return };
+        let Some(s) = self.streams.get(stream) else {
+            return;
+        };
+        let (Some(publisher), Some(media_ssrc)) = (s.publisher, s.video_ssrc) else {
+            return;
+        };
+        let Some(peer) = self.peers.get_mut(&publisher) else {
+            return;
+        };
+        let Some(receiver_id) = peer.video_receiver else {
+            return;
+        };
         if !peer.connected {
             return;
         }
-        let Some(mut receiver) = peer.pc.rtp_receiver(receiver_id) else { return };
+        let Some(mut receiver) = peer.pc.rtp_receiver(receiver_id) else {
+            return;
+        };
         // A compound packet led by an empty RR (RFC 3550 §6.1): peers that did not negotiate
         // rtcp-rsize (RFC 5506) drop a lone PLI.
-        let rr = ReceiverReport { ssrc: FEEDBACK_SSRC, reports: Vec::new(), profile_extensions: Bytes::new() };
-        let pli = PictureLossIndication { sender_ssrc: FEEDBACK_SSRC, media_ssrc };
-        if receiver.write_rtcp(now, vec![Box::new(rr), Box::new(pli)]).is_ok() {
+        let rr = ReceiverReport {
+            ssrc: FEEDBACK_SSRC,
+            reports: Vec::new(),
+            profile_extensions: Bytes::new(),
+        };
+        let pli = PictureLossIndication {
+            sender_ssrc: FEEDBACK_SSRC,
+            media_ssrc,
+        };
+        if receiver
+            .write_rtcp(now, vec![Box::new(rr), Box::new(pli)])
+            .is_ok()
+        {
             Metrics::add(&self.metrics.plis_sent, 1);
         }
         let before = self.transmits.len();
         self.service(now, publisher);
-        debug!(stream, datagrams = self.transmits.len() - before, "PLI sent");
+        debug!(
+            stream,
+            datagrams = self.transmits.len() - before,
+            "PLI sent"
+        );
     }
 
     fn refile_timer(&mut self, id: SessionId) {
-        let Some(peer) = self.peers.get_mut(&id) else { return };
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
         let mut next = peer.pc.poll_timeout();
         if !peer.connected {
             next = Some(next.map_or(peer.connect_deadline, |t| t.min(peer.connect_deadline)));
@@ -573,14 +680,19 @@ impl Sfu {
     }
 
     fn remove_peer(&mut self, now: Instant, id: SessionId, reason: &str) {
-        let Some(mut peer) = self.peers.remove(&id) else { return };
+        let Some(mut peer) = self.peers.remove(&id) else {
+            return;
+        };
         if let Some(t) = peer.timer.take() {
             self.timers.remove(&(t, id));
         }
         self.demux.remove_session(&peer.ufrag, id);
         let _ = peer.pc.close();
         while let Some(out) = peer.pc.poll_write() {
-            self.transmits.push_back(Transmit { to: out.transport.peer_addr, data: out.message });
+            self.transmits.push_back(Transmit {
+                to: out.transport.peer_addr,
+                data: out.message,
+            });
         }
         match peer.role {
             Role::Viewer => {
@@ -601,7 +713,9 @@ impl Sfu {
                         s.tracks.clear();
                         s.video_ssrc = None;
                         if was_live {
-                            self.events.push_back(StreamEvent::Offline { stream: peer.stream.clone() });
+                            self.events.push_back(StreamEvent::Offline {
+                                stream: peer.stream.clone(),
+                            });
                         }
                         std::mem::take(&mut s.viewers)
                     }
@@ -620,20 +734,28 @@ impl Sfu {
 
     /// RFC 3550 §6.6 BYE on each of a viewer's SSRCs, so its tracks end at once.
     fn say_goodbye(&mut self, now: Instant, id: SessionId) {
-        let Some(peer) = self.peers.get_mut(&id) else { return };
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
         if !peer.connected {
             return;
         }
         for t in &peer.tracks {
             if let Some(mut sender) = peer.pc.rtp_sender(t.sender) {
-                let bye = Goodbye { sources: vec![t.ssrc], reason: Bytes::from_static(b"stream ended") };
+                let bye = Goodbye {
+                    sources: vec![t.ssrc],
+                    reason: Bytes::from_static(b"stream ended"),
+                };
                 if let Err(e) = sender.write_rtcp(now, vec![Box::new(bye)]) {
                     warn!(session = %id, error = %e, "could not send BYE");
                 }
             }
         }
         while let Some(out) = peer.pc.poll_write() {
-            self.transmits.push_back(Transmit { to: out.transport.peer_addr, data: out.message });
+            self.transmits.push_back(Transmit {
+                to: out.transport.peer_addr,
+                data: out.message,
+            });
         }
     }
 }
@@ -647,5 +769,8 @@ fn find_video_receiver(pc: &mut RTCPeerConnection) -> Option<RTCRtpReceiverId> {
 }
 
 fn codec_names(tracks: &[PublishedTrack]) -> Vec<String> {
-    tracks.iter().map(|t| t.codec.rtp_codec.mime_type.clone()).collect()
+    tracks
+        .iter()
+        .map(|t| t.codec.rtp_codec.mime_type.clone())
+        .collect()
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use rand::distr::{Alphanumeric, SampleString};
 use rtc::ice::mdns::MulticastDnsMode;
-use rtc::interceptor::{Registry, Slot};
+use rtc::interceptor::{NackResponderBuilder, Registry, SenderReportBuilder, Slot};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
 use rtc::peer_connection::configuration::media_engine::MediaEngine;
@@ -20,14 +20,15 @@ use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCI
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
+    RTCRtpRtxParameters,
 };
 use rtc::rtp_transceiver::RTCRtpSenderId;
 use rtc::sdp::description::session::SessionDescription;
 
-use crate::codec::{self, MediaKind, PayloadFormat};
-use crate::error::{MediaError, Result};
 use super::rtcp_tap::{self, KeyframeRequestTap};
 use super::Role;
+use crate::codec::{self, MediaKind, PayloadFormat};
+use crate::error::{MediaError, Result};
 
 /// What every new connection is set up with.
 #[derive(Debug, Clone)]
@@ -48,7 +49,10 @@ impl IceCredentials {
     /// RFC 8445 §5.3: ufrag ≥ 24 bits, pwd ≥ 128 bits of randomness.
     pub fn random() -> Self {
         let mut rng = rand::rng();
-        Self { ufrag: Alphanumeric.sample_string(&mut rng, 16), pwd: Alphanumeric.sample_string(&mut rng, 32) }
+        Self {
+            ufrag: Alphanumeric.sample_string(&mut rng, 16),
+            pwd: Alphanumeric.sample_string(&mut rng, 32),
+        }
     }
 }
 
@@ -78,7 +82,9 @@ fn map_rtc(context: &'static str) -> impl Fn(rtc::shared::error::Error) -> Media
 pub fn parse_offer(sdp: &str, want_send: bool) -> Result<RTCSessionDescription> {
     let desc = RTCSessionDescription::offer(sdp.to_owned())
         .map_err(|e| MediaError::BadOffer(e.to_string()))?;
-    let parsed = desc.unmarshal().map_err(|e| MediaError::BadOffer(e.to_string()))?;
+    let parsed = desc
+        .unmarshal()
+        .map_err(|e| MediaError::BadOffer(e.to_string()))?;
     let mut media = 0;
     for md in &parsed.media_descriptions {
         let kind = md.media_name.media.as_str();
@@ -96,17 +102,28 @@ pub fn parse_offer(sdp: &str, want_send: bool) -> Result<RTCSessionDescription> 
             return Err(MediaError::NotAcceptable(format!(
                 "{kind} m-line is {dir}; a {} offer must be {}",
                 if want_send { "WHIP" } else { "WHEP" },
-                if want_send { "sendonly or sendrecv" } else { "recvonly or sendrecv" }
+                if want_send {
+                    "sendonly or sendrecv"
+                } else {
+                    "recvonly or sendrecv"
+                }
             )));
         }
     }
     if media == 0 {
-        return Err(MediaError::NotAcceptable("offer has no audio or video m-line".into()));
+        return Err(MediaError::NotAcceptable(
+            "offer has no audio or video m-line".into(),
+        ));
     }
     if !parsed.attributes.iter().any(|a| a.key == "fingerprint")
-        && !parsed.media_descriptions.iter().any(|m| m.attributes.iter().any(|a| a.key == "fingerprint"))
+        && !parsed
+            .media_descriptions
+            .iter()
+            .any(|m| m.attributes.iter().any(|a| a.key == "fingerprint"))
     {
-        return Err(MediaError::BadOffer("offer has no a=fingerprint (DTLS is required)".into()));
+        return Err(MediaError::BadOffer(
+            "offer has no a=fingerprint (DTLS is required)".into(),
+        ));
     }
     Ok(desc)
 }
@@ -124,13 +141,25 @@ fn direction<'a>(keys: impl Iterator<Item = &'a str>) -> &'static str {
     "sendrecv" // RFC 4566 §6: the default
 }
 
-fn build(now: Instant, settings: &PeerSettings, creds: &IceCredentials, mut engine: MediaEngine, role: Role) -> Result<RTCPeerConnection> {
+fn build(
+    now: Instant,
+    settings: &PeerSettings,
+    creds: &IceCredentials,
+    mut engine: MediaEngine,
+    role: Role,
+) -> Result<RTCPeerConnection> {
     let registry = match role {
-        // Viewers' PLI/FIR must reach the SFU (see rtcp_tap.rs).
-        Role::Viewer => Registry::new().with(Slot::from(rtcp_tap::SLOT), KeyframeRequestTap::default()),
-        Role::Publisher => Registry::new(),
+        // Viewers only send: a NACK responder (answers from its packet cache), sender reports,
+        // and the tap that lets their PLI/FIR reach us. Every interceptor in the chain is paid
+        // per forwarded packet per viewer, so nothing else (no TWCC, no receiver reports).
+        Role::Viewer => Registry::new()
+            .with(Slot::NackResponder, NackResponderBuilder::new().build())
+            .with(Slot::SenderReport, SenderReportBuilder::new().build())
+            .with(Slot::from(rtcp_tap::SLOT), KeyframeRequestTap::default()),
+        // Publishers get the defaults: NACK generator, receiver reports, TWCC feedback.
+        Role::Publisher => register_default_interceptors(Registry::new(), &mut engine)
+            .map_err(map_rtc("interceptors"))?,
     };
-    let registry = register_default_interceptors(registry, &mut engine).map_err(map_rtc("interceptors"))?;
     let setting_engine = SettingEngineBuilder::new()
         .with_ice_credentials(creds.ufrag.clone(), creds.pwd.clone())
         .with_lite(true)
@@ -161,17 +190,30 @@ fn build(now: Instant, settings: &PeerSettings, creds: &IceCredentials, mut engi
         }
         .new_candidate_host()
         .map_err(map_rtc("host candidate"))?;
-        let init = RTCIceCandidate::from(&candidate).to_json().map_err(map_rtc("host candidate"))?;
-        pc.add_local_candidate(init).map_err(map_rtc("add host candidate"))?;
+        let init = RTCIceCandidate::from(&candidate)
+            .to_json()
+            .map_err(map_rtc("host candidate"))?;
+        pc.add_local_candidate(init)
+            .map_err(map_rtc("add host candidate"))?;
     }
     Ok(pc)
 }
 
-fn answer(now: Instant, pc: &mut RTCPeerConnection, offer: RTCSessionDescription) -> Result<String> {
-    pc.set_remote_description(now, offer).map_err(|e| MediaError::BadOffer(e.to_string()))?;
-    let answer = pc.create_answer(None).map_err(|e| MediaError::NotAcceptable(e.to_string()))?;
-    pc.set_local_description(now, answer).map_err(map_rtc("set local description"))?;
-    let local = pc.local_description().ok_or_else(|| MediaError::Internal("no local description".into()))?;
+fn answer(
+    now: Instant,
+    pc: &mut RTCPeerConnection,
+    offer: RTCSessionDescription,
+) -> Result<String> {
+    pc.set_remote_description(now, offer)
+        .map_err(|e| MediaError::BadOffer(e.to_string()))?;
+    let answer = pc
+        .create_answer(None)
+        .map_err(|e| MediaError::NotAcceptable(e.to_string()))?;
+    pc.set_local_description(now, answer)
+        .map_err(map_rtc("set local description"))?;
+    let local = pc
+        .local_description()
+        .ok_or_else(|| MediaError::Internal("no local description".into()))?;
     Ok(local.sdp)
 }
 
@@ -203,7 +245,10 @@ pub(crate) fn build_viewer(
     stream: &str,
     published: &[PublishedTrack],
 ) -> Result<(RTCPeerConnection, String, Vec<ViewerTrack>)> {
-    let codecs: Vec<_> = published.iter().map(|t| (t.kind, t.codec.clone())).collect();
+    let codecs: Vec<_> = published
+        .iter()
+        .map(|t| (t.kind, t.codec.clone()))
+        .collect();
     let engine = codec::viewer_media_engine(&codecs).map_err(map_rtc("media engine"))?;
     let mut pc = build(now, settings, creds, engine, Role::Viewer)?;
     let mut senders = Vec::with_capacity(published.len());
@@ -215,7 +260,13 @@ pub(crate) fn build_viewer(
             format!("{stream} {}", t.kind.as_str()),
             t.kind.to_rtc(),
             vec![RTCRtpEncodingParameters {
-                rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() },
+                rtp_coding_parameters: RTCRtpCodingParameters {
+                    ssrc: Some(ssrc),
+                    rtx: (t.kind == MediaKind::Video).then(|| RTCRtpRtxParameters {
+                        ssrc: rand::random(),
+                    }),
+                    ..Default::default()
+                },
                 codec: t.codec.rtp_codec.clone(),
                 ..Default::default()
             }],
@@ -228,13 +279,22 @@ pub(crate) fn build_viewer(
     let mut out = Vec::new();
     for (kind, sender, ssrc) in senders {
         if let Some(n) = negotiated.iter().find(|n| n.kind == kind) {
-            out.push(ViewerTrack { kind, sender, ssrc, payload_type: n.payload_type });
+            out.push(ViewerTrack {
+                kind,
+                sender,
+                ssrc,
+                payload_type: n.payload_type,
+            });
         }
     }
     if out.is_empty() {
         return Err(MediaError::NotAcceptable(format!(
             "the viewer accepts none of the stream's codecs ({})",
-            published.iter().map(|t| t.codec.rtp_codec.mime_type.as_str()).collect::<Vec<_>>().join(", ")
+            published
+                .iter()
+                .map(|t| t.codec.rtp_codec.mime_type.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         )));
     }
     Ok((pc, sdp, out))
@@ -243,7 +303,8 @@ pub(crate) fn build_viewer(
 /// Read our own answer: for each active m-line in `our_direction`, its kind and chosen codec.
 pub fn negotiated_tracks(answer_sdp: &str, our_direction: &str) -> Result<Vec<PublishedTrack>> {
     let mut cursor = std::io::Cursor::new(answer_sdp.as_bytes());
-    let parsed = SessionDescription::unmarshal(&mut cursor).map_err(|e| MediaError::Internal(format!("own answer: {e}")))?;
+    let parsed = SessionDescription::unmarshal(&mut cursor)
+        .map_err(|e| MediaError::Internal(format!("own answer: {e}")))?;
     let mut tracks = Vec::new();
     for md in &parsed.media_descriptions {
         let kind = match md.media_name.media.as_str() {
@@ -257,13 +318,22 @@ pub fn negotiated_tracks(answer_sdp: &str, our_direction: &str) -> Result<Vec<Pu
         if direction(md.attributes.iter().map(|a| a.key.as_str())) != our_direction {
             continue;
         }
-        let Some(pt) = md.media_name.formats.first().and_then(|f| f.parse::<u8>().ok()) else {
+        let Some(pt) = md
+            .media_name
+            .formats
+            .first()
+            .and_then(|f| f.parse::<u8>().ok())
+        else {
             continue;
         };
         let mut codec = RTCRtpCodec::default();
         for attr in &md.attributes {
-            let Some(value) = attr.value.as_deref() else { continue };
-            let Some((attr_pt, rest)) = value.split_once(' ') else { continue };
+            let Some(value) = attr.value.as_deref() else {
+                continue;
+            };
+            let Some((attr_pt, rest)) = value.split_once(' ') else {
+                continue;
+            };
             if attr_pt.parse::<u8>().ok() != Some(pt) {
                 continue;
             }
@@ -287,7 +357,10 @@ pub fn negotiated_tracks(answer_sdp: &str, our_direction: &str) -> Result<Vec<Pu
         tracks.push(PublishedTrack {
             kind,
             payload_type: pt,
-            codec: RTCRtpCodecParameters { rtp_codec: codec, payload_type: pt },
+            codec: RTCRtpCodecParameters {
+                rtp_codec: codec,
+                payload_type: pt,
+            },
             format,
         });
     }
