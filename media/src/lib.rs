@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod runtime;
 pub mod sfu;
 pub mod stun;
+mod udp_batch;
 
 pub use config::MediaConfig;
 pub use error::MediaError;

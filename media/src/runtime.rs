@@ -18,7 +18,8 @@ use tracing::{info, warn};
 use crate::config::MediaConfig;
 use crate::error::{MediaError, Result};
 use crate::metrics::Metrics;
-use crate::sfu::{Role, SessionAnswer, SessionId, Sfu, StreamEvent, StreamSummary, Transmit};
+use crate::sfu::{Role, SessionAnswer, SessionId, Sfu, StreamEvent, StreamSummary};
+use crate::udp_batch;
 
 /// Requests queued for the media task before senders wait.
 const COMMAND_QUEUE: usize = 256;
@@ -84,7 +85,8 @@ pub async fn spawn(config: MediaConfig) -> std::io::Result<(MediaHandle, MediaTa
     let candidates = host_candidates(&config, local_addr);
     info!(udp = %local_addr, candidates = ?candidates, "media core listening");
     let metrics = Arc::new(Metrics::default());
-    let sfu = Sfu::new(&config, local_addr, candidates, metrics.clone());
+    let sfu = Sfu::new(&config, local_addr, candidates, metrics.clone())
+        .map_err(std::io::Error::other)?;
     let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
     let (events, _) = broadcast::channel(EVENT_QUEUE);
     let join = tokio::spawn(run(socket, sfu, rx, events.clone()));
@@ -323,15 +325,18 @@ fn check_session(sfu: &Sfu, id: SessionId, role: Role, stream: &str) -> Result<(
 }
 
 async fn flush(socket: &UdpSocket, sfu: &mut Sfu) {
-    while let Some(Transmit { to, data }) = sfu.poll_transmit() {
-        match socket.try_send_to(&data, to) {
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                if let Err(e) = socket.send_to(&data, to).await {
-                    warn!(%to, error = %e, "udp send failed");
-                }
+    let mut batch = Vec::with_capacity(udp_batch::BATCH);
+    loop {
+        while batch.len() < udp_batch::BATCH {
+            match sfu.poll_transmit() {
+                Some(t) => batch.push(t),
+                None => break,
             }
-            Err(e) => tracing::debug!(%to, error = %e, "udp send failed"),
         }
+        if batch.is_empty() {
+            return;
+        }
+        udp_batch::send_all(socket, &batch).await;
+        batch.clear();
     }
 }

@@ -156,10 +156,11 @@ impl Sfu {
         local_addr: SocketAddr,
         host_candidates: Vec<SocketAddr>,
         metrics: Arc<Metrics>,
-    ) -> Self {
-        Self {
+    ) -> Result<Self> {
+        Ok(Self {
             local_addr,
             settings: PeerSettings {
+                certificate: peer::generate_certificate()?,
                 host_candidates,
                 ice_disconnected_timeout: config.ice_disconnected_timeout,
                 ice_failed_timeout: config.ice_failed_timeout,
@@ -175,7 +176,7 @@ impl Sfu {
             events: VecDeque::new(),
             metrics,
             inbound: Vec::new(),
-        }
+        })
     }
 
     /// WHIP: a publisher's offer for `stream`. The caller has already checked the stream key.

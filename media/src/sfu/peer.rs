@@ -8,9 +8,11 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use rand::distr::{Alphanumeric, SampleString};
+use rtc::crypto::SignatureScheme;
 use rtc::ice::mdns::MulticastDnsMode;
 use rtc::interceptor::{NackResponderBuilder, Registry, SenderReportBuilder, Slot};
 use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::certificate::{CertificateParams, RTCCertificate};
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
 use rtc::peer_connection::configuration::media_engine::MediaEngine;
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
@@ -30,10 +32,27 @@ use super::Role;
 use crate::codec::{self, MediaKind, PayloadFormat};
 use crate::error::{MediaError, Result};
 
+/// Packets a viewer's sender keeps for retransmission: ~1.5 s of 2.5 Mbit/s video, far more
+/// than a NACK round trip (the default 1,024 costs memory per viewer for nothing).
+const NACK_HISTORY_PACKETS: u16 = 512;
+
+/// The server's DTLS identity (ECDSA P-256, as browsers use).
+pub(crate) fn generate_certificate() -> Result<RTCCertificate> {
+    let provider = rtc::crypto::default_provider()
+        .map_err(|e| MediaError::Internal(format!("crypto provider: {e}")))?;
+    let params = CertificateParams::new(vec!["glint".to_owned()])
+        .map_err(|e| MediaError::Internal(format!("certificate: {e}")))?;
+    RTCCertificate::generate(provider.crypto(), SignatureScheme::EcdsaP256Sha256, params)
+        .map_err(map_rtc("certificate"))
+}
+
 /// What every new connection is set up with.
 #[derive(Debug, Clone)]
 pub(crate) struct PeerSettings {
     pub host_candidates: Vec<SocketAddr>,
+    /// One DTLS certificate for every connection: generating a key pair per peer costs CPU at
+    /// every join and memory per viewer, and buys nothing (the fingerprint is in each answer).
+    pub certificate: RTCCertificate,
     pub ice_disconnected_timeout: Duration,
     pub ice_failed_timeout: Duration,
 }
@@ -153,7 +172,12 @@ fn build(
         // and the tap that lets their PLI/FIR reach us. Every interceptor in the chain is paid
         // per forwarded packet per viewer, so nothing else (no TWCC, no receiver reports).
         Role::Viewer => Registry::new()
-            .with(Slot::NackResponder, NackResponderBuilder::new().build())
+            .with(
+                Slot::NackResponder,
+                NackResponderBuilder::new()
+                    .with_size(NACK_HISTORY_PACKETS)
+                    .build(),
+            )
             .with(Slot::SenderReport, SenderReportBuilder::new().build())
             .with(Slot::from(rtcp_tap::SLOT), KeyframeRequestTap::default()),
         // Publishers get the defaults: NACK generator, receiver reports, TWCC feedback.
@@ -171,7 +195,11 @@ fn build(
         )
         .build();
     let mut pc = RTCPeerConnectionBuilder::new()
-        .with_configuration(RTCConfigurationBuilder::new().build())
+        .with_configuration(
+            RTCConfigurationBuilder::new()
+                .with_certificates(vec![settings.certificate.clone()])
+                .build(),
+        )
         .with_setting_engine(setting_engine)
         .with_media_engine(engine)
         .with_interceptor_registry(registry)
