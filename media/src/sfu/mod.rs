@@ -43,6 +43,7 @@ use crate::codec::MediaKind;
 use crate::config::MediaConfig;
 use crate::error::{MediaError, Result};
 use crate::metrics::Metrics;
+use crate::stun;
 use demux::Demux;
 use peer::{IceCredentials, PeerSettings, PublishedTrack, ViewerTrack};
 use stream::Stream;
@@ -129,6 +130,9 @@ struct Peer {
     tracks: Vec<ViewerTrack>,
     /// Publishers: the receiver of the video track, where PLIs are written.
     video_receiver: Option<RTCRtpReceiverId>,
+    /// Before connecting: the client's nominating check, to replay once our own check of that
+    /// pair has succeeded (see `Sfu::handle_datagram`).
+    pending_nomination: Option<(SocketAddr, BytesMut)>,
 }
 
 /// The SFU core. See the module docs.
@@ -312,19 +316,40 @@ impl Sfu {
         let Some(peer) = self.peers.get_mut(&id) else {
             return;
         };
-        let msg = TaggedBytesMut {
+        // webrtc-rs's controlled agent, even ICE-lite, does not answer a check that carries
+        // USE-CANDIDATE on a pair it has not yet seen succeed: it sends its own triggered check
+        // and waits for the client to retransmit (500 ms for str0m and ffmpeg, which nominate
+        // on their first check). So keep such a check, and replay it as soon as the client
+        // answers our triggered check: the agent then nominates and answers at once.
+        let replay = if peer.connected {
+            None
+        } else if stun::is_nominating_request(&data) {
+            peer.pending_nomination = Some((from, data.clone()));
+            None
+        } else if stun::is_binding_success(&data) {
+            peer.pending_nomination.take()
+        } else {
+            None
+        };
+        let local_addr = self.local_addr;
+        let tag = |from: SocketAddr, message: BytesMut| TaggedBytesMut {
             now,
             transport: TransportContext {
-                local_addr: self.local_addr,
+                local_addr,
                 peer_addr: from,
                 ecn: None,
                 transport_protocol: TransportProtocol::UDP,
             },
-            message: data,
+            message,
         };
-        if let Err(e) = peer.pc.handle_read(msg) {
+        if let Err(e) = peer.pc.handle_read(tag(from, data)) {
             // Malformed or replayed input from the network: drop it, keep the session.
             debug!(session = %id, error = %e, "datagram rejected");
+        }
+        if let Some((from, check)) = replay {
+            if let Err(e) = peer.pc.handle_read(tag(from, check)) {
+                debug!(session = %id, error = %e, "replayed nomination rejected");
+            }
         }
         self.service(now, id);
     }
@@ -446,6 +471,7 @@ impl Sfu {
                 timer: None,
                 tracks,
                 video_receiver,
+                pending_nomination: None,
             },
         );
         self.service(now, id);
