@@ -23,8 +23,15 @@ else
   echo "test: not root, running WebRTC tests on the host network (Chromium may use non-loopback addresses)"
 fi
 
+log=$(mktemp)
 echo "== Rust tests"
-in_ns cargo test --workspace --locked
+in_ns cargo test --workspace --locked 2>&1 | tee "$log"
+rust_passed=$(grep -oE 'test result: ok\. [0-9]+ passed' "$log" | awk '{s+=$4} END {print s+0}')
 
 echo "== Browser tests (Chromium)"
-(cd tests/browser && GLINT_BIN="$CARGO_TARGET_DIR/debug/glint" in_ns node --test --test-concurrency=1)
+(cd tests/browser && GLINT_BIN="$CARGO_TARGET_DIR/debug/glint" in_ns node --test --test-concurrency=1) 2>&1 | tee "$log"
+browser_passed=$(grep -oE '^# pass [0-9]+' "$log" | awk '{print $3}')
+rm -f "$log"
+
+# Everything above stops the script on its first failure, so reaching here means none failed.
+echo "all: $((rust_passed + browser_passed)) passed, 0 failed"

@@ -91,7 +91,7 @@ async fn many_joining_viewers_cost_a_handful_of_plis() {
     println!("{VIEWERS} viewers: {requests} keyframe requests, {plis} PLIs sent, {received} received by the publisher");
     assert!(requests >= VIEWERS as u64, "every join asks for a keyframe");
     assert!(
-        plis >= 1 && plis <= 6,
+        (1..=6).contains(&plis),
         "coalesced: {plis} PLIs for {requests} requests"
     );
     assert!(received >= 1 && received <= plis);

@@ -341,12 +341,8 @@ async fn ffmpeg_passive_offer_is_answered_active() {
 #[tokio::test]
 async fn a_session_that_never_connects_is_dropped() {
     let dir = tempdir::Dir::new();
-    let mut config = glint::Config::default();
-    config.http = "127.0.0.1:0".parse().unwrap();
-    config.media.udp_bind = "127.0.0.1:0".parse().unwrap();
+    let mut config = test_config(&dir);
     config.media.connect_timeout = std::time::Duration::from_millis(500);
-    config.data_dir = dir.path.clone();
-    config.stream_keys = std::collections::HashMap::from([("demo".to_string(), KEY.to_string())]);
     let server = glint::start(config).await.unwrap();
     let c = Client::new();
     let r = post(

@@ -8,17 +8,28 @@ use glint::{Config, Server};
 
 pub const KEY: &str = "test-key-0123456789";
 
+/// Loopback, port 0, two streams with keys, data in `dir`.
+pub fn test_config(dir: &tempdir::Dir) -> Config {
+    Config {
+        http: "127.0.0.1:0".parse().unwrap(),
+        media: media::MediaConfig {
+            udp_bind: "127.0.0.1:0".parse().unwrap(),
+            ..Default::default()
+        },
+        data_dir: dir.path.clone(),
+        stream_keys: HashMap::from([
+            ("demo".to_string(), KEY.to_string()),
+            ("other".to_string(), "other-key".to_string()),
+        ]),
+        ..Config::default()
+    }
+}
+
 pub async fn start_server() -> (Server, tempdir::Dir) {
     let dir = tempdir::Dir::new();
-    let mut config = Config::default();
-    config.http = "127.0.0.1:0".parse().unwrap();
-    config.media.udp_bind = "127.0.0.1:0".parse().unwrap();
-    config.data_dir = dir.path.clone();
-    config.stream_keys = HashMap::from([
-        ("demo".to_string(), KEY.to_string()),
-        ("other".to_string(), "other-key".to_string()),
-    ]);
-    let server = glint::start(config).await.expect("server starts");
+    let server = glint::start(test_config(&dir))
+        .await
+        .expect("server starts");
     (server, dir)
 }
 

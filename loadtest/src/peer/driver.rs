@@ -186,7 +186,7 @@ impl<R: Role> Driver<R> {
         // Not STUN/DTLS/RTP/RTCP (RFC 7983 demultiplexing): nothing str0m could use.
         if let (Some(n), Some(128..=191)) = (self.drop_every_nth_rtp, datagram.first()) {
             self.rtp_seen = self.rtp_seen.wrapping_add(1);
-            if n > 0 && self.rtp_seen % n == 0 {
+            if n > 0 && self.rtp_seen.is_multiple_of(n) {
                 return Ok(());
             }
         }
