@@ -130,3 +130,79 @@ impl Config {
         Ok(c)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(name: &str, text: &str) -> PathBuf {
+        let path =
+            std::env::temp_dir().join(format!("glint-config-{}-{name}.toml", std::process::id()));
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    fn load(args: &[&str]) -> anyhow::Result<Config> {
+        let mut argv = vec!["glint"];
+        argv.extend_from_slice(args);
+        Config::load(Cli::try_parse_from(argv)?)
+    }
+
+    #[test]
+    fn file_then_flags() {
+        let path = write(
+            "ok",
+            "http = \"127.0.0.1:9000\"\nudp = \"127.0.0.1:9001\"\npublic_ips = [\"203.0.113.7\"]\nmax_sessions = 10\n\n[stream_keys]\nalice = \"k1\"\n",
+        );
+        let c = load(&[
+            "--config",
+            path.to_str().unwrap(),
+            "--udp",
+            "127.0.0.1:9002",
+            "--stream-key",
+            "bob=k2",
+        ])
+        .unwrap();
+        assert_eq!(c.http, "127.0.0.1:9000".parse::<SocketAddr>().unwrap());
+        assert_eq!(
+            c.media.udp_bind,
+            "127.0.0.1:9002".parse::<SocketAddr>().unwrap(),
+            "flag beats file"
+        );
+        assert_eq!(
+            c.media.public_ips,
+            vec!["203.0.113.7".parse::<IpAddr>().unwrap()]
+        );
+        assert_eq!(c.media.max_sessions, 10);
+        assert_eq!(c.stream_keys.get("alice").map(String::as_str), Some("k1"));
+        assert_eq!(c.stream_keys.get("bob").map(String::as_str), Some("k2"));
+        std::fs::remove_file(path).unwrap();
+    }
+
+    #[test]
+    fn defaults_without_anything() {
+        let c = load(&[]).unwrap();
+        assert_eq!(c.http.port(), 8080);
+        assert_eq!(c.media.udp_bind.port(), 8189);
+        assert!(c.stream_keys.is_empty());
+    }
+
+    #[test]
+    fn mistakes_are_reported() {
+        let unknown = write("unknown", "htp = \"127.0.0.1:9000\"\n");
+        let err = load(&["--config", unknown.to_str().unwrap()])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field"), "{err}");
+        std::fs::remove_file(unknown).unwrap();
+        let err = load(&["--stream-key", "no-equals-sign"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("NAME=KEY"), "{err}");
+        let err = load(&["--stream-key", "bad name=k"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("stream name"), "{err}");
+        assert!(load(&["--config", "/nonexistent/glint.toml"]).is_err());
+    }
+}

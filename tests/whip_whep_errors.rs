@@ -363,3 +363,55 @@ async fn a_session_that_never_connects_is_dropped() {
     .await;
     server.shutdown().await;
 }
+
+/// The answer keeps the publisher's codec order (first supported codec wins) and never picks
+/// H.264 packetization-mode=0.
+#[tokio::test]
+async fn publisher_codec_order_is_honoured_and_mode_0_is_refused() {
+    let (server, _dir) = start_server().await;
+    let c = Client::new();
+    let url = format!("{}/whip/demo", base(&server));
+    let obs = fixture("obs_offer.sdp");
+    let video_line = "m=video 9 UDP/TLS/RTP/SAVPF 96";
+    let h264 = "a=rtpmap:96 H264/90000";
+
+    // VP8 offered first, H.264 second → VP8.
+    let vp8_first = obs
+        .replace(video_line, "m=video 9 UDP/TLS/RTP/SAVPF 97 96")
+        .replace(h264, &format!("a=rtpmap:97 VP8/90000\r\n{h264}"));
+    // H.264 packetization-mode=0 first, then VP8 → VP8 (mode 0 is not forwarded).
+    let mode0_first = obs
+        .replace(video_line, "m=video 9 UDP/TLS/RTP/SAVPF 96 97")
+        .replace("packetization-mode=1", "packetization-mode=0")
+        .replace(h264, &format!("{h264}\r\na=rtpmap:97 VP8/90000"));
+    // H.264 mode 1 first, VP8 second → H.264 with the offered profile-level-id.
+    let h264_first = obs
+        .replace(video_line, "m=video 9 UDP/TLS/RTP/SAVPF 96 97")
+        .replace(h264, &format!("{h264}\r\na=rtpmap:97 VP8/90000"));
+
+    for (offer, want) in [
+        (vp8_first, "97 VP8/90000"),
+        (mode0_first, "97 VP8/90000"),
+        (h264_first, "96 H264/90000"),
+    ] {
+        let r = post(&c, url.clone(), Some(KEY), "application/sdp", offer).await;
+        assert_eq!(r.status(), StatusCode::CREATED);
+        let location = r.headers()["location"].to_str().unwrap().to_string();
+        let answer = r.text().await.unwrap();
+        let video = answer.split("m=video").nth(1).expect("video m-line");
+        let first_pt = video.split_whitespace().nth(2).unwrap();
+        assert!(want.starts_with(first_pt), "want {want}, answer:\n{answer}");
+        assert!(video.contains(&format!("a=rtpmap:{want}")), "{answer}");
+        if want.contains("H264") {
+            assert!(video.contains("profile-level-id=42e01f"), "{answer}");
+            assert!(!video.contains("packetization-mode=0"), "{answer}");
+        }
+        let r = c
+            .delete(format!("{}{location}", base(&server)))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+    server.shutdown().await;
+}
