@@ -119,7 +119,8 @@ pub struct StreamSummary {
 
 struct Peer {
     role: Role,
-    stream: String,
+    /// Shared, so the per-datagram path clones a pointer, not the name.
+    stream: Arc<str>,
     pc: RTCPeerConnection,
     ufrag: String,
     connected: bool,
@@ -285,7 +286,7 @@ impl Sfu {
 
     /// The role and stream of a session, so signaling can check a URL names the right one.
     pub fn session(&self, id: SessionId) -> Option<(Role, &str)> {
-        self.peers.get(&id).map(|p| (p.role, p.stream.as_str()))
+        self.peers.get(&id).map(|p| (p.role, &*p.stream))
     }
 
     /// DELETE of a WHIP/WHEP resource, or shutdown.
@@ -463,7 +464,7 @@ impl Sfu {
             id,
             Peer {
                 role,
-                stream: stream.to_owned(),
+                stream: Arc::from(stream),
                 pc,
                 ufrag,
                 connected: false,
@@ -532,11 +533,11 @@ impl Sfu {
             match role {
                 Role::Publisher => {
                     info!(stream = %stream, session = %id, "stream is live");
-                    if let Some(s) = self.streams.get_mut(&stream) {
+                    if let Some(s) = self.streams.get_mut(&*stream) {
                         s.live = true;
                     }
                     self.events.push_back(StreamEvent::Live {
-                        stream: stream.clone(),
+                        stream: stream.to_string(),
                     });
                 }
                 Role::Viewer => {
@@ -615,9 +616,11 @@ impl Sfu {
         }
         Metrics::add(&self.metrics.packets_forwarded, forwarded);
         Metrics::add(&self.metrics.bytes_forwarded, forwarded_bytes);
-        let viewers = s.viewers.clone();
-        for v in viewers {
-            self.refile_timer(v);
+        // No allocation here: this runs for every packet a publisher sends.
+        for viewer_id in &s.viewers {
+            if let Some(viewer) = self.peers.get_mut(viewer_id) {
+                refile(&mut self.timers, *viewer_id, viewer);
+            }
         }
     }
 
@@ -687,22 +690,8 @@ impl Sfu {
     }
 
     fn refile_timer(&mut self, id: SessionId) {
-        let Some(peer) = self.peers.get_mut(&id) else {
-            return;
-        };
-        let mut next = peer.pc.poll_timeout();
-        if !peer.connected {
-            next = Some(next.map_or(peer.connect_deadline, |t| t.min(peer.connect_deadline)));
-        }
-        if next == peer.timer {
-            return;
-        }
-        if let Some(old) = peer.timer.take() {
-            self.timers.remove(&(old, id));
-        }
-        if let Some(t) = next {
-            self.timers.insert((t, id));
-            peer.timer = Some(t);
+        if let Some(peer) = self.peers.get_mut(&id) {
+            refile(&mut self.timers, id, peer);
         }
     }
 
@@ -725,14 +714,14 @@ impl Sfu {
             Role::Viewer => {
                 Metrics::sub(&self.metrics.viewers, 1);
                 debug!(stream = %peer.stream, session = %id, reason, "viewer removed");
-                if let Some(s) = self.streams.get_mut(&peer.stream) {
+                if let Some(s) = self.streams.get_mut(&*peer.stream) {
                     s.remove_viewer(id);
                 }
             }
             Role::Publisher => {
                 Metrics::sub(&self.metrics.publishers, 1);
                 info!(stream = %peer.stream, session = %id, reason, "publisher removed; stream offline");
-                let viewers = match self.streams.get_mut(&peer.stream) {
+                let viewers = match self.streams.get_mut(&*peer.stream) {
                     Some(s) if s.publisher == Some(id) => {
                         let was_live = s.live;
                         s.publisher = None;
@@ -741,7 +730,7 @@ impl Sfu {
                         s.video_ssrc = None;
                         if was_live {
                             self.events.push_back(StreamEvent::Offline {
-                                stream: peer.stream.clone(),
+                                stream: peer.stream.to_string(),
                             });
                         }
                         std::mem::take(&mut s.viewers)
@@ -754,8 +743,8 @@ impl Sfu {
                 }
             }
         }
-        if self.streams.get(&peer.stream).is_some_and(|s| s.is_idle()) {
-            self.streams.remove(&peer.stream);
+        if self.streams.get(&*peer.stream).is_some_and(|s| s.is_idle()) {
+            self.streams.remove(&*peer.stream);
         }
     }
 
@@ -784,6 +773,24 @@ impl Sfu {
                 data: out.message,
             });
         }
+    }
+}
+
+/// File `peer` in `timers` under its next deadline, if that changed.
+fn refile(timers: &mut BTreeSet<(Instant, SessionId)>, id: SessionId, peer: &mut Peer) {
+    let mut next = peer.pc.poll_timeout();
+    if !peer.connected {
+        next = Some(next.map_or(peer.connect_deadline, |t| t.min(peer.connect_deadline)));
+    }
+    if next == peer.timer {
+        return;
+    }
+    if let Some(old) = peer.timer.take() {
+        timers.remove(&(old, id));
+    }
+    if let Some(t) = next {
+        timers.insert((t, id));
+        peer.timer = Some(t);
     }
 }
 
