@@ -1,3 +1,171 @@
-//! Glint's platform API (users, stream keys, streams, follows, notifications, chat, categories
-//! on SurrealDB). Empty until issue #3: today stream keys come from configuration
-//! (`signaling::StaticKeys`) and live streams are listed by the binary at `/api/live`.
+//! Glint's platform API under `/api`: users and sessions, streams and stream keys, follows,
+//! go-live notifications (stored + Server-Sent Events), categories, and the OpenAPI document.
+//! Backed by SurrealDB through one `Surreal<Any>` handle (`mem://`, `surrealkv://`, `ws://`).
+//!
+//! Each area has a `router()`; [`Api`] is what the binary holds: it builds the router, checks
+//! WHIP stream keys for the media core, and records streams going live or offline.
+
+pub mod auth;
+pub mod categories;
+pub mod db;
+pub mod error;
+pub mod follows;
+mod json;
+pub mod notifications;
+mod openapi;
+pub mod ratelimit;
+pub mod streams;
+pub mod users;
+pub mod validate;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, FromRequestParts};
+use axum::http::request::Parts;
+use axum::Router;
+use tokio::sync::broadcast;
+use tower_http::compression::CompressionLayer;
+use tower_http::timeout::TimeoutLayer;
+
+pub use db::Db;
+pub use error::{ApiError, Result};
+
+/// Largest JSON body accepted (413 beyond).
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Requests (not SSE streams, whose headers go out at once) must answer within this.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Notifications buffered for slow SSE clients before they are told they lagged.
+const NOTIFY_QUEUE: usize = 1024;
+
+/// What every handler gets.
+#[derive(Clone)]
+pub struct ApiState {
+    pub db: Db,
+    pub keys: Arc<auth::JwtKeys>,
+    pub notify: broadcast::Sender<notifications::Notification>,
+    pub limiter: Arc<ratelimit::RateLimiter>,
+}
+
+/// The caller if a valid token came with the request, else nobody (public endpoints that show
+/// more to the owner).
+pub struct MaybeAuthUser(pub Option<auth::AuthUser>);
+
+impl FromRequestParts<ApiState> for MaybeAuthUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &ApiState,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(MaybeAuthUser(
+            auth::AuthUser::from_request_parts(parts, state).await.ok(),
+        ))
+    }
+}
+
+/// Why a WHIP stream key was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyCheck {
+    UnknownStream,
+    WrongKey,
+}
+
+/// The platform API, as the binary holds it.
+#[derive(Clone)]
+pub struct Api {
+    state: ApiState,
+}
+
+impl Api {
+    /// Connect to `db_url` and apply the schema. `jwt_secret` signs access tokens (≥ 32 bytes).
+    pub async fn connect(db_url: &str, jwt_secret: &[u8]) -> Result<Self> {
+        let db = db::connect(db_url).await?;
+        let (notify, _) = broadcast::channel(NOTIFY_QUEUE);
+        Ok(Self {
+            state: ApiState {
+                db,
+                keys: Arc::new(auth::JwtKeys::new(jwt_secret)),
+                notify,
+                limiter: Arc::new(ratelimit::RateLimiter::default()),
+            },
+        })
+    }
+
+    /// Every `/api` route, with body limit, timeout and compression.
+    pub fn router(&self) -> Router {
+        Router::new()
+            .merge(users::router())
+            .merge(streams::router())
+            .merge(follows::router())
+            .merge(notifications::router())
+            .merge(categories::router())
+            .merge(openapi::router())
+            .fallback(|| async { ApiError::NotFound("endpoint") })
+            .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+            .layer(TimeoutLayer::with_status_code(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                REQUEST_TIMEOUT,
+            ))
+            .layer(CompressionLayer::new())
+            .with_state(self.state.clone())
+    }
+
+    /// May `key` publish to the stream named `name`? (Constant-time comparison.)
+    pub async fn check_stream_key(&self, name: &str, key: &str) -> Result<Result<(), KeyCheck>> {
+        use subtle::ConstantTimeEq;
+        let Some(stream) = streams::by_name(&self.state, name).await? else {
+            return Ok(Err(KeyCheck::UnknownStream));
+        };
+        let expected = stream.stream_key.unwrap_or_default();
+        if bool::from(expected.as_bytes().ct_eq(key.as_bytes())) && !expected.is_empty() {
+            Ok(Ok(()))
+        } else {
+            Ok(Err(KeyCheck::WrongKey))
+        }
+    }
+
+    /// The media core says the stream named `name` went live (or offline). Going live notifies
+    /// the owner's followers; returns how many.
+    pub async fn set_live(&self, name: &str, live: bool) -> Result<usize> {
+        let Some(stream) = streams::by_name(&self.state, name).await? else {
+            return Ok(0);
+        };
+        let started_at = live.then(db::now_ms);
+        self.state
+            .db
+            .query("UPDATE type::thing('stream', $id) SET live = $live, started_at = $started, viewers = 0")
+            .bind(("id", stream.id.clone()))
+            .bind(("live", live))
+            .bind(("started", started_at))
+            .await?
+            .check()?;
+        tracing::info!(stream = name, live, "stream state recorded");
+        if live && !stream.live {
+            return notifications::fan_out_live(
+                &self.state,
+                &stream.owner,
+                &stream.name,
+                &stream.title,
+            )
+            .await;
+        }
+        Ok(0)
+    }
+
+    /// Current viewer count of a live stream (for sorting and display).
+    pub async fn set_viewers(&self, name: &str, viewers: usize) -> Result<()> {
+        self.state
+            .db
+            .query("UPDATE stream SET viewers = $n WHERE name = $name")
+            .bind(("n", viewers as i64))
+            .bind(("name", name.to_owned()))
+            .await?
+            .check()?;
+        Ok(())
+    }
+
+    pub fn state(&self) -> &ApiState {
+        &self.state
+    }
+}

@@ -1,0 +1,119 @@
+//! The database handle and its schema. One `Surreal<Any>`, so the same code runs on `mem://`
+//! (tests), `surrealkv://<dir>` (embedded default, survives restarts) and `ws://host:port`.
+
+use surrealdb::engine::any::{self, Any};
+use surrealdb::Surreal;
+
+use crate::error::Result;
+
+pub type Db = Surreal<Any>;
+
+/// Bumped by each migration; stored in `meta:schema`.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// Tables, fields and indexes. Every statement is idempotent (`IF NOT EXISTS`), so start-up
+/// applies it every time; later versions add migrations keyed on `meta:schema.version`.
+const SCHEMA: &str = r#"
+DEFINE TABLE IF NOT EXISTS meta SCHEMAFULL;
+DEFINE FIELD IF NOT EXISTS version ON meta TYPE int;
+
+DEFINE TABLE IF NOT EXISTS user SCHEMAFULL;
+DEFINE FIELD IF NOT EXISTS username ON user TYPE string;
+DEFINE FIELD IF NOT EXISTS email ON user TYPE string;
+DEFINE FIELD IF NOT EXISTS password_hash ON user TYPE string;
+DEFINE FIELD IF NOT EXISTS created_at ON user TYPE int;
+DEFINE INDEX IF NOT EXISTS user_username ON user FIELDS username UNIQUE;
+DEFINE INDEX IF NOT EXISTS user_email ON user FIELDS email UNIQUE;
+
+DEFINE TABLE IF NOT EXISTS stream SCHEMAFULL;
+DEFINE FIELD IF NOT EXISTS owner ON stream TYPE string;
+DEFINE FIELD IF NOT EXISTS name ON stream TYPE string;
+DEFINE FIELD IF NOT EXISTS title ON stream TYPE string;
+DEFINE FIELD IF NOT EXISTS category ON stream TYPE option<string>;
+DEFINE FIELD IF NOT EXISTS tags ON stream TYPE array<string>;
+DEFINE FIELD IF NOT EXISTS language ON stream TYPE option<string>;
+DEFINE FIELD IF NOT EXISTS stream_key ON stream TYPE string;
+DEFINE FIELD IF NOT EXISTS live ON stream TYPE bool;
+DEFINE FIELD IF NOT EXISTS started_at ON stream TYPE option<int>;
+DEFINE FIELD IF NOT EXISTS viewers ON stream TYPE int;
+DEFINE FIELD IF NOT EXISTS created_at ON stream TYPE int;
+DEFINE INDEX IF NOT EXISTS stream_name ON stream FIELDS name UNIQUE;
+DEFINE INDEX IF NOT EXISTS stream_owner ON stream FIELDS owner UNIQUE;
+DEFINE INDEX IF NOT EXISTS stream_live ON stream FIELDS live;
+
+DEFINE TABLE IF NOT EXISTS follow SCHEMAFULL;
+DEFINE FIELD IF NOT EXISTS follower ON follow TYPE string;
+DEFINE FIELD IF NOT EXISTS channel ON follow TYPE string;
+DEFINE FIELD IF NOT EXISTS created_at ON follow TYPE int;
+DEFINE INDEX IF NOT EXISTS follow_pair ON follow FIELDS follower, channel UNIQUE;
+DEFINE INDEX IF NOT EXISTS follow_channel ON follow FIELDS channel;
+
+DEFINE TABLE IF NOT EXISTS notification SCHEMAFULL;
+DEFINE FIELD IF NOT EXISTS user ON notification TYPE string;
+DEFINE FIELD IF NOT EXISTS kind ON notification TYPE string;
+DEFINE FIELD IF NOT EXISTS channel ON notification TYPE string;
+DEFINE FIELD IF NOT EXISTS stream ON notification TYPE string;
+DEFINE FIELD IF NOT EXISTS title ON notification TYPE string;
+DEFINE FIELD IF NOT EXISTS read ON notification TYPE bool;
+DEFINE FIELD IF NOT EXISTS created_at ON notification TYPE int;
+DEFINE INDEX IF NOT EXISTS notification_user ON notification FIELDS user;
+
+DEFINE TABLE IF NOT EXISTS refresh_token SCHEMAFULL;
+DEFINE FIELD IF NOT EXISTS user ON refresh_token TYPE string;
+DEFINE FIELD IF NOT EXISTS token_hash ON refresh_token TYPE string;
+DEFINE FIELD IF NOT EXISTS expires_at ON refresh_token TYPE int;
+DEFINE INDEX IF NOT EXISTS refresh_token_hash ON refresh_token FIELDS token_hash UNIQUE;
+
+DEFINE TABLE IF NOT EXISTS category SCHEMAFULL;
+DEFINE FIELD IF NOT EXISTS slug ON category TYPE string;
+DEFINE FIELD IF NOT EXISTS name ON category TYPE string;
+DEFINE INDEX IF NOT EXISTS category_slug ON category FIELDS slug UNIQUE;
+"#;
+
+/// Categories every installation starts with (slug, name).
+pub const CATEGORIES: [(&str, &str); 8] = [
+    ("just-chatting", "Just Chatting"),
+    ("gaming", "Gaming"),
+    ("music", "Music"),
+    ("art", "Art"),
+    ("software", "Software & Development"),
+    ("sports", "Sports"),
+    ("irl", "IRL"),
+    ("education", "Education"),
+];
+
+/// Connect (`mem://`, `surrealkv://path`, `ws://host:port`), select the namespace and apply
+/// the schema.
+pub async fn connect(url: &str) -> Result<Db> {
+    let db = any::connect(url).await?;
+    db.use_ns("glint").use_db("glint").await?;
+    db.query(SCHEMA).await?.check()?;
+    for (slug, name) in CATEGORIES {
+        db.query("UPSERT type::thing('category', $slug) SET slug = $slug, name = $name")
+            .bind(("slug", slug))
+            .bind(("name", name))
+            .await?
+            .check()?;
+    }
+    db.query("UPSERT meta:schema SET version = $v")
+        .bind(("v", SCHEMA_VERSION))
+        .await?
+        .check()?;
+    Ok(db)
+}
+
+/// Milliseconds since the Unix epoch: how the schema stores times.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Record keys we create: 20 lowercase letters and digits.
+pub fn new_id() -> String {
+    use rand::distr::{Alphanumeric, SampleString};
+    Alphanumeric
+        .sample_string(&mut rand::rng(), 20)
+        .to_lowercase()
+}

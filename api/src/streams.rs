@@ -1,0 +1,310 @@
+//! Channels' streams: listing (live first, by viewers), metadata the owner edits, the secret
+//! stream key, and the live state the media core sets.
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::Router;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::auth::AuthUser;
+use crate::db::{new_id, now_ms};
+use crate::error::{ApiError, Result};
+use crate::json::Json;
+use crate::{validate, ApiState, MaybeAuthUser};
+
+pub fn router() -> Router<ApiState> {
+    Router::new()
+        .route("/api/streams", get(list).post(create))
+        .route("/api/streams/{id}", get(get_one).put(update))
+        .route("/api/streams/{id}/key", post(rotate_key))
+}
+
+/// Page sizes.
+pub const DEFAULT_LIMIT: u32 = 20;
+pub const MAX_LIMIT: u32 = 100;
+
+#[derive(Serialize, Deserialize, ToSchema, Clone, Debug)]
+pub struct Stream {
+    pub id: String,
+    /// The owner's user id.
+    pub owner: String,
+    /// The name in WHIP/WHEP URLs (`/whip/{name}`): the owner's username.
+    pub name: String,
+    pub title: String,
+    pub category: Option<String>,
+    pub tags: Vec<String>,
+    pub language: Option<String>,
+    pub live: bool,
+    pub started_at: Option<i64>,
+    pub viewers: i64,
+    /// Only in the owner's own view.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stream_key: Option<String>,
+}
+
+const FIELDS: &str =
+    "record::id(id) AS id, owner, name, title, category, tags, language, live, started_at, viewers";
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StreamInput {
+    pub title: String,
+    pub category: Option<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    pub language: Option<String>,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// `all` to include offline streams; live only by default.
+    pub live: Option<String>,
+    /// Category slug.
+    pub category: Option<String>,
+    /// 1-based page.
+    pub page: Option<u32>,
+    pub limit: Option<u32>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct StreamPage {
+    pub items: Vec<Stream>,
+    pub page: u32,
+    pub limit: u32,
+    /// Whether another page follows.
+    pub more: bool,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct StreamKey {
+    pub stream_key: String,
+}
+
+pub(crate) fn new_stream_key() -> String {
+    use rand::distr::{Alphanumeric, SampleString};
+    format!("live_{}", Alphanumeric.sample_string(&mut rand::rng(), 32))
+}
+
+async fn check_category(st: &ApiState, slug: &Option<String>) -> Result<Option<String>> {
+    let Some(slug) = slug else { return Ok(None) };
+    let mut res = st
+        .db
+        .query("SELECT VALUE slug FROM category WHERE slug = $slug")
+        .bind(("slug", slug.clone()))
+        .await?;
+    let found: Vec<String> = res.take(0)?;
+    if found.is_empty() {
+        return Err(ApiError::validation(
+            "category",
+            "unknown category (see GET /api/categories)",
+        ));
+    }
+    Ok(Some(slug.clone()))
+}
+
+pub(crate) fn page_params(page: Option<u32>, limit: Option<u32>) -> Result<(u32, u32)> {
+    let page = page.unwrap_or(1);
+    let limit = limit.unwrap_or(DEFAULT_LIMIT);
+    if page == 0 || page > 10_000 {
+        return Err(ApiError::validation("page", "1-10000"));
+    }
+    if limit == 0 || limit > MAX_LIMIT {
+        return Err(ApiError::validation("limit", "1-100"));
+    }
+    Ok((page, limit))
+}
+
+#[utoipa::path(get, path = "/api/streams", params(ListQuery), responses((status = 200, body = StreamPage), (status = 400, body = crate::error::ErrorBody)))]
+pub(crate) async fn list(
+    State(st): State<ApiState>,
+    Query(q): Query<ListQuery>,
+) -> Result<axum::Json<StreamPage>> {
+    let (page, limit) = page_params(q.page, q.limit)?;
+    let all = match q.live.as_deref() {
+        None | Some("true") => false,
+        Some("all") => true,
+        Some(_) => return Err(ApiError::validation("live", "omit it, or `all`")),
+    };
+    let mut conditions = Vec::new();
+    if !all {
+        conditions.push("live = true");
+    }
+    if q.category.is_some() {
+        conditions.push("category = $category");
+    }
+    let filter = if conditions.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", conditions.join(" AND "))
+    };
+    // Only fixed clauses are concatenated; every value is a bound parameter.
+    let sql = format!("SELECT {FIELDS} FROM stream {filter} ORDER BY live DESC, viewers DESC, name ASC LIMIT $limit START $start");
+    let mut res = st
+        .db
+        .query(sql)
+        .bind(("category", q.category.clone()))
+        .bind(("limit", limit + 1))
+        .bind(("start", (page - 1) * limit))
+        .await?;
+    let mut items: Vec<Stream> = res.take(0)?;
+    let more = items.len() > limit as usize;
+    items.truncate(limit as usize);
+    Ok(axum::Json(StreamPage {
+        items,
+        page,
+        limit,
+        more,
+    }))
+}
+
+pub(crate) async fn load(st: &ApiState, id: &str) -> Result<Option<Stream>> {
+    let mut res = st
+        .db
+        .query(format!(
+            "SELECT {FIELDS}, stream_key FROM type::thing('stream', $id)"
+        ))
+        .bind(("id", id.to_owned()))
+        .await?;
+    Ok(res.take(0)?)
+}
+
+fn for_caller(mut s: Stream, caller: Option<&str>) -> Stream {
+    if caller != Some(s.owner.as_str()) {
+        s.stream_key = None;
+    }
+    s
+}
+
+#[utoipa::path(get, path = "/api/streams/{id}", params(("id" = String, Path)), responses((status = 200, body = Stream), (status = 404, body = crate::error::ErrorBody)))]
+pub(crate) async fn get_one(
+    State(st): State<ApiState>,
+    caller: MaybeAuthUser,
+    Path(id): Path<String>,
+) -> Result<axum::Json<Stream>> {
+    validate::id(&id)?;
+    let s = load(&st, &id).await?.ok_or(ApiError::NotFound("stream"))?;
+    Ok(axum::Json(for_caller(
+        s,
+        caller.0.as_ref().map(|u| u.id.as_str()),
+    )))
+}
+
+#[utoipa::path(post, path = "/api/streams", request_body = StreamInput,
+    responses((status = 201, body = Stream), (status = 409, body = crate::error::ErrorBody)), security(("bearer" = [])))]
+pub(crate) async fn create(
+    State(st): State<ApiState>,
+    user: AuthUser,
+    Json(input): Json<StreamInput>,
+) -> Result<impl IntoResponse> {
+    let title = validate::title(&input.title)?;
+    let tags = validate::tags(&input.tags)?;
+    let language = input
+        .language
+        .as_deref()
+        .map(validate::language)
+        .transpose()?;
+    let category = check_category(&st, &input.category).await?;
+    let owner = crate::users::load_user(&st, &user.id)
+        .await?
+        .ok_or(ApiError::Unauthorized("account no longer exists"))?;
+    let id = new_id();
+    st.db
+        .query(
+            "CREATE type::thing('stream', $id) SET owner = $owner, name = $name, title = $title, category = $category, \
+             tags = $tags, language = $language, stream_key = $key, live = false, started_at = NONE, viewers = 0, created_at = $now",
+        )
+        .bind(("id", id.clone()))
+        .bind(("owner", owner.id.clone()))
+        .bind(("name", owner.username.clone()))
+        .bind(("title", title))
+        .bind(("category", category))
+        .bind(("tags", tags))
+        .bind(("language", language))
+        .bind(("key", new_stream_key()))
+        .bind(("now", now_ms()))
+        .await?
+        .check()
+        .map_err(|e| match ApiError::from(e) {
+            ApiError::Conflict(_) => ApiError::Conflict("you already have a stream; edit it with PUT".into()),
+            other => other,
+        })?;
+    let s = load(&st, &id)
+        .await?
+        .ok_or(ApiError::Internal("created stream vanished".into()))?;
+    Ok((StatusCode::CREATED, axum::Json(s)))
+}
+
+async fn owned(st: &ApiState, user: &AuthUser, id: &str) -> Result<Stream> {
+    validate::id(id)?;
+    let s = load(st, id).await?.ok_or(ApiError::NotFound("stream"))?;
+    if s.owner != user.id {
+        return Err(ApiError::Forbidden("only the stream's owner may do this"));
+    }
+    Ok(s)
+}
+
+#[utoipa::path(put, path = "/api/streams/{id}", params(("id" = String, Path)), request_body = StreamInput,
+    responses((status = 200, body = Stream), (status = 403, body = crate::error::ErrorBody)), security(("bearer" = [])))]
+pub(crate) async fn update(
+    State(st): State<ApiState>,
+    user: AuthUser,
+    Path(id): Path<String>,
+    Json(input): Json<StreamInput>,
+) -> Result<axum::Json<Stream>> {
+    owned(&st, &user, &id).await?;
+    let title = validate::title(&input.title)?;
+    let tags = validate::tags(&input.tags)?;
+    let language = input
+        .language
+        .as_deref()
+        .map(validate::language)
+        .transpose()?;
+    let category = check_category(&st, &input.category).await?;
+    st.db
+        .query("UPDATE type::thing('stream', $id) SET title = $title, category = $category, tags = $tags, language = $language")
+        .bind(("id", id.clone()))
+        .bind(("title", title))
+        .bind(("category", category))
+        .bind(("tags", tags))
+        .bind(("language", language))
+        .await?
+        .check()?;
+    Ok(axum::Json(
+        load(&st, &id).await?.ok_or(ApiError::NotFound("stream"))?,
+    ))
+}
+
+#[utoipa::path(post, path = "/api/streams/{id}/key", params(("id" = String, Path)),
+    responses((status = 200, body = StreamKey), (status = 403, body = crate::error::ErrorBody)), security(("bearer" = [])))]
+pub(crate) async fn rotate_key(
+    State(st): State<ApiState>,
+    user: AuthUser,
+    Path(id): Path<String>,
+) -> Result<axum::Json<StreamKey>> {
+    owned(&st, &user, &id).await?;
+    let key = new_stream_key();
+    st.db
+        .query("UPDATE type::thing('stream', $id) SET stream_key = $key")
+        .bind(("id", id.clone()))
+        .bind(("key", key.clone()))
+        .await?
+        .check()?;
+    tracing::info!(stream = %id, "stream key rotated");
+    Ok(axum::Json(StreamKey { stream_key: key }))
+}
+
+/// The stream named `name` (WHIP URL name), with its key.
+pub(crate) async fn by_name(st: &ApiState, name: &str) -> Result<Option<Stream>> {
+    let mut res = st
+        .db
+        .query(format!(
+            "SELECT {FIELDS}, stream_key FROM stream WHERE name = $name LIMIT 1"
+        ))
+        .bind(("name", name.to_owned()))
+        .await?;
+    Ok(res.take(0)?)
+}
