@@ -107,11 +107,14 @@ pub(crate) async fn unfollow(
 ) -> Result<StatusCode> {
     let mut res = st
         .db
-        .query("DELETE follow WHERE follower = $follower AND channel = $channel RETURN BEFORE")
+        .query(
+            "SELECT VALUE record::id(id) FROM follow WHERE follower = $follower AND channel = $channel; \
+             DELETE follow WHERE follower = $follower AND channel = $channel",
+        )
         .bind(("follower", user.id))
         .bind(("channel", channel_id))
         .await?;
-    let deleted: Vec<serde_json::Value> = res.take(0)?;
+    let deleted: Vec<String> = res.take(0)?;
     if deleted.is_empty() {
         return Err(ApiError::NotFound("follow"));
     }

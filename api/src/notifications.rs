@@ -83,11 +83,14 @@ pub(crate) async fn mark_read(
     validate::id(&id)?;
     let mut res = st
         .db
-        .query("UPDATE type::thing('notification', $id) SET read = true WHERE user = $user RETURN AFTER")
+        .query(
+            "SELECT VALUE record::id(id) FROM type::thing('notification', $id) WHERE user = $user; \
+             UPDATE type::thing('notification', $id) SET read = true WHERE user = $user",
+        )
         .bind(("id", id))
         .bind(("user", user.id))
         .await?;
-    let updated: Vec<serde_json::Value> = res.take(0)?;
+    let updated: Vec<String> = res.take(0)?;
     if updated.is_empty() {
         return Err(ApiError::NotFound("notification"));
     }

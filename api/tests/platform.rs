@@ -1,0 +1,577 @@
+//! Streams, keys, follows, go-live notifications (stored and SSE), categories, OpenAPI.
+
+mod common;
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use common::*;
+use http_body_util::BodyExt;
+use serde_json::json;
+use tower::ServiceExt;
+
+#[tokio::test]
+async fn streams_keys_and_ownership() {
+    let (api, r) = app().await;
+    let (alice, alice_token, _) = register(&r, "alice").await;
+    let (_bob, bob_token, _) = register(&r, "bob").await;
+
+    let (s, v) = call(
+        &r,
+        Method::POST,
+        "/api/streams",
+        Some(&alice_token),
+        Some(json!({"title": "Hello", "category": "gaming", "tags": ["Rust"], "language": "en"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let id = v["id"].as_str().unwrap().to_owned();
+    assert_eq!(v["name"], "alice");
+    assert_eq!(v["owner"], alice.as_str());
+    assert_eq!(v["tags"], json!(["rust"]));
+    let key = v["stream_key"].as_str().unwrap().to_owned();
+    assert!(key.starts_with("live_"));
+
+    // One stream per channel.
+    let (s, _) = call(
+        &r,
+        Method::POST,
+        "/api/streams",
+        Some(&alice_token),
+        Some(json!({"title": "Again"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    // The key is shown to the owner only.
+    let (_, v) = call(
+        &r,
+        Method::GET,
+        &format!("/api/streams/{id}"),
+        Some(&alice_token),
+        None,
+    )
+    .await;
+    assert_eq!(v["stream_key"], key.as_str());
+    let (_, v) = call(
+        &r,
+        Method::GET,
+        &format!("/api/streams/{id}"),
+        Some(&bob_token),
+        None,
+    )
+    .await;
+    assert!(v.get("stream_key").is_none(), "{v}");
+    let (_, v) = call(&r, Method::GET, &format!("/api/streams/{id}"), None, None).await;
+    assert!(v.get("stream_key").is_none(), "{v}");
+
+    // Only the owner edits and rotates.
+    let (s, _) = call(
+        &r,
+        Method::PUT,
+        &format!("/api/streams/{id}"),
+        Some(&bob_token),
+        Some(json!({"title": "mine now"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, _) = call(
+        &r,
+        Method::POST,
+        &format!("/api/streams/{id}/key"),
+        Some(&bob_token),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, v) = call(
+        &r,
+        Method::PUT,
+        &format!("/api/streams/{id}"),
+        Some(&alice_token),
+        Some(json!({"title": "Speedrun", "category": "music"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["title"], "Speedrun");
+    assert_eq!(v["category"], "music");
+    for (body, field) in [
+        (json!({"title": ""}), "title"),
+        (json!({"title": "ok", "category": "no-such"}), "category"),
+        (json!({"title": "ok", "language": "english"}), "language"),
+        (json!({"title": "ok", "tags": ["a b"]}), "tags"),
+    ] {
+        let (s, v) = call(
+            &r,
+            Method::PUT,
+            &format!("/api/streams/{id}"),
+            Some(&alice_token),
+            Some(body),
+        )
+        .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST);
+        assert_eq!(v["error"]["field"], field);
+    }
+
+    // The media core's key check: right key, wrong key, rotated-away key, unknown stream.
+    assert_eq!(api.check_stream_key("alice", &key).await.unwrap(), Ok(()));
+    assert_eq!(
+        api.check_stream_key("alice", "live_wrong").await.unwrap(),
+        Err(api::KeyCheck::WrongKey)
+    );
+    assert_eq!(
+        api.check_stream_key("nobody", &key).await.unwrap(),
+        Err(api::KeyCheck::UnknownStream)
+    );
+    let (s, v) = call(
+        &r,
+        Method::POST,
+        &format!("/api/streams/{id}/key"),
+        Some(&alice_token),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let new_key = v["stream_key"].as_str().unwrap().to_owned();
+    assert_ne!(new_key, key);
+    assert_eq!(
+        api.check_stream_key("alice", &key).await.unwrap(),
+        Err(api::KeyCheck::WrongKey)
+    );
+    assert_eq!(
+        api.check_stream_key("alice", &new_key).await.unwrap(),
+        Ok(())
+    );
+
+    assert_eq!(
+        call(
+            &r,
+            Method::GET,
+            "/api/streams/abcdefghij0123456789",
+            None,
+            None
+        )
+        .await
+        .0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        call(
+            &r,
+            Method::POST,
+            "/api/streams",
+            None,
+            Some(json!({"title": "x"}))
+        )
+        .await
+        .0,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test]
+async fn listing_live_streams_by_viewers_category_and_page() {
+    let (api, r) = app().await;
+    let mut tokens = Vec::new();
+    for (i, name) in ["ann", "ben", "cat", "dan"].iter().enumerate() {
+        let (_, token, _) = register(&r, name).await;
+        let category = if i % 2 == 0 { "gaming" } else { "music" };
+        let (s, _) = call(
+            &r,
+            Method::POST,
+            "/api/streams",
+            Some(&token),
+            Some(json!({"title": format!("{name} live"), "category": category})),
+        )
+        .await;
+        assert_eq!(s, StatusCode::CREATED);
+        tokens.push(token);
+    }
+    // Nobody live yet.
+    let (_, v) = call(&r, Method::GET, "/api/streams", None, None).await;
+    assert_eq!(v["items"], json!([]));
+    let (_, v) = call(&r, Method::GET, "/api/streams?live=all", None, None).await;
+    assert_eq!(v["items"].as_array().unwrap().len(), 4);
+
+    for (name, viewers) in [("ann", 5), ("ben", 50), ("cat", 20)] {
+        api.set_live(name, true).await.unwrap();
+        api.set_viewers(name, viewers).await.unwrap();
+    }
+    let (_, v) = call(&r, Method::GET, "/api/streams", None, None).await;
+    let names: Vec<_> = v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        names,
+        ["ben", "cat", "ann"],
+        "live only, most viewers first"
+    );
+    assert!(v["items"][0]["started_at"].is_i64());
+
+    let (_, v) = call(&r, Method::GET, "/api/streams?category=gaming", None, None).await;
+    let names: Vec<_> = v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(names, ["cat", "ann"]);
+
+    let (_, p1) = call(&r, Method::GET, "/api/streams?limit=2&page=1", None, None).await;
+    let (_, p2) = call(&r, Method::GET, "/api/streams?limit=2&page=2", None, None).await;
+    assert_eq!(p1["items"].as_array().unwrap().len(), 2);
+    assert_eq!(p1["more"], true);
+    assert_eq!(p2["items"].as_array().unwrap().len(), 1);
+    assert_eq!(p2["more"], false);
+
+    for bad in [
+        "/api/streams?limit=0",
+        "/api/streams?limit=1000",
+        "/api/streams?page=0",
+        "/api/streams?live=maybe",
+    ] {
+        assert_eq!(
+            call(&r, Method::GET, bad, None, None).await.0,
+            StatusCode::BAD_REQUEST,
+            "{bad}"
+        );
+    }
+
+    let (_, cats) = call(&r, Method::GET, "/api/categories", None, None).await;
+    let count = |slug: &str| {
+        cats.as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["slug"] == slug)
+            .unwrap()["live_streams"]
+            .as_i64()
+            .unwrap()
+    };
+    assert_eq!(count("gaming"), 2);
+    assert_eq!(count("music"), 1);
+    assert_eq!(count("art"), 0);
+
+    api.set_live("ben", false).await.unwrap();
+    let (_, v) = call(&r, Method::GET, "/api/streams", None, None).await;
+    assert_eq!(v["items"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn follows_and_go_live_notifications() {
+    let (api, r) = app().await;
+    let (streamer, streamer_token, _) = register(&r, "streamer").await;
+    let (fan, fan_token, _) = register(&r, "fan").await;
+    let (_other, other_token, _) = register(&r, "other").await;
+    call(
+        &r,
+        Method::POST,
+        "/api/streams",
+        Some(&streamer_token),
+        Some(json!({"title": "Big show"})),
+    )
+    .await;
+
+    let (s, v) = call(
+        &r,
+        Method::POST,
+        "/api/follows",
+        Some(&fan_token),
+        Some(json!({"channel_id": streamer})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(
+        call(
+            &r,
+            Method::POST,
+            "/api/follows",
+            Some(&fan_token),
+            Some(json!({"channel_id": streamer}))
+        )
+        .await
+        .0,
+        StatusCode::CONFLICT
+    );
+    let (s, v) = call(
+        &r,
+        Method::POST,
+        "/api/follows",
+        Some(&fan_token),
+        Some(json!({"channel_id": fan})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(v["error"]["field"], "channel_id");
+    assert_eq!(
+        call(
+            &r,
+            Method::POST,
+            "/api/follows",
+            Some(&fan_token),
+            Some(json!({"channel_id": "abcdefghij0123456789"}))
+        )
+        .await
+        .0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        call(
+            &r,
+            Method::POST,
+            "/api/follows",
+            None,
+            Some(json!({"channel_id": streamer}))
+        )
+        .await
+        .0,
+        StatusCode::UNAUTHORIZED
+    );
+
+    // The fan listens on SSE before the stream goes live.
+    let req = Request::builder()
+        .uri(format!(
+            "/api/notifications/stream?access_token={fan_token}"
+        ))
+        .body(Body::empty())
+        .unwrap();
+    let resp = r.clone().oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    let mut sse = resp.into_body();
+
+    assert_eq!(
+        api.set_live("streamer", true).await.unwrap(),
+        1,
+        "one follower notified"
+    );
+
+    // The pushed event arrives (bounded wait, no sleep).
+    let frame = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        loop {
+            let f = sse.frame().await.expect("stream open").unwrap();
+            if let Some(data) = f.data_ref() {
+                let text = String::from_utf8_lossy(data).to_string();
+                if text.contains("event: notification") {
+                    return text;
+                }
+            }
+        }
+    })
+    .await
+    .expect("SSE notification within 5 s");
+    assert!(frame.contains("\"stream\":\"streamer\""), "{frame}");
+    assert!(frame.contains("Big show"), "{frame}");
+
+    // Stored too; others got nothing.
+    let (_, list) = call(
+        &r,
+        Method::GET,
+        "/api/notifications?unread=true",
+        Some(&fan_token),
+        None,
+    )
+    .await;
+    let list = list.as_array().unwrap().clone();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0]["kind"], "live");
+    assert_eq!(list[0]["channel"], streamer.as_str());
+    let (_, none) = call(
+        &r,
+        Method::GET,
+        "/api/notifications",
+        Some(&other_token),
+        None,
+    )
+    .await;
+    assert_eq!(none, json!([]));
+    let nid = list[0]["id"].as_str().unwrap();
+    assert_eq!(
+        call(
+            &r,
+            Method::POST,
+            &format!("/api/notifications/{nid}/read"),
+            Some(&other_token),
+            None
+        )
+        .await
+        .0,
+        StatusCode::NOT_FOUND,
+        "not yours"
+    );
+    assert_eq!(
+        call(
+            &r,
+            Method::POST,
+            &format!("/api/notifications/{nid}/read"),
+            Some(&fan_token),
+            None
+        )
+        .await
+        .0,
+        StatusCode::NO_CONTENT
+    );
+    let (_, unread) = call(
+        &r,
+        Method::GET,
+        "/api/notifications?unread=true",
+        Some(&fan_token),
+        None,
+    )
+    .await;
+    assert_eq!(unread, json!([]));
+
+    // Followers / following, with live status.
+    let (_, v) = call(
+        &r,
+        Method::GET,
+        &format!("/api/users/{streamer}/followers"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(v["items"][0]["username"], "fan");
+    let (_, v) = call(
+        &r,
+        Method::GET,
+        &format!("/api/users/{fan}/following"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(v["items"][0]["username"], "streamer");
+    assert_eq!(v["items"][0]["live"], true);
+
+    // Going live again while already live notifies nobody twice.
+    assert_eq!(api.set_live("streamer", true).await.unwrap(), 0);
+
+    assert_eq!(
+        call(
+            &r,
+            Method::DELETE,
+            &format!("/api/follows/{streamer}"),
+            Some(&fan_token),
+            None
+        )
+        .await
+        .0,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        call(
+            &r,
+            Method::DELETE,
+            &format!("/api/follows/{streamer}"),
+            Some(&fan_token),
+            None
+        )
+        .await
+        .0,
+        StatusCode::NOT_FOUND
+    );
+    let (_, v) = call(
+        &r,
+        Method::GET,
+        &format!("/api/users/{streamer}/followers"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(v["items"], json!([]));
+}
+
+#[tokio::test]
+async fn openapi_document_lists_the_endpoints() {
+    let (_api, r) = app().await;
+    let (s, doc) = call(&r, Method::GET, "/api/openapi.json", None, None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    let paths = doc["paths"].as_object().unwrap();
+    for p in [
+        "/api/users/register",
+        "/api/users/login",
+        "/api/users/refresh",
+        "/api/users/logout",
+        "/api/users/me",
+        "/api/users/{id}",
+        "/api/streams",
+        "/api/streams/{id}",
+        "/api/streams/{id}/key",
+        "/api/follows",
+        "/api/follows/{channel_id}",
+        "/api/users/{id}/followers",
+        "/api/users/{id}/following",
+        "/api/notifications",
+        "/api/notifications/stream",
+        "/api/categories",
+    ] {
+        assert!(paths.contains_key(p), "missing {p}");
+    }
+}
+
+#[tokio::test]
+async fn data_survives_a_restart_on_surrealkv() {
+    let dir = std::env::temp_dir().join(format!("glint-kv-{}", std::process::id()));
+    let url = format!("surrealkv://{}", dir.display());
+    let (streamer, key);
+    {
+        let api = api::Api::connect(&url, SECRET).await.unwrap();
+        let r = api.router();
+        let (s_id, s_token, _) = register(&r, "persist").await;
+        let (_, f_token, _) = register(&r, "follower").await;
+        let (_, v) = call(
+            &r,
+            Method::POST,
+            "/api/streams",
+            Some(&s_token),
+            Some(json!({"title": "kept"})),
+        )
+        .await;
+        key = v["stream_key"].as_str().unwrap().to_owned();
+        call(
+            &r,
+            Method::POST,
+            "/api/follows",
+            Some(&f_token),
+            Some(json!({"channel_id": s_id})),
+        )
+        .await;
+        streamer = s_id;
+    }
+    // Let the embedded engine release its files before reopening.
+    let api = {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match api::Api::connect(&url, SECRET).await {
+                Ok(a) => break a,
+                Err(e) if std::time::Instant::now() < deadline => {
+                    let _ = e;
+                    tokio::task::yield_now().await;
+                }
+                Err(e) => panic!("reopen: {e}"),
+            }
+        }
+    };
+    let r = api.router();
+    let (s, v) = call(
+        &r,
+        Method::POST,
+        "/api/users/login",
+        None,
+        Some(json!({"username": "persist", "password": "a good password"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(api.check_stream_key("persist", &key).await.unwrap(), Ok(()));
+    let (_, v) = call(
+        &r,
+        Method::GET,
+        &format!("/api/users/{streamer}/followers"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(v["items"][0]["username"], "follower");
+    drop(api);
+    let _ = std::fs::remove_dir_all(dir);
+}
