@@ -31,6 +31,9 @@ pub struct Cli {
     /// generated in the data directory and logged at start.
     #[arg(long, env = "GLINT_STREAM_KEYS", value_delimiter = ',')]
     pub stream_key: Vec<String>,
+    /// SurrealDB URL: surrealkv://<dir> (embedded, default <data dir>/db), mem://, ws://host:port.
+    #[arg(long, env = "GLINT_DATABASE")]
+    pub database: Option<String>,
     /// STUN/TURN URLs offered to clients in Link headers (comma separated).
     #[arg(long, env = "GLINT_ICE_SERVERS", value_delimiter = ',')]
     pub ice_server: Vec<String>,
@@ -45,6 +48,7 @@ pub struct FileConfig {
     #[serde(default)]
     pub public_ips: Vec<IpAddr>,
     pub data_dir: Option<PathBuf>,
+    pub database: Option<String>,
     #[serde(default)]
     pub stream_keys: HashMap<String, String>,
     #[serde(default)]
@@ -60,6 +64,9 @@ pub struct Config {
     pub http: SocketAddr,
     pub media: media::MediaConfig,
     pub data_dir: PathBuf,
+    /// None: `surrealkv://<data_dir>/db`.
+    pub database: Option<String>,
+    /// Static keys from config (checked first); other streams use their keys in the database.
     pub stream_keys: HashMap<String, String>,
     pub ice_servers: Vec<String>,
     /// Empty: any origin (WHIP/WHEP are meant to be called from other sites' pages).
@@ -72,6 +79,7 @@ impl Default for Config {
             http: SocketAddr::from(([0, 0, 0, 0], 8080)),
             media: media::MediaConfig::default(),
             data_dir: PathBuf::from("data"),
+            database: None,
             stream_keys: HashMap::new(),
             ice_servers: Vec::new(),
             cors_origins: Vec::new(),
@@ -108,6 +116,7 @@ impl Config {
         if let Some(v) = cli.data_dir.or(file.data_dir) {
             c.data_dir = v;
         }
+        c.database = cli.database.or(file.database);
         c.stream_keys = file.stream_keys;
         for pair in cli.stream_key {
             let (name, key) = pair

@@ -1,4 +1,5 @@
-//! The HTTP surface of the binary: WHIP/WHEP (from `signaling`), `/metrics`, `/api/live`, and
+//! The HTTP surface of the binary: WHIP/WHEP (from `signaling`), the platform API (`/api`, from
+//! `api`), `/metrics`, `/api/live`, and
 //! the built-in watch and publish pages; CORS, body limits and request tracing around them.
 
 use std::sync::Arc;
@@ -23,6 +24,7 @@ pub fn router(
     config: &Config,
     media: MediaHandle,
     authorizer: Arc<dyn StreamAuthorizer>,
+    api: &api::Api,
 ) -> Router {
     let signaling = signaling::router(SignalingState {
         media: media.clone(),
@@ -39,6 +41,7 @@ pub fn router(
         .with_state(media);
     signaling
         .merge(pages)
+        .merge(api.router())
         .layer(cors(config))
         .layer(TraceLayer::new_for_http())
 }
@@ -72,6 +75,7 @@ fn cors(config: &Config) -> CorsLayer {
         .allow_methods([
             Method::GET,
             Method::POST,
+            Method::PUT,
             Method::PATCH,
             Method::DELETE,
             Method::OPTIONS,

@@ -5,9 +5,10 @@
 pub mod config;
 mod http;
 mod keys;
+mod platform;
+mod secrets;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use anyhow::Context;
 use media::MediaHandle;
@@ -22,9 +23,11 @@ pub struct Server {
     pub http_addr: SocketAddr,
     pub udp_addr: SocketAddr,
     pub media: MediaHandle,
+    pub api: api::Api,
     stop_http: oneshot::Sender<()>,
     http_task: JoinHandle<std::io::Result<()>>,
     media_task: media::MediaTask,
+    sync_task: JoinHandle<()>,
 }
 
 /// Bind every socket and start serving.
@@ -32,31 +35,51 @@ pub async fn start(mut config: Config) -> anyhow::Result<Server> {
     if config.stream_keys.is_empty() {
         config.stream_keys = keys::dev_keys(&config.data_dir)?;
     }
+    let db_url = match &config.database {
+        Some(url) => url.clone(),
+        None => {
+            std::fs::create_dir_all(&config.data_dir)
+                .with_context(|| format!("creating {}", config.data_dir.display()))?;
+            format!("surrealkv://{}", config.data_dir.join("db").display())
+        }
+    };
+    let jwt_secret = secrets::jwt_secret(&config.data_dir)?;
+    let api = api::Api::connect(&db_url, &jwt_secret)
+        .await
+        .map_err(|e| anyhow::anyhow!("database {db_url}: {e}"))?;
     let (media, media_task) = media::spawn(config.media.clone())
         .await
         .with_context(|| format!("binding UDP {}", config.media.udp_bind))?;
-    let authorizer = Arc::new(signaling::StaticKeys::new(config.stream_keys.clone()));
-    let app = http::router(&config, media.clone(), authorizer);
+    let config_keys = (!config.stream_keys.is_empty())
+        .then(|| signaling::StaticKeys::new(config.stream_keys.clone()));
+    let authorizer = platform::authorizer(config_keys, api.clone());
+    let sync_task = platform::spawn_sync(media.clone(), api.clone());
+    let app = http::router(&config, media.clone(), authorizer, &api);
     let listener = tokio::net::TcpListener::bind(config.http)
         .await
         .with_context(|| format!("binding HTTP {}", config.http))?;
     let http_addr = listener.local_addr()?;
     let (stop_http, stopped) = oneshot::channel::<()>();
     let http_task = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stopped.await;
-            })
-            .await
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = stopped.await;
+        })
+        .await
     });
     info!(http = %http_addr, udp = %media.udp_addr(), "glint is up: publish with WHIP to http://{http_addr}/whip/<stream>, watch at http://{http_addr}/watch/<stream>");
     Ok(Server {
         http_addr,
         udp_addr: media.udp_addr(),
         media,
+        api,
         stop_http,
         http_task,
         media_task,
+        sync_task,
     })
 }
 
@@ -67,5 +90,6 @@ impl Server {
         self.media.shutdown().await;
         let _ = self.media_task.join.await;
         let _ = self.http_task.await;
+        self.sync_task.abort();
     }
 }

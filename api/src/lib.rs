@@ -101,7 +101,10 @@ impl Api {
             .merge(notifications::router())
             .merge(categories::router())
             .merge(openapi::router())
-            .fallback(|| async { ApiError::NotFound("endpoint") })
+            .route(
+                "/api/{*rest}",
+                axum::routing::any(|| async { ApiError::NotFound("endpoint") }),
+            )
             .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
             .layer(TimeoutLayer::with_status_code(
                 axum::http::StatusCode::SERVICE_UNAVAILABLE,

@@ -19,7 +19,7 @@ use axum::routing::post;
 use axum::Router;
 use media::MediaHandle;
 
-pub use auth::{AuthError, StaticKeys, StreamAuthorizer};
+pub use auth::{AuthError, AuthFuture, StaticKeys, StreamAuthorizer};
 pub use error::SignalingError;
 
 /// Largest SDP offer or trickle fragment accepted (413 beyond). Chromium's offers are ~6 KiB.

@@ -17,6 +17,7 @@ pub fn test_config(dir: &tempdir::Dir) -> Config {
             ..Default::default()
         },
         data_dir: dir.path.clone(),
+        database: Some("mem://".into()),
         stream_keys: HashMap::from([
             ("demo".to_string(), KEY.to_string()),
             ("other".to_string(), "other-key".to_string()),
