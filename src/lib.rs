@@ -18,6 +18,9 @@ use tracing::info;
 
 pub use config::{Cli, Config};
 
+/// How long shutdown waits for open HTTP requests to finish.
+const HTTP_DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// A running server.
 pub struct Server {
     pub http_addr: SocketAddr,
@@ -89,7 +92,16 @@ impl Server {
         let _ = self.stop_http.send(());
         self.media.shutdown().await;
         let _ = self.media_task.join.await;
-        let _ = self.http_task.await;
+        // Long-lived responses (notification SSE streams) would hold a graceful shutdown open
+        // forever: give in-flight requests a bounded time, then drop the rest.
+        let mut http_task = self.http_task;
+        if tokio::time::timeout(HTTP_DRAIN_TIMEOUT, &mut http_task)
+            .await
+            .is_err()
+        {
+            tracing::info!("closing remaining HTTP connections (event streams)");
+            http_task.abort();
+        }
         self.sync_task.abort();
     }
 }
