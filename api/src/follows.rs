@@ -1,6 +1,6 @@
 //! Who follows whom. A channel is a user; following is what makes go-live notifications.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{delete, get, post};
@@ -11,7 +11,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::auth::AuthUser;
 use crate::db::{new_id, now_ms};
 use crate::error::{ApiError, Result};
-use crate::json::Json;
+use crate::json::{Json, Query};
 use crate::streams::page_params;
 use crate::{validate, ApiState};
 

@@ -6,6 +6,7 @@
 //! WHIP stream keys for the media core, and records streams going live or offline.
 
 pub mod auth;
+pub mod cache;
 pub mod categories;
 pub mod db;
 pub mod error;
@@ -45,6 +46,7 @@ pub struct ApiState {
     pub keys: Arc<auth::JwtKeys>,
     pub notify: broadcast::Sender<notifications::Notification>,
     pub limiter: Arc<ratelimit::RateLimiter>,
+    pub directory: Arc<cache::PageCache>,
 }
 
 /// The caller if a valid token came with the request, else nobody (public endpoints that show
@@ -88,6 +90,7 @@ impl Api {
                 keys: Arc::new(auth::JwtKeys::new(jwt_secret)),
                 notify,
                 limiter: Arc::new(ratelimit::RateLimiter::default()),
+                directory: Arc::new(cache::PageCache::default()),
             },
         })
     }
@@ -143,6 +146,7 @@ impl Api {
             .bind(("started", started_at))
             .await?
             .check()?;
+        self.state.directory.invalidate();
         tracing::info!(stream = name, live, "stream state recorded");
         if live && !stream.live {
             return notifications::fan_out_live(
@@ -165,6 +169,7 @@ impl Api {
             .bind(("name", name.to_owned()))
             .await?
             .check()?;
+        self.state.directory.invalidate();
         Ok(())
     }
 

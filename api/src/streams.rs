@@ -1,9 +1,14 @@
 //! Channels' streams: listing (live first, by viewers), metadata the owner edits, the secret
 //! stream key, and the live state the media core sets.
 
-use axum::extract::{Path, Query, State};
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::header;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
+use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
 use serde::{Deserialize, Serialize};
@@ -12,7 +17,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::auth::AuthUser;
 use crate::db::{new_id, now_ms};
 use crate::error::{ApiError, Result};
-use crate::json::Json;
+use crate::json::{Json, Query};
 use crate::{validate, ApiState, MaybeAuthUser};
 
 pub fn router() -> Router<ApiState> {
@@ -121,14 +126,24 @@ pub(crate) fn page_params(page: Option<u32>, limit: Option<u32>) -> Result<(u32,
 #[utoipa::path(get, path = "/api/streams", params(ListQuery), responses((status = 200, body = StreamPage), (status = 400, body = crate::error::ErrorBody)))]
 pub(crate) async fn list(
     State(st): State<ApiState>,
+    RawQuery(raw): RawQuery,
     Query(q): Query<ListQuery>,
-) -> Result<axum::Json<StreamPage>> {
+) -> Result<Response> {
     let (page, limit) = page_params(q.page, q.limit)?;
     let all = match q.live.as_deref() {
         None | Some("true") => false,
         Some("all") => true,
         Some(_) => return Err(ApiError::validation("live", "omit it, or `all`")),
     };
+    let key = raw.unwrap_or_default();
+    let json = |body: Bytes| ([(header::CONTENT_TYPE, "application/json")], body).into_response();
+    if let Some(body) = st.directory.get(&key, Instant::now()) {
+        return Ok(json(body));
+    }
+    let _filling = st.directory.fill_lock().await;
+    if let Some(body) = st.directory.get(&key, Instant::now()) {
+        return Ok(json(body));
+    }
     let mut conditions = Vec::new();
     if !all {
         conditions.push("live = true");
@@ -153,12 +168,17 @@ pub(crate) async fn list(
     let mut items: Vec<Stream> = res.take(0)?;
     let more = items.len() > limit as usize;
     items.truncate(limit as usize);
-    Ok(axum::Json(StreamPage {
-        items,
-        page,
-        limit,
-        more,
-    }))
+    let body = Bytes::from(
+        serde_json::to_vec(&StreamPage {
+            items,
+            page,
+            limit,
+            more,
+        })
+        .map_err(|e| ApiError::Internal(e.to_string()))?,
+    );
+    st.directory.put(key, Instant::now(), body.clone());
+    Ok(json(body))
 }
 
 pub(crate) async fn load(st: &ApiState, id: &str) -> Result<Option<Stream>> {
