@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(
   build-essential pkg-config cmake libssl-dev iproute2 ca-certificates curl
-  nodejs npm chromium ffmpeg
+  nodejs npm chromium ffmpeg python3-pip
   libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libgstreamer-plugins-bad1.0-dev
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
   gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-nice gstreamer1.0-tools
@@ -36,6 +36,11 @@ if ! command -v cargo >/dev/null; then
   curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal
   # shellcheck disable=SC1091
   . "$HOME/.cargo/env"
+fi
+
+# schemathesis drives the OpenAPI-based API check (scripts/api-fuzz.sh).
+if ! command -v st >/dev/null; then
+  python3 -m pip install --quiet --disable-pip-version-check schemathesis || pip3 install --quiet --break-system-packages schemathesis
 fi
 
 if [ ! -d tests/browser/node_modules/playwright-core ]; then

@@ -28,6 +28,9 @@ echo "== Rust tests"
 in_ns cargo test --workspace --locked 2>&1 | tee "$log"
 rust_passed=$(grep -oE 'test result: ok\. [0-9]+ passed' "$log" | awk '{s+=$4} END {print s+0}')
 
+echo "== API check driven by the OpenAPI document (schemathesis: no 5xx)"
+in_ns scripts/api-fuzz.sh "$CARGO_TARGET_DIR/debug/glint"
+
 echo "== Browser tests (Chromium)"
 (cd tests/browser && GLINT_BIN="$CARGO_TARGET_DIR/debug/glint" in_ns node --test --test-concurrency=1) 2>&1 | tee "$log"
 browser_passed=$(grep -oE '^# pass [0-9]+' "$log" | awk '{print $3}')

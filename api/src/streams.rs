@@ -96,6 +96,7 @@ pub(crate) fn new_stream_key() -> String {
 
 async fn check_category(st: &ApiState, slug: &Option<String>) -> Result<Option<String>> {
     let Some(slug) = slug else { return Ok(None) };
+    validate::slug("category", slug)?;
     let mut res = st
         .db
         .query("SELECT VALUE slug FROM category WHERE slug = $slug")
@@ -135,6 +136,9 @@ pub(crate) async fn list(
         Some("all") => true,
         Some(_) => return Err(ApiError::validation("live", "omit it, or `all`")),
     };
+    if let Some(c) = &q.category {
+        validate::slug("category", c)?;
+    }
     let key = raw.unwrap_or_default();
     let json = |body: Bytes| ([(header::CONTENT_TYPE, "application/json")], body).into_response();
     if let Some(body) = st.directory.get(&key, Instant::now()) {

@@ -178,18 +178,25 @@ pub(crate) async fn login(
     Json(req): Json<LoginRequest>,
 ) -> Result<axum::Json<Session>> {
     let login = req.username.trim().to_lowercase();
+    // Usernames and emails are short and printable; anything else cannot match an account
+    // (and a NUL byte is not something to hand the database).
+    let plausible = login.len() <= 254 && !login.chars().any(char::is_control);
     let now = Instant::now();
     let ip_ok = st.limiter.allow(&format!("ip:{ip}"), now);
     let account_ok = st.limiter.allow(&format!("account:{login}"), now);
     if !ip_ok || !account_ok {
         return Err(ApiError::RateLimited);
     }
-    let mut res = st
-        .db
-        .query("SELECT record::id(id) AS id, username, password_hash, created_at FROM user WHERE username = $login OR email = $login LIMIT 1")
-        .bind(("login", login))
-        .await?;
-    let found: Option<Credentials> = res.take(0)?;
+    let found: Option<Credentials> = if plausible {
+        let mut res = st
+            .db
+            .query("SELECT record::id(id) AS id, username, password_hash, created_at FROM user WHERE username = $login OR email = $login LIMIT 1")
+            .bind(("login", login))
+            .await?;
+        res.take(0)?
+    } else {
+        None
+    };
     let hash = found.as_ref().map(|c| c.password_hash.clone());
     // Same work and same answer whether or not the account exists.
     if !auth::verify_password(req.password, hash).await? {

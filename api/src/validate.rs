@@ -83,6 +83,21 @@ pub fn language(s: &str) -> Result<String> {
     Ok(s.to_lowercase())
 }
 
+/// Category slugs: lowercase letters, digits and `-`.
+pub fn slug(field: &'static str, s: &str) -> Result<()> {
+    if (1..=40).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        Ok(())
+    } else {
+        Err(ApiError::validation(
+            field,
+            "a category slug (see GET /api/categories)",
+        ))
+    }
+}
+
 /// Record keys we hand out (see `db::new_id`); anything else cannot exist.
 pub fn id(s: &str) -> Result<()> {
     if s.len() == 20

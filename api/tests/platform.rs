@@ -230,6 +230,8 @@ async fn listing_live_streams_by_viewers_category_and_page() {
         "/api/streams?limit=1000",
         "/api/streams?page=0",
         "/api/streams?live=maybe",
+        "/api/streams?limit=abc",
+        "/api/streams?bogus=1",
     ] {
         assert_eq!(
             call(&r, Method::GET, bad, None, None).await.0,

@@ -169,6 +169,19 @@ async fn registration_and_login_failures() {
     );
     assert_eq!(v1, v2);
 
+    // Found by schemathesis: control characters in the login name are just a failed login.
+    let (s, _) = call(
+        &r,
+        Method::POST,
+        "/api/users/login",
+        None,
+        Some(json!({"username": "a\u{0}b\tc", "password": "whatever123"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, v) = call(&r, Method::GET, "/api/streams?category=a%00b", None, None).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+
     // No token, bad token.
     assert_eq!(
         call(&r, Method::GET, "/api/users/me", None, None).await.0,
