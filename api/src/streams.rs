@@ -186,12 +186,15 @@ pub(crate) async fn list(
 }
 
 pub(crate) async fn load(st: &ApiState, id: &str) -> Result<Option<Stream>> {
+    select_one(st, "type::thing('stream', $v)", id).await
+}
+
+/// One stream, with its key; `from` is a fixed `FROM` target using the bound `$v`.
+async fn select_one(st: &ApiState, from: &'static str, v: &str) -> Result<Option<Stream>> {
     let mut res = st
         .db
-        .query(format!(
-            "SELECT {FIELDS}, stream_key FROM type::thing('stream', $id)"
-        ))
-        .bind(("id", id.to_owned()))
+        .query(format!("SELECT {FIELDS}, stream_key FROM {from} LIMIT 1"))
+        .bind(("v", v.to_owned()))
         .await?;
     Ok(res.take(0)?)
 }
@@ -224,30 +227,20 @@ pub(crate) async fn create(
     user: AuthUser,
     Json(input): Json<StreamInput>,
 ) -> Result<impl IntoResponse> {
-    let title = validate::title(&input.title)?;
-    let tags = validate::tags(&input.tags)?;
-    let language = input
-        .language
-        .as_deref()
-        .map(validate::language)
-        .transpose()?;
-    let category = check_category(&st, &input.category).await?;
+    let meta = validated(&st, input).await?;
     let owner = crate::users::load_user(&st, &user.id)
         .await?
         .ok_or(ApiError::Unauthorized("account no longer exists"))?;
     let id = new_id();
     st.db
         .query(
-            "CREATE type::thing('stream', $id) SET owner = $owner, name = $name, title = $title, category = $category, \
-             tags = $tags, language = $language, stream_key = $key, live = false, started_at = NONE, viewers = 0, created_at = $now",
+            "CREATE type::thing('stream', $id) SET owner = $owner, name = $name, title = $m.title, category = $m.category, \
+             tags = $m.tags, language = $m.language, stream_key = $key, live = false, started_at = NONE, viewers = 0, created_at = $now",
         )
         .bind(("id", id.clone()))
         .bind(("owner", owner.id.clone()))
         .bind(("name", owner.username.clone()))
-        .bind(("title", title))
-        .bind(("category", category))
-        .bind(("tags", tags))
-        .bind(("language", language))
+        .bind(("m", meta))
         .bind(("key", new_stream_key()))
         .bind(("now", now_ms()))
         .await?
@@ -260,6 +253,28 @@ pub(crate) async fn create(
         .await?
         .ok_or(ApiError::Internal("created stream vanished".into()))?;
     Ok((StatusCode::CREATED, axum::Json(s)))
+}
+
+/// What the owner may set, checked.
+#[derive(Serialize)]
+struct Metadata {
+    title: String,
+    category: Option<String>,
+    tags: Vec<String>,
+    language: Option<String>,
+}
+
+async fn validated(st: &ApiState, input: StreamInput) -> Result<Metadata> {
+    Ok(Metadata {
+        title: validate::title(&input.title)?,
+        tags: validate::tags(&input.tags)?,
+        language: input
+            .language
+            .as_deref()
+            .map(validate::language)
+            .transpose()?,
+        category: check_category(st, &input.category).await?,
+    })
 }
 
 async fn owned(st: &ApiState, user: &AuthUser, id: &str) -> Result<Stream> {
@@ -280,21 +295,11 @@ pub(crate) async fn update(
     Json(input): Json<StreamInput>,
 ) -> Result<axum::Json<Stream>> {
     owned(&st, &user, &id).await?;
-    let title = validate::title(&input.title)?;
-    let tags = validate::tags(&input.tags)?;
-    let language = input
-        .language
-        .as_deref()
-        .map(validate::language)
-        .transpose()?;
-    let category = check_category(&st, &input.category).await?;
+    let meta = validated(&st, input).await?;
     st.db
-        .query("UPDATE type::thing('stream', $id) SET title = $title, category = $category, tags = $tags, language = $language")
+        .query("UPDATE type::thing('stream', $id) SET title = $m.title, category = $m.category, tags = $m.tags, language = $m.language")
         .bind(("id", id.clone()))
-        .bind(("title", title))
-        .bind(("category", category))
-        .bind(("tags", tags))
-        .bind(("language", language))
+        .bind(("m", meta))
         .await?
         .check()?;
     Ok(axum::Json(
@@ -323,12 +328,5 @@ pub(crate) async fn rotate_key(
 
 /// The stream named `name` (WHIP URL name), with its key.
 pub(crate) async fn by_name(st: &ApiState, name: &str) -> Result<Option<Stream>> {
-    let mut res = st
-        .db
-        .query(format!(
-            "SELECT {FIELDS}, stream_key FROM stream WHERE name = $name LIMIT 1"
-        ))
-        .bind(("name", name.to_owned()))
-        .await?;
-    Ok(res.take(0)?)
+    select_one(st, "stream WHERE name = $v", name).await
 }
