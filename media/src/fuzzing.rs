@@ -31,6 +31,24 @@ pub fn negotiated(data: &[u8]) {
     }
 }
 
+/// RTMP from anyone who connects to the RTMP port: handshake, then chunks, then AMF0 bodies.
+pub fn rtmp(data: &[u8]) {
+    use crate::ingest::rtmp::{amf0, chunk::ChunkReader, handshake::Handshake};
+    let _ = Handshake::default().feed(data, 0);
+    let mut reader = ChunkReader::default();
+    let mut rest = data;
+    while let Ok((n, msg)) = reader.read(rest) {
+        if let Some(m) = msg {
+            let _ = amf0::decode_all(&m.payload);
+        }
+        if n == 0 {
+            break;
+        }
+        rest = &rest[n..];
+    }
+    let _ = amf0::decode_all(data);
+}
+
 #[cfg(test)]
 mod tests {
     use rand::{Rng, SeedableRng};
@@ -43,7 +61,7 @@ mod tests {
     #[test]
     fn mutated_inputs_never_panic() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(0x911e7);
-        let seeds: [&[u8]; 4] = [
+        let seeds: [&[u8]; 5] = [
             OFFER.as_bytes(),
             &[
                 0x00, 0x01, 0x00, 0x08, 0x21, 0x12, 0xA4, 0x42, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11,
@@ -51,6 +69,12 @@ mod tests {
             ],
             &[0x7c, 0x85, 0x01, 0x02],
             &[0x78, 0x00, 0x02, 0x67, 0x42, 0x00, 0x01, 0x68],
+            // An RTMP chunk carrying AMF0 `"publish", 5, null, "key"`.
+            &[
+                0x03, 0, 0, 0, 0, 0, 27, 0x14, 1, 0, 0, 0, 0x02, 0, 7, b'p', b'u', b'b', b'l',
+                b'i', b's', b'h', 0x00, 0x40, 0x14, 0, 0, 0, 0, 0, 0, 0x05, 0x02, 0, 3, b'k', b'e',
+                b'y',
+            ],
         ];
         for i in 0..ITERATIONS {
             let mut data = seeds[i % seeds.len()].to_vec();
@@ -82,6 +106,7 @@ mod tests {
             }
             super::stun(&data);
             super::keyframe(&data);
+            super::rtmp(&data);
             if i % 10 == 0 {
                 super::offer(&data);
                 super::negotiated(&data);

@@ -17,6 +17,7 @@ pub mod codec;
 pub mod config;
 pub mod error;
 pub mod fuzzing;
+pub mod ingest;
 pub mod metrics;
 pub mod runtime;
 pub mod sfu;

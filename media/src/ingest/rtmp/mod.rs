@@ -1,0 +1,26 @@
+//! RTMP wire protocol, sans-I/O: bytes in, messages out, no sockets and no clock.
+//!
+//! - `handshake.rs`: C0/C1/C2 ↔ S0/S1/S2 (the "simple" handshake OBS and ffmpeg accept).
+//! - `chunk.rs`: the chunk stream (RTMP spec §5.3): reassembles messages from interleaved
+//!   chunks, follows Set Chunk Size, bounds every size it is told.
+//! - `amf0.rs`: AMF0 values, for command messages (`connect`, `publish`, `onStatus`, ...).
+//!
+//! Every parser here reads untrusted network bytes: none panics, all are fuzzed
+//! (`fuzz/fuzz_targets/rtmp_*.rs` and the bounded mutation test in `crate::fuzzing`).
+
+pub mod amf0;
+pub mod chunk;
+pub mod handshake;
+
+/// Why a peer's bytes were refused; the connection is then closed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RtmpError {
+    #[error("unsupported RTMP version {0} (only 3)")]
+    Version(u8),
+    #[error("malformed chunk: {0}")]
+    Chunk(&'static str),
+    #[error("message of {0} bytes exceeds the limit")]
+    TooLarge(usize),
+    #[error("malformed AMF0: {0}")]
+    Amf(&'static str),
+}
