@@ -47,6 +47,22 @@ pub fn rtmp(data: &[u8]) {
         rest = &rest[n..];
     }
     let _ = amf0::decode_all(data);
+    // A whole session: a valid handshake prefix, then the fuzzed bytes as chunks.
+    let mut session = crate::ingest::rtmp::session::ServerSession::new();
+    let mut wire = vec![3u8];
+    wire.extend(std::iter::repeat_n(
+        0u8,
+        2 * crate::ingest::rtmp::handshake::SIG_LEN,
+    ));
+    wire.extend_from_slice(data);
+    let _ = session.feed(&wire, 0);
+    if matches!(
+        session.poll_event(),
+        Some(crate::ingest::rtmp::session::SessionEvent::PublishRequested { .. })
+    ) {
+        session.accept_publish();
+    }
+    while session.poll_event().is_some() {}
 }
 
 #[cfg(test)]

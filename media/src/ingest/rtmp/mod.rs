@@ -4,6 +4,8 @@
 //! - `chunk.rs`: the chunk stream (RTMP spec §5.3): reassembles messages from interleaved
 //!   chunks, follows Set Chunk Size, bounds every size it is told.
 //! - `amf0.rs`: AMF0 values, for command messages (`connect`, `publish`, `onStatus`, ...).
+//! - `session.rs`: one server-side connection: commands answered, publish requests and media
+//!   handed to the caller.
 //!
 //! Every parser here reads untrusted network bytes: none panics, all are fuzzed
 //! (`fuzz/fuzz_targets/rtmp_*.rs` and the bounded mutation test in `crate::fuzzing`).
@@ -11,6 +13,7 @@
 pub mod amf0;
 pub mod chunk;
 pub mod handshake;
+pub mod session;
 
 /// Why a peer's bytes were refused; the connection is then closed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
