@@ -47,6 +47,12 @@ pub fn rtmp(data: &[u8]) {
         rest = &rest[n..];
     }
     let _ = amf0::decode_all(data);
+    if let Ok(crate::ingest::rtmp::flv::VideoTag::AvcFrame { nalus, .. }) =
+        crate::ingest::rtmp::flv::parse_video(&bytes::Bytes::copy_from_slice(data))
+    {
+        let _ =
+            crate::ingest::rtmp::flv::packetize(&nalus, crate::ingest::rtmp::flv::MAX_RTP_PAYLOAD);
+    }
     // A whole session: a valid handshake prefix, then the fuzzed bytes as chunks.
     let mut session = crate::ingest::rtmp::session::ServerSession::new();
     let mut wire = vec![3u8];
