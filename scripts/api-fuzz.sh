@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 GLINT="${1:-${CARGO_TARGET_DIR:-target}/debug/glint}"
 data=$(mktemp -d)
 log="$data/glint.log"
-GLINT_HTTP=127.0.0.1:0 GLINT_UDP=127.0.0.1:0 GLINT_DATA_DIR="$data" GLINT_DATABASE=mem:// \
+GLINT_HTTP=127.0.0.1:0 GLINT_UDP=127.0.0.1:0 GLINT_RTMP=127.0.0.1:0 GLINT_DATA_DIR="$data" GLINT_DATABASE=mem:// \
   GLINT_STREAM_KEYS=demo=k GLINT_LOG=warn,glint=info "$GLINT" 2>"$log" &
 pid=$!
 trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$data"' EXIT

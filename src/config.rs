@@ -21,6 +21,9 @@ pub struct Cli {
     /// The one UDP address all WebRTC media uses. [default: 0.0.0.0:8189]
     #[arg(long, env = "GLINT_UDP")]
     pub udp: Option<SocketAddr>,
+    /// RTMP listen address (OBS "Custom": rtmp://host/live + stream key). [default: 0.0.0.0:1935]
+    #[arg(long, env = "GLINT_RTMP")]
+    pub rtmp: Option<SocketAddr>,
     /// Addresses to advertise as ICE host candidates (comma separated), e.g. your public IP.
     #[arg(long, env = "GLINT_PUBLIC_IP", value_delimiter = ',')]
     pub public_ip: Vec<IpAddr>,
@@ -45,6 +48,7 @@ pub struct Cli {
 pub struct FileConfig {
     pub http: Option<SocketAddr>,
     pub udp: Option<SocketAddr>,
+    pub rtmp: Option<SocketAddr>,
     #[serde(default)]
     pub public_ips: Vec<IpAddr>,
     pub data_dir: Option<PathBuf>,
@@ -62,6 +66,7 @@ pub struct FileConfig {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub http: SocketAddr,
+    pub rtmp: SocketAddr,
     pub media: media::MediaConfig,
     pub data_dir: PathBuf,
     /// None: `surrealkv://<data_dir>/db`.
@@ -77,6 +82,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             http: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            rtmp: SocketAddr::from(([0, 0, 0, 0], 1935)),
             media: media::MediaConfig::default(),
             data_dir: PathBuf::from("data"),
             database: None,
@@ -101,6 +107,9 @@ impl Config {
         let mut c = Config::default();
         if let Some(v) = cli.http.or(file.http) {
             c.http = v;
+        }
+        if let Some(v) = cli.rtmp.or(file.rtmp) {
+            c.rtmp = v;
         }
         if let Some(v) = cli.udp.or(file.udp) {
             c.media.udp_bind = v;

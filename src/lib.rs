@@ -25,6 +25,8 @@ const HTTP_DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3
 pub struct Server {
     pub http_addr: SocketAddr,
     pub udp_addr: SocketAddr,
+    pub rtmp_addr: SocketAddr,
+    rtmp_task: JoinHandle<()>,
     pub media: MediaHandle,
     pub api: api::Api,
     stop_http: oneshot::Sender<()>,
@@ -57,6 +59,18 @@ pub async fn start(mut config: Config) -> anyhow::Result<Server> {
         .then(|| signaling::StaticKeys::new(config.stream_keys.clone()));
     let authorizer = platform::authorizer(config_keys, api.clone());
     let sync_task = platform::spawn_sync(media.clone(), api.clone());
+    let rtmp_listener = tokio::net::TcpListener::bind(config.rtmp)
+        .await
+        .with_context(|| format!("binding RTMP {}", config.rtmp))?;
+    let rtmp_addr = rtmp_listener.local_addr()?;
+    let rtmp_task = media::ingest::rtmp::listener::spawn(
+        rtmp_listener,
+        media.clone(),
+        std::sync::Arc::new(platform::RtmpKeys {
+            config_keys: config.stream_keys.clone(),
+            api: api.clone(),
+        }),
+    );
     let app = http::router(&config, media.clone(), authorizer, &api);
     let listener = tokio::net::TcpListener::bind(config.http)
         .await
@@ -73,10 +87,12 @@ pub async fn start(mut config: Config) -> anyhow::Result<Server> {
         })
         .await
     });
-    info!(http = %http_addr, udp = %media.udp_addr(), "glint is up: publish with WHIP to http://{http_addr}/whip/<stream>, watch at http://{http_addr}/watch/<stream>");
+    info!(http = %http_addr, udp = %media.udp_addr(), rtmp = %rtmp_addr, "glint is up: publish with WHIP to http://{http_addr}/whip/<stream> or RTMP to rtmp://{rtmp_addr}/live, watch at http://{http_addr}/watch/<stream>");
     Ok(Server {
         http_addr,
         udp_addr: media.udp_addr(),
+        rtmp_addr,
+        rtmp_task,
         media,
         api,
         stop_http,
@@ -89,6 +105,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Server> {
 impl Server {
     /// Stop accepting requests, close every WebRTC session (peers are told), and wait.
     pub async fn shutdown(self) {
+        self.rtmp_task.abort();
         let _ = self.stop_http.send(());
         self.media.shutdown().await;
         let _ = self.media_task.join.await;

@@ -38,6 +38,34 @@ impl StreamAuthorizer for Authorizer {
     }
 }
 
+/// RTMP: the key alone says which stream (config keys first, then the database).
+pub struct RtmpKeys {
+    pub config_keys: std::collections::HashMap<String, String>,
+    pub api: api::Api,
+}
+
+impl media::ingest::rtmp::listener::StreamKeys for RtmpKeys {
+    fn stream_for_key<'a>(&'a self, key: &'a str) -> media::ingest::rtmp::listener::KeyFuture<'a> {
+        Box::pin(async move {
+            use subtle::ConstantTimeEq;
+            if let Some((name, _)) = self
+                .config_keys
+                .iter()
+                .find(|(_, k)| bool::from(k.as_bytes().ct_eq(key.as_bytes())))
+            {
+                return Some(name.clone());
+            }
+            match self.api.stream_for_key(key).await {
+                Ok(found) => found,
+                Err(e) => {
+                    tracing::warn!(error = %e, "stream key lookup failed");
+                    None
+                }
+            }
+        })
+    }
+}
+
 pub fn authorizer(config_keys: Option<StaticKeys>, api: api::Api) -> Arc<dyn StreamAuthorizer> {
     Arc::new(Authorizer { config_keys, api })
 }

@@ -19,6 +19,7 @@ fn start(data_dir: &std::path::Path) -> Glint {
     let mut child = Command::new(env!("CARGO_BIN_EXE_glint"))
         .env("GLINT_HTTP", "127.0.0.1:0")
         .env("GLINT_UDP", "127.0.0.1:0")
+        .env("GLINT_RTMP", "127.0.0.1:0")
         .env("GLINT_DATA_DIR", data_dir)
         .env("GLINT_LOG", "warn,glint=info")
         .env_remove("GLINT_DATABASE")

@@ -40,6 +40,7 @@ DEFINE FIELD IF NOT EXISTS created_at ON stream TYPE int;
 DEFINE INDEX IF NOT EXISTS stream_name ON stream FIELDS name UNIQUE;
 DEFINE INDEX IF NOT EXISTS stream_owner ON stream FIELDS owner UNIQUE;
 DEFINE INDEX IF NOT EXISTS stream_live ON stream FIELDS live;
+DEFINE INDEX IF NOT EXISTS stream_key_lookup ON stream FIELDS stream_key;
 
 DEFINE TABLE IF NOT EXISTS follow SCHEMAFULL;
 DEFINE FIELD IF NOT EXISTS follower ON follow TYPE string;

@@ -131,6 +131,21 @@ impl Api {
         }
     }
 
+    /// The stream a key publishes to (RTMP, where the key alone names the stream).
+    pub async fn stream_for_key(&self, key: &str) -> Result<Option<String>> {
+        if key.is_empty() || key.len() > 128 || key.chars().any(char::is_control) {
+            return Ok(None);
+        }
+        let mut res = self
+            .state
+            .db
+            .query("SELECT VALUE name FROM stream WHERE stream_key = $key LIMIT 1")
+            .bind(("key", key.to_owned()))
+            .await?;
+        let names: Vec<String> = res.take(0)?;
+        Ok(names.into_iter().next())
+    }
+
     /// The media core says the stream named `name` went live (or offline). Going live notifies
     /// the owner's followers; returns how many.
     pub async fn set_live(&self, name: &str, live: bool) -> Result<usize> {

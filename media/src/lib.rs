@@ -27,5 +27,6 @@ mod udp_batch;
 pub use config::MediaConfig;
 pub use error::MediaError;
 pub use metrics::Metrics;
+pub use rtc::rtp;
 pub use runtime::{spawn, MediaHandle, MediaTask};
 pub use sfu::{Role, SessionAnswer, SessionId, StreamEvent, StreamSummary};

@@ -18,6 +18,7 @@ use tracing::{info, warn};
 use crate::config::MediaConfig;
 use crate::error::{MediaError, Result};
 use crate::metrics::Metrics;
+use crate::sfu::peer::PublishedTrack;
 use crate::sfu::{Role, SessionAnswer, SessionId, Sfu, StreamEvent, StreamSummary};
 use crate::udp_batch;
 
@@ -58,6 +59,19 @@ enum Command {
     },
     Streams {
         reply: oneshot::Sender<Vec<StreamSummary>>,
+    },
+    PublishIngest {
+        stream: String,
+        tracks: Vec<PublishedTrack>,
+        reply: oneshot::Sender<Result<SessionId>>,
+    },
+    PushIngest {
+        id: SessionId,
+        packets: Vec<rtc::rtp::Packet>,
+    },
+    CloseIngest {
+        id: SessionId,
+        reason: &'static str,
     },
     Shutdown {
         reply: oneshot::Sender<()>,
@@ -191,6 +205,34 @@ impl MediaHandle {
         self.ask(|reply| Command::Streams { reply }).await
     }
 
+    /// A non-WebRTC publisher (RTMP ingest) with these tracks; live at once.
+    pub async fn publish_ingest(
+        &self,
+        stream: &str,
+        tracks: Vec<PublishedTrack>,
+    ) -> Result<SessionId> {
+        self.ask(|reply| Command::PublishIngest {
+            stream: stream.to_owned(),
+            tracks,
+            reply,
+        })
+        .await?
+    }
+
+    /// RTP of an ingest publisher (one access unit at a time, say). Waits when the media task's
+    /// queue is full, which slows the ingest connection instead of dropping.
+    pub async fn push_ingest(&self, id: SessionId, packets: Vec<rtc::rtp::Packet>) -> Result<()> {
+        self.tx
+            .send(Command::PushIngest { id, packets })
+            .await
+            .map_err(|_| MediaError::ShuttingDown)
+    }
+
+    /// The ingest publisher is gone.
+    pub async fn close_ingest(&self, id: SessionId, reason: &'static str) {
+        let _ = self.tx.send(Command::CloseIngest { id, reason }).await;
+    }
+
     /// Close every session, tell peers, and stop the task.
     pub async fn shutdown(&self) {
         let _ = self.ask(|reply| Command::Shutdown { reply }).await;
@@ -313,6 +355,17 @@ fn handle_command(sfu: &mut Sfu, cmd: Command) {
         Command::Streams { reply } => {
             let _ = reply.send(sfu.streams());
         }
+        Command::PublishIngest {
+            stream,
+            tracks,
+            reply,
+        } => {
+            let _ = reply.send(sfu.publish_ingest(&stream, tracks));
+        }
+        Command::PushIngest { id, mut packets } => {
+            let _ = sfu.push_ingest(now, id, &mut packets);
+        }
+        Command::CloseIngest { id, reason } => sfu.close_ingest(now, id, reason),
         Command::Shutdown { .. } => unreachable!("handled by the loop"),
     }
 }

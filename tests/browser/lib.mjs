@@ -21,7 +21,7 @@ export async function startGlint(extraEnv = {}) {
   const dataDir = mkdtempSync(join(tmpdir(), 'glint-data-'));
   const proc = spawn(GLINT_BIN, [], {
     env: {
-      ...process.env, GLINT_HTTP: '127.0.0.1:0', GLINT_UDP: '127.0.0.1:0', GLINT_DATA_DIR: dataDir,
+      ...process.env, GLINT_HTTP: '127.0.0.1:0', GLINT_UDP: '127.0.0.1:0', GLINT_RTMP: '127.0.0.1:0', GLINT_DATA_DIR: dataDir,
       GLINT_STREAM_KEYS: 'demo=test-key', GLINT_LOG: 'info,media=debug', ...extraEnv,
     },
     stdio: ['ignore', 'pipe', 'pipe'],

@@ -12,6 +12,7 @@ pub const KEY: &str = "test-key-0123456789";
 pub fn test_config(dir: &tempdir::Dir) -> Config {
     Config {
         http: "127.0.0.1:0".parse().unwrap(),
+        rtmp: "127.0.0.1:0".parse().unwrap(),
         media: media::MediaConfig {
             udp_bind: "127.0.0.1:0".parse().unwrap(),
             ..Default::default()

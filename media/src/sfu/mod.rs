@@ -152,6 +152,8 @@ pub struct Sfu {
     metrics: Arc<Metrics>,
     /// Reused buffer of packets read from a publisher before they are forwarded.
     inbound: Vec<rtp::Packet>,
+    /// Publishers that are not peer connections (RTMP), by session id.
+    ingest: HashMap<SessionId, Arc<str>>,
 }
 
 impl Sfu {
@@ -181,6 +183,7 @@ impl Sfu {
             events: VecDeque::new(),
             metrics,
             inbound: Vec::new(),
+            ingest: HashMap::new(),
         })
     }
 
@@ -300,6 +303,10 @@ impl Sfu {
 
     /// Close every session (graceful shutdown).
     pub fn close_all(&mut self, now: Instant) {
+        let ingest: Vec<_> = self.ingest.keys().copied().collect();
+        for id in ingest {
+            self.close_ingest(now, id, "server shutting down");
+        }
         let ids: Vec<_> = self.peers.keys().copied().collect();
         for id in ids {
             if self.peers.contains_key(&id) {
@@ -718,33 +725,96 @@ impl Sfu {
                     s.remove_viewer(id);
                 }
             }
-            Role::Publisher => {
-                Metrics::sub(&self.metrics.publishers, 1);
-                info!(stream = %peer.stream, session = %id, reason, "publisher removed; stream offline");
-                let viewers = match self.streams.get_mut(&*peer.stream) {
-                    Some(s) if s.publisher == Some(id) => {
-                        let was_live = s.live;
-                        s.publisher = None;
-                        s.live = false;
-                        s.tracks.clear();
-                        s.video_ssrc = None;
-                        if was_live {
-                            self.events.push_back(StreamEvent::Offline {
-                                stream: peer.stream.to_string(),
-                            });
-                        }
-                        std::mem::take(&mut s.viewers)
-                    }
-                    _ => Vec::new(),
-                };
-                for v in viewers {
-                    self.say_goodbye(now, v);
-                    self.remove_peer(now, v, "publisher left");
-                }
-            }
+            Role::Publisher => self.end_stream(now, &peer.stream, id, reason),
         }
         if self.streams.get(&*peer.stream).is_some_and(|s| s.is_idle()) {
             self.streams.remove(&*peer.stream);
+        }
+    }
+
+    /// A stream's publisher `id` is gone: the stream goes offline and its viewers are told (BYE)
+    /// and dropped.
+    fn end_stream(&mut self, now: Instant, stream: &str, id: SessionId, reason: &str) {
+        Metrics::sub(&self.metrics.publishers, 1);
+        info!(stream, session = %id, reason, "publisher removed; stream offline");
+        let viewers = match self.streams.get_mut(stream) {
+            Some(s) if s.publisher == Some(id) => {
+                let was_live = s.live;
+                s.publisher = None;
+                s.live = false;
+                s.tracks.clear();
+                s.video_ssrc = None;
+                if was_live {
+                    self.events.push_back(StreamEvent::Offline {
+                        stream: stream.to_owned(),
+                    });
+                }
+                std::mem::take(&mut s.viewers)
+            }
+            _ => Vec::new(),
+        };
+        for v in viewers {
+            self.say_goodbye(now, v);
+            self.remove_peer(now, v, "publisher left");
+        }
+    }
+
+    /// A publisher that is not a WebRTC peer (RTMP ingest): its tracks are given, its RTP comes
+    /// through [`Sfu::push_ingest`], and it is live at once.
+    pub fn publish_ingest(
+        &mut self,
+        stream: &str,
+        tracks: Vec<PublishedTrack>,
+    ) -> Result<SessionId> {
+        if self
+            .streams
+            .get(stream)
+            .is_some_and(|s| s.publisher.is_some())
+        {
+            return Err(MediaError::StreamBusy(stream.to_owned()));
+        }
+        let id = SessionId::random();
+        let entry = self
+            .streams
+            .entry(stream.to_owned())
+            .or_insert_with(|| Stream::new(stream.to_owned(), self.pli_min_interval));
+        entry.publisher = Some(id);
+        entry.tracks = tracks;
+        entry.video_ssrc = None;
+        entry.live = true;
+        self.ingest.insert(id, Arc::from(stream));
+        Metrics::add(&self.metrics.publishers, 1);
+        Metrics::add(&self.metrics.sessions_created, 1);
+        info!(stream, session = %id, "ingest publisher live");
+        self.events.push_back(StreamEvent::Live {
+            stream: stream.to_owned(),
+        });
+        Ok(id)
+    }
+
+    /// RTP from an ingest publisher, forwarded like a WebRTC publisher's.
+    pub fn push_ingest(
+        &mut self,
+        now: Instant,
+        id: SessionId,
+        packets: &mut [rtp::Packet],
+    ) -> Result<()> {
+        let stream = self
+            .ingest
+            .get(&id)
+            .cloned()
+            .ok_or(MediaError::UnknownSession)?;
+        self.forward(now, &stream, packets);
+        Ok(())
+    }
+
+    /// The ingest publisher stopped (or its connection dropped).
+    pub fn close_ingest(&mut self, now: Instant, id: SessionId, reason: &str) {
+        if let Some(stream) = self.ingest.remove(&id) {
+            self.end_stream(now, &stream, id, reason);
+            if self.streams.get(&*stream).is_some_and(|s| s.is_idle()) {
+                self.streams.remove(&*stream);
+            }
         }
     }
 

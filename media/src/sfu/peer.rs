@@ -84,6 +84,28 @@ pub struct PublishedTrack {
     pub format: PayloadFormat,
 }
 
+impl PublishedTrack {
+    /// H.264 from a non-WebRTC source (RTMP), on payload type 96, packetization-mode 1.
+    pub fn h264(profile_level_id: &str) -> Self {
+        let pt = 96;
+        PublishedTrack {
+            kind: MediaKind::Video,
+            payload_type: pt,
+            codec: RTCRtpCodecParameters {
+                rtp_codec: RTCRtpCodec {
+                    mime_type: rtc::peer_connection::configuration::media_engine::MIME_TYPE_H264.into(),
+                    clock_rate: 90_000,
+                    channels: 0,
+                    sdp_fmtp_line: format!("level-asymmetry-allowed=1;packetization-mode=1;profile-level-id={profile_level_id}"),
+                    rtcp_feedback: vec![],
+                },
+                payload_type: pt,
+            },
+            format: PayloadFormat::H264,
+        }
+    }
+}
+
 /// What a viewer's connection sends on for one kind of media.
 #[derive(Debug, Clone)]
 pub(crate) struct ViewerTrack {
@@ -302,7 +324,7 @@ pub(crate) fn build_viewer(
         let sender = pc.add_track(track).map_err(map_rtc("add track"))?;
         senders.push((t.kind, sender, ssrc));
     }
-    let sdp = answer(now, &mut pc, offer)?;
+    let sdp = ensure_directions(&answer(now, &mut pc, offer)?);
     let negotiated = negotiated_tracks(&sdp, "sendonly")?;
     let mut out = Vec::new();
     for (kind, sender, ssrc) in senders {
@@ -326,6 +348,34 @@ pub(crate) fn build_viewer(
         )));
     }
     Ok((pc, sdp, out))
+}
+
+/// webrtc-rs writes an m-section it has nothing for (audio, when a stream is video-only)
+/// without a direction attribute; some peers (str0m) insist on one (RFC 3264 §6: such a stream
+/// is inactive). Say so explicitly.
+fn ensure_directions(sdp: &str) -> String {
+    let mut out = String::with_capacity(sdp.len() + 32);
+    for (i, section) in sdp.split("\r\nm=").enumerate() {
+        if i > 0 {
+            out.push_str("\r\nm=");
+        }
+        let has_direction = section.lines().any(|l| {
+            matches!(
+                l.trim(),
+                "a=sendrecv" | "a=sendonly" | "a=recvonly" | "a=inactive"
+            )
+        });
+        if i > 0 && !has_direction {
+            out.push_str(section.trim_end_matches("\r\n"));
+            out.push_str("\r\na=inactive");
+            if section.ends_with("\r\n") {
+                out.push_str("\r\n");
+            }
+        } else {
+            out.push_str(section);
+        }
+    }
+    out
 }
 
 /// Read our own answer: for each active m-line in `our_direction`, its kind and chosen codec.
@@ -393,4 +443,18 @@ pub fn negotiated_tracks(answer_sdp: &str, our_direction: &str) -> Result<Vec<Pu
         });
     }
     Ok(tracks)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sections_without_direction_become_inactive() {
+        let sdp =
+            "v=0\r\ns=-\r\nm=video 9 X 96\r\na=mid:0\r\na=sendonly\r\nm=audio 0 X 0\r\na=mid:1\r\n";
+        let fixed = ensure_directions(sdp);
+        assert_eq!(fixed, "v=0\r\ns=-\r\nm=video 9 X 96\r\na=mid:0\r\na=sendonly\r\nm=audio 0 X 0\r\na=mid:1\r\na=inactive\r\n");
+        assert_eq!(ensure_directions(&fixed), fixed, "idempotent");
+    }
 }

@@ -15,6 +15,7 @@ pub mod amf0;
 pub mod chunk;
 pub mod flv;
 pub mod handshake;
+pub mod listener;
 pub mod session;
 
 /// Why a peer's bytes were refused; the connection is then closed.

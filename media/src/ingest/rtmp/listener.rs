@@ -1,0 +1,234 @@
+//! The RTMP listener: one task per TCP connection, each driving a [`ServerSession`] and turning
+//! an accepted publish into an SFU ingest publisher (H.264 → RTP). Audio (AAC) is not forwarded
+//! yet: AAC → Opus through GStreamer is the next part of issue #4.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use rtc::rtp;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+use super::flv::{self, VideoTag};
+use super::session::{ServerSession, SessionEvent};
+use crate::runtime::MediaHandle;
+use crate::sfu::peer::PublishedTrack;
+use crate::sfu::SessionId;
+
+/// A connection that sends nothing for this long is closed (a stalled publisher frees its
+/// stream for a reconnect).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+const READ_BUFFER: usize = 64 * 1024;
+/// Unconsumed input allowed before the peer is considered hostile.
+const MAX_PENDING: usize = 16 << 20;
+
+pub type KeyFuture<'a> = Pin<Box<dyn Future<Output = Option<String>> + Send + 'a>>;
+
+/// Which stream a stream key publishes to (the same keys WHIP uses), or `None` to refuse.
+pub trait StreamKeys: Send + Sync + 'static {
+    fn stream_for_key<'a>(&'a self, key: &'a str) -> KeyFuture<'a>;
+}
+
+/// Accept RTMP connections until the listener fails or the task is aborted.
+pub fn spawn(
+    listener: TcpListener,
+    media: MediaHandle,
+    keys: Arc<dyn StreamKeys>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            match listener.accept().await {
+                Ok((sock, peer)) => {
+                    let _ = sock.set_nodelay(true);
+                    tokio::spawn(connection(sock, peer, media.clone(), keys.clone()));
+                }
+                Err(e) => {
+                    warn!(error = %e, "rtmp accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    })
+}
+
+/// An accepted publish, once its first AVC configuration made it an SFU publisher.
+struct Publishing {
+    stream: String,
+    ingest: Option<SessionId>,
+    sps_pps: Vec<Bytes>,
+    ssrc: u32,
+    seq: u16,
+    ts_base: u32,
+}
+
+async fn connection(
+    mut sock: TcpStream,
+    peer: SocketAddr,
+    media: MediaHandle,
+    keys: Arc<dyn StreamKeys>,
+) {
+    let started = Instant::now();
+    let mut session = ServerSession::new();
+    let mut pending = BytesMut::with_capacity(READ_BUFFER);
+    let mut publishing: Option<Publishing> = None;
+    let reason = loop {
+        pending.reserve(READ_BUFFER);
+        let read = match tokio::time::timeout(IDLE_TIMEOUT, sock.read_buf(&mut pending)).await {
+            Err(_) => break "idle timeout",
+            Ok(Ok(0)) => break "connection closed",
+            Ok(Err(_)) => break "read error",
+            Ok(Ok(n)) => n,
+        };
+        let _ = read;
+        let now_ms = started.elapsed().as_millis() as u32;
+        let used = match session.feed(&pending, now_ms) {
+            Ok(n) => n,
+            Err(e) => {
+                debug!(%peer, error = %e, "rtmp protocol error");
+                break "protocol error";
+            }
+        };
+        let _ = pending.split_to(used);
+        if pending.len() > MAX_PENDING {
+            break "too much unparsed input";
+        }
+        let mut stop = None;
+        while let Some(ev) = session.poll_event() {
+            match ev {
+                SessionEvent::PublishRequested { key, .. } => match keys.stream_for_key(&key).await
+                {
+                    Some(stream) => {
+                        info!(%peer, %stream, "rtmp publish accepted");
+                        session.accept_publish();
+                        publishing = Some(Publishing {
+                            stream,
+                            ingest: None,
+                            sps_pps: Vec::new(),
+                            ssrc: rand::random(),
+                            seq: rand::random(),
+                            ts_base: rand::random(),
+                        });
+                    }
+                    None => {
+                        info!(%peer, "rtmp publish refused: unknown stream key");
+                        session.reject_publish("unknown stream key");
+                    }
+                },
+                SessionEvent::Video { timestamp, data } => {
+                    let Some(p) = publishing.as_mut() else {
+                        continue;
+                    };
+                    if let Err(why) = on_video(&media, p, timestamp, &data).await {
+                        stop = Some(why);
+                        break;
+                    }
+                }
+                SessionEvent::Unpublished => {
+                    stop = Some("unpublished");
+                    break;
+                }
+                SessionEvent::Audio { .. } | SessionEvent::Metadata(_) => {}
+            }
+        }
+        let out = session.take_output();
+        if !out.is_empty() && sock.write_all(&out).await.is_err() {
+            break "write error";
+        }
+        if let Some(why) = stop {
+            break why;
+        }
+        if session.is_closed() {
+            break "publish refused";
+        }
+    };
+    if let Some(Publishing {
+        ingest: Some(id),
+        stream,
+        ..
+    }) = publishing
+    {
+        info!(%peer, %stream, reason, "rtmp publisher gone");
+        media.close_ingest(id, "rtmp publisher left").await;
+    } else {
+        debug!(%peer, reason, "rtmp connection closed");
+    }
+}
+
+async fn on_video(
+    media: &MediaHandle,
+    p: &mut Publishing,
+    timestamp: u32,
+    data: &Bytes,
+) -> Result<(), &'static str> {
+    match flv::parse_video(data).map_err(|_| "malformed video tag")? {
+        VideoTag::AvcConfig { sps, pps } => {
+            let profile = sps
+                .first()
+                .and_then(|s| flv::profile_level_id(s))
+                .unwrap_or_else(|| "42e01f".into());
+            p.sps_pps = sps.into_iter().chain(pps).collect();
+            if p.ingest.is_none() {
+                match media
+                    .publish_ingest(&p.stream, vec![PublishedTrack::h264(&profile)])
+                    .await
+                {
+                    Ok(id) => p.ingest = Some(id),
+                    Err(e) => {
+                        warn!(stream = %p.stream, error = %e, "rtmp publish could not start");
+                        return Err("stream busy");
+                    }
+                }
+            }
+            Ok(())
+        }
+        VideoTag::AvcFrame {
+            keyframe,
+            cts,
+            nalus,
+        } => {
+            let Some(id) = p.ingest else { return Ok(()) };
+            if nalus.is_empty() {
+                return Ok(());
+            }
+            // Viewers joining at this keyframe need the parameter sets in band.
+            let mut units = Vec::with_capacity(nalus.len() + 2);
+            if keyframe {
+                units.extend(p.sps_pps.iter().cloned());
+            }
+            units.extend(nalus);
+            let ts = p.ts_base.wrapping_add(flv::rtp_timestamp(timestamp, cts));
+            let packets = flv::packetize(&units, flv::MAX_RTP_PAYLOAD)
+                .into_iter()
+                .map(|(payload, marker)| {
+                    p.seq = p.seq.wrapping_add(1);
+                    rtp::Packet {
+                        header: rtp::Header {
+                            version: 2,
+                            marker,
+                            payload_type: 96,
+                            sequence_number: p.seq,
+                            timestamp: ts,
+                            ssrc: p.ssrc,
+                            ..Default::default()
+                        },
+                        payload,
+                    }
+                })
+                .collect();
+            media
+                .push_ingest(id, packets)
+                .await
+                .map_err(|_| "media core gone")
+        }
+        VideoTag::Unsupported(what) => {
+            warn!(stream = %p.stream, %what, "rtmp video refused");
+            Err("unsupported video codec")
+        }
+    }
+}
