@@ -1,5 +1,5 @@
 //! RTMP ingest with a real ffmpeg publisher: H.264 over RTMP reaches a str0m WHEP viewer as
-//! H.264 RTP; wrong keys and garbage are refused; the stream goes offline when ffmpeg stops.
+//! H.264 RTP and its AAC as Opus RTP; wrong keys and garbage are refused; the stream goes offline when ffmpeg stops.
 
 mod common;
 

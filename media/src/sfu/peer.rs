@@ -106,6 +106,29 @@ impl PublishedTrack {
     }
 }
 
+impl PublishedTrack {
+    /// Opus from a non-WebRTC source (RTMP's AAC, transcoded), on payload type 111.
+    pub fn opus() -> Self {
+        let pt = 111;
+        PublishedTrack {
+            kind: MediaKind::Audio,
+            payload_type: pt,
+            codec: RTCRtpCodecParameters {
+                rtp_codec: RTCRtpCodec {
+                    mime_type: rtc::peer_connection::configuration::media_engine::MIME_TYPE_OPUS
+                        .into(),
+                    clock_rate: 48_000,
+                    channels: 2,
+                    sdp_fmtp_line: "minptime=10;useinbandfec=1".into(),
+                    rtcp_feedback: vec![],
+                },
+                payload_type: pt,
+            },
+            format: PayloadFormat::Opus,
+        }
+    }
+}
+
 /// What a viewer's connection sends on for one kind of media.
 #[derive(Debug, Clone)]
 pub(crate) struct ViewerTrack {

@@ -1,6 +1,6 @@
 //! The RTMP listener: one task per TCP connection, each driving a [`ServerSession`] and turning
-//! an accepted publish into an SFU ingest publisher (H.264 → RTP). Audio (AAC) is not forwarded
-//! yet: AAC → Opus through GStreamer is the next part of issue #4.
+//! an accepted publish into an SFU ingest publisher: H.264 → RTP as is, AAC → Opus RTP through
+//! GStreamer (`audio.rs`).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -15,6 +15,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
+use super::audio::{self, AacToOpus, AudioTag};
 use super::flv::{self, VideoTag};
 use super::session::{ServerSession, SessionEvent};
 use crate::runtime::MediaHandle;
@@ -65,6 +66,10 @@ struct Publishing {
     ssrc: u32,
     seq: u16,
     ts_base: u32,
+    audio: Option<AacToOpus>,
+    audio_ssrc: u32,
+    audio_seq: u16,
+    audio_ts_base: u32,
 }
 
 async fn connection(
@@ -113,6 +118,10 @@ async fn connection(
                             ssrc: rand::random(),
                             seq: rand::random(),
                             ts_base: rand::random(),
+                            audio: None,
+                            audio_ssrc: rand::random(),
+                            audio_seq: rand::random(),
+                            audio_ts_base: rand::random(),
                         });
                     }
                     None => {
@@ -133,7 +142,16 @@ async fn connection(
                     stop = Some("unpublished");
                     break;
                 }
-                SessionEvent::Audio { .. } | SessionEvent::Metadata(_) => {}
+                SessionEvent::Audio { timestamp, data } => {
+                    let Some(p) = publishing.as_mut() else {
+                        continue;
+                    };
+                    if let Err(why) = on_audio(&media, p, timestamp, &data).await {
+                        stop = Some(why);
+                        break;
+                    }
+                }
+                SessionEvent::Metadata(_) => {}
             }
         }
         let out = session.take_output();
@@ -175,7 +193,10 @@ async fn on_video(
             p.sps_pps = sps.into_iter().chain(pps).collect();
             if p.ingest.is_none() {
                 match media
-                    .publish_ingest(&p.stream, vec![PublishedTrack::h264(&profile)])
+                    .publish_ingest(
+                        &p.stream,
+                        vec![PublishedTrack::h264(&profile), PublishedTrack::opus()],
+                    )
                     .await
                 {
                     Ok(id) => p.ingest = Some(id),
@@ -231,4 +252,62 @@ async fn on_video(
             Err("unsupported video codec")
         }
     }
+}
+
+async fn on_audio(
+    media: &MediaHandle,
+    p: &mut Publishing,
+    timestamp: u32,
+    data: &Bytes,
+) -> Result<(), &'static str> {
+    match audio::parse_audio(data) {
+        Some(AudioTag::AacConfig(asc)) => match AacToOpus::new(&asc) {
+            Ok(t) => p.audio = Some(t),
+            // Video still plays; say why there is no sound.
+            Err(e) => warn!(stream = %p.stream, error = %e, "AAC → Opus pipeline could not start"),
+        },
+        Some(AudioTag::AacFrame(frame)) => {
+            let (Some(t), Some(id)) = (p.audio.as_mut(), p.ingest) else {
+                return Ok(());
+            };
+            let opus = match t.push(timestamp, &frame) {
+                Ok(o) => o,
+                Err(e) => {
+                    warn!(stream = %p.stream, error = %e, "AAC → Opus failed; audio stops");
+                    p.audio = None;
+                    return Ok(());
+                }
+            };
+            if opus.is_empty() {
+                return Ok(());
+            }
+            let packets = opus
+                .into_iter()
+                .map(|(payload, ts)| {
+                    p.audio_seq = p.audio_seq.wrapping_add(1);
+                    rtp::Packet {
+                        header: rtp::Header {
+                            version: 2,
+                            marker: false,
+                            payload_type: 111,
+                            sequence_number: p.audio_seq,
+                            timestamp: p.audio_ts_base.wrapping_add(ts),
+                            ssrc: p.audio_ssrc,
+                            ..Default::default()
+                        },
+                        payload,
+                    }
+                })
+                .collect();
+            media
+                .push_ingest(id, packets)
+                .await
+                .map_err(|_| "media core gone")?;
+        }
+        Some(AudioTag::Unsupported(format)) => {
+            debug!(stream = %p.stream, format, "FLV audio format not forwarded (only AAC)");
+        }
+        None => {}
+    }
+    Ok(())
 }

@@ -4,6 +4,7 @@
 //! - `chunk.rs`: the chunk stream (RTMP spec §5.3): reassembles messages from interleaved
 //!   chunks, follows Set Chunk Size, bounds every size it is told.
 //! - `amf0.rs`: AMF0 values, for command messages (`connect`, `publish`, `onStatus`, ...).
+//! - `audio.rs`: FLV audio tags, and AAC → Opus through GStreamer.
 //! - `flv.rs`: FLV video tags (AVC config, frames, enhanced-RTMP refusal) and H.264 → RTP.
 //! - `session.rs`: one server-side connection: commands answered, publish requests and media
 //!   handed to the caller.
@@ -12,6 +13,7 @@
 //! (`fuzz/fuzz_targets/rtmp_*.rs` and the bounded mutation test in `crate::fuzzing`).
 
 pub mod amf0;
+pub mod audio;
 pub mod chunk;
 pub mod flv;
 pub mod handshake;
