@@ -30,16 +30,17 @@ export async function startGlint(extraEnv = {}) {
   const up = new Promise((resolve, reject) => {
     const onData = (d) => {
       logs += d.toString();
-      const m = logs.match(/glint is up.*http=(\S+)/);
-      if (m) resolve(m[1]);
+      const m = logs.match(/glint is up.*http=(\S+).*rtmp=(\S+)/);
+      if (m) resolve({ http: m[1], rtmp: m[2] });
     };
     proc.stdout.on('data', onData);
     proc.stderr.on('data', onData);
     proc.on('exit', (code) => reject(new Error(`glint exited with ${code}:\n${logs}`)));
   });
-  const http = await withTimeout(up, 20000, 'glint did not start');
+  const { http, rtmp } = await withTimeout(up, 20000, 'glint did not start');
   return {
     base: `http://${http}`,
+    rtmp: `rtmp://${rtmp}`,
     logs: () => logs,
     async stop() {
       const exited = new Promise((r) => proc.on('exit', r));
