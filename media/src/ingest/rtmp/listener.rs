@@ -67,6 +67,8 @@ struct Publishing {
     seq: u16,
     ts_base: u32,
     audio: Option<AacToOpus>,
+    /// Said once per publish: the stream has B-frames (non-zero composition offsets).
+    warned_b_frames: bool,
     audio_ssrc: u32,
     audio_seq: u16,
     audio_ts_base: u32,
@@ -119,6 +121,7 @@ async fn connection(
                             seq: rand::random(),
                             ts_base: rand::random(),
                             audio: None,
+                            warned_b_frames: false,
                             audio_ssrc: rand::random(),
                             audio_seq: rand::random(),
                             audio_ts_base: rand::random(),
@@ -216,6 +219,10 @@ async fn on_video(
             let Some(id) = p.ingest else { return Ok(()) };
             if nalus.is_empty() {
                 return Ok(());
+            }
+            if cts != 0 && !p.warned_b_frames {
+                p.warned_b_frames = true;
+                warn!(stream = %p.stream, "stream has B-frames: WebRTC viewers may stutter; set the encoder's B-frames to 0 (re-encoding is not implemented yet)");
             }
             // Viewers joining at this keyframe need the parameter sets in band.
             let mut units = Vec::with_capacity(nalus.len() + 2);
