@@ -117,3 +117,38 @@ async fn wrong_key_and_garbage_are_refused() {
     assert_eq!(n, 0, "connection closed without a reply");
     server.shutdown().await;
 }
+
+extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+const SIGSTOP: i32 = 19;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publisher_that_stalls_is_dropped_and_the_stream_goes_offline() {
+    let (server, _dir) = start_server().await;
+    let mut publisher = ffmpeg(&format!("rtmp://{}/live/{KEY}", server.rtmp_addr), 60);
+    eventually("RTMP stream live", WAIT, || async {
+        server.media.streams().await.unwrap().iter().any(|s| s.live)
+    })
+    .await;
+    // Freeze ffmpeg: its TCP connection stays open but nothing more arrives.
+    // SAFETY: signalling our own child process.
+    assert_eq!(unsafe { libc_kill(publisher.id() as i32, SIGSTOP) }, 0);
+    let frozen = std::time::Instant::now();
+    eventually("stalled publisher dropped (idle timeout)", WAIT, || async {
+        server.media.streams().await.unwrap().is_empty()
+    })
+    .await;
+    println!(
+        "stalled RTMP publisher dropped after {:?}",
+        frozen.elapsed()
+    );
+    assert!(
+        frozen.elapsed() >= Duration::from_secs(5),
+        "not before the idle timeout"
+    );
+    publisher.kill().unwrap();
+    let _ = publisher.wait();
+    server.shutdown().await;
+}
