@@ -29,6 +29,8 @@ const READ_BUFFER: usize = 64 * 1024;
 /// Unconsumed input allowed before the peer is considered hostile.
 const MAX_PENDING: usize = 16 << 20;
 
+const UNSUPPORTED_VIDEO: &str = "unsupported video codec";
+
 pub type KeyFuture<'a> = Pin<Box<dyn Future<Output = Option<String>> + Send + 'a>>;
 
 /// Which stream a stream key publishes to (the same keys WHIP uses), or `None` to refuse.
@@ -137,6 +139,12 @@ async fn connection(
                         continue;
                     };
                     if let Err(why) = on_video(&media, p, timestamp, &data).await {
+                        if why == UNSUPPORTED_VIDEO {
+                            // Tell the client why before closing (OBS shows the description).
+                            session.reject_publish(
+                                "unsupported video codec: Glint takes H.264 over RTMP",
+                            );
+                        }
                         stop = Some(why);
                         break;
                     }
@@ -256,7 +264,7 @@ async fn on_video(
         }
         VideoTag::Unsupported(what) => {
             warn!(stream = %p.stream, %what, "rtmp video refused");
-            Err("unsupported video codec")
+            Err(UNSUPPORTED_VIDEO)
         }
     }
 }
