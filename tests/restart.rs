@@ -52,9 +52,7 @@ fn start(data_dir: &std::path::Path) -> Glint {
 }
 
 fn stop(mut g: Glint) {
-    let pid = g.child.id() as i32;
-    // SAFETY: sending a signal to our own child process.
-    assert_eq!(unsafe { libc_kill(pid, 15) }, 0);
+    assert!(common::signal(&g.child, common::SIGTERM));
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         if let Some(status) = g.child.try_wait().unwrap() {
@@ -64,11 +62,6 @@ fn stop(mut g: Glint) {
         assert!(Instant::now() < deadline, "glint did not stop on SIGTERM");
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-extern "C" {
-    #[link_name = "kill"]
-    fn libc_kill(pid: i32, sig: i32) -> i32;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

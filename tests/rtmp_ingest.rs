@@ -118,12 +118,6 @@ async fn wrong_key_and_garbage_are_refused() {
     server.shutdown().await;
 }
 
-extern "C" {
-    #[link_name = "kill"]
-    fn libc_kill(pid: i32, sig: i32) -> i32;
-}
-const SIGSTOP: i32 = 19;
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_publisher_that_stalls_is_dropped_and_the_stream_goes_offline() {
     let (server, _dir) = start_server().await;
@@ -133,8 +127,7 @@ async fn a_publisher_that_stalls_is_dropped_and_the_stream_goes_offline() {
     })
     .await;
     // Freeze ffmpeg: its TCP connection stays open but nothing more arrives.
-    // SAFETY: signalling our own child process.
-    assert_eq!(unsafe { libc_kill(publisher.id() as i32, SIGSTOP) }, 0);
+    assert!(signal(&publisher, SIGSTOP));
     let frozen = std::time::Instant::now();
     eventually("stalled publisher dropped (idle timeout)", WAIT, || async {
         server.media.streams().await.unwrap().is_empty()

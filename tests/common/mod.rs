@@ -71,6 +71,19 @@ where
     panic!("timed out waiting for: {what}");
 }
 
+/// POSIX signal numbers the tests send to child processes.
+pub const SIGTERM: i32 = 15;
+pub const SIGSTOP: i32 = 19;
+
+/// Send `sig` to a child process (the test's own); true if delivered.
+pub fn signal(child: &std::process::Child, sig: i32) -> bool {
+    extern "C" {
+        fn kill(pid: i32, sig: i32) -> i32;
+    }
+    // SAFETY: kill(2) with a pid we spawned; it only reads its arguments.
+    unsafe { kill(child.id() as i32, sig) == 0 }
+}
+
 pub fn fixture(name: &str) -> String {
     std::fs::read_to_string(format!(
         "{}/tests/fixtures/{name}",
