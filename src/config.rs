@@ -37,6 +37,10 @@ pub struct Cli {
     /// SurrealDB URL: surrealkv://<dir> (embedded, default <data dir>/db), mem://, ws://host:port.
     #[arg(long, env = "GLINT_DATABASE")]
     pub database: Option<String>,
+    /// Seconds a dropped publisher (lost connection, not a DELETE/unpublish) has to reconnect with
+    /// the same key and resume its stream before viewers are dropped; 0 ends it at once. [default: 20]
+    #[arg(long, env = "GLINT_RECONNECT_GRACE")]
+    pub reconnect_grace: Option<u64>,
     /// STUN/TURN URLs offered to clients in Link headers (comma separated).
     #[arg(long, env = "GLINT_ICE_SERVERS", value_delimiter = ',')]
     pub ice_server: Vec<String>,
@@ -60,6 +64,7 @@ pub struct FileConfig {
     #[serde(default)]
     pub cors_origins: Vec<String>,
     pub max_sessions: Option<usize>,
+    pub reconnect_grace_secs: Option<u64>,
 }
 
 /// The resolved configuration the server runs with.
@@ -122,6 +127,9 @@ impl Config {
         if let Some(v) = file.max_sessions {
             c.media.max_sessions = v;
         }
+        if let Some(v) = cli.reconnect_grace.or(file.reconnect_grace_secs) {
+            c.media.reconnect_grace = std::time::Duration::from_secs(v);
+        }
         if let Some(v) = cli.data_dir.or(file.data_dir) {
             c.data_dir = v;
         }
@@ -170,7 +178,7 @@ mod tests {
     fn file_then_flags() {
         let path = write(
             "ok",
-            "http = \"127.0.0.1:9000\"\nudp = \"127.0.0.1:9001\"\npublic_ips = [\"203.0.113.7\"]\nmax_sessions = 10\n\n[stream_keys]\nalice = \"k1\"\n",
+            "http = \"127.0.0.1:9000\"\nudp = \"127.0.0.1:9001\"\npublic_ips = [\"203.0.113.7\"]\nmax_sessions = 10\nreconnect_grace_secs = 5\n\n[stream_keys]\nalice = \"k1\"\n",
         );
         let c = load(&[
             "--config",
@@ -192,6 +200,7 @@ mod tests {
             vec!["203.0.113.7".parse::<IpAddr>().unwrap()]
         );
         assert_eq!(c.media.max_sessions, 10);
+        assert_eq!(c.media.reconnect_grace, std::time::Duration::from_secs(5));
         assert_eq!(c.stream_keys.get("alice").map(String::as_str), Some("k1"));
         assert_eq!(c.stream_keys.get("bob").map(String::as_str), Some("k2"));
         std::fs::remove_file(path).unwrap();
@@ -202,6 +211,7 @@ mod tests {
         let c = load(&[]).unwrap();
         assert_eq!(c.http.port(), 8080);
         assert_eq!(c.media.udp_bind.port(), 8189);
+        assert_eq!(c.media.reconnect_grace.as_secs(), 20);
         assert!(c.stream_keys.is_empty());
     }
 

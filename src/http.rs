@@ -103,6 +103,8 @@ async fn metrics(State(media): State<MediaHandle>) -> Response {
 struct LiveStream {
     name: String,
     live: bool,
+    /// The publisher dropped and may come back within the reconnect grace.
+    reconnecting: bool,
     viewers: usize,
     codecs: Vec<String>,
 }
@@ -115,6 +117,7 @@ async fn live(State(media): State<MediaHandle>) -> Response {
                 .map(|s| LiveStream {
                     name: s.name,
                     live: s.live,
+                    reconnecting: s.reconnecting,
                     viewers: s.viewers,
                     codecs: s.codecs,
                 })

@@ -1,5 +1,6 @@
 //! RTMP ingest with a real ffmpeg publisher: H.264 over RTMP reaches a str0m WHEP viewer as
-//! H.264 RTP and its AAC as Opus RTP; wrong keys and garbage are refused; the stream goes offline when ffmpeg stops.
+//! H.264 RTP and its AAC as Opus RTP; wrong keys and garbage are refused; the stream goes offline
+//! when ffmpeg stops; a publisher that drops and reconnects resumes the stream for the same viewer.
 
 mod common;
 
@@ -11,40 +12,27 @@ use loadtest::{view, VideoCodec, ViewConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const WAIT: Duration = Duration::from_secs(30);
+/// Reconnect grace of the tests that wait for it to run out.
+const GRACE: Duration = Duration::from_secs(2);
 
+/// ffmpeg publishing `testsrc2` + `sine` as H.264 (baseline, no B-frames) + AAC over RTMP.
 fn ffmpeg(url: &str, seconds: u32) -> Child {
+    ffmpeg_with(
+        url,
+        seconds,
+        &["-tune", "zerolatency", "-profile:v", "baseline", "-bf", "0"],
+    )
+}
+
+fn ffmpeg_with(url: &str, seconds: u32, x264: &[&str]) -> Child {
     Command::new("ffmpeg")
-        .args([
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-re",
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc2=size=640x360:rate=30",
-        ])
-        .args([
-            "-t",
-            &seconds.to_string(),
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-tune",
-            "zerolatency",
-        ])
-        .args([
-            "-profile:v",
-            "baseline",
-            "-bf",
-            "0",
-            "-g",
-            "30",
-            "-f",
-            "flv",
-            url,
-        ])
+        .args(["-hide_banner", "-loglevel", "error", "-re"])
+        .args(["-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30"])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+        .args(["-t", &seconds.to_string(), "-pix_fmt", "yuv420p"])
+        .args(["-c:v", "libx264", "-preset", "ultrafast", "-g", "30"])
+        .args(x264)
+        .args(["-c:a", "aac", "-b:a", "128k", "-f", "flv", url])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -70,18 +58,26 @@ async fn ffmpeg_h264_over_rtmp_plays_to_a_webrtc_viewer() {
 
     let viewer = view(ViewConfig::new(&b, "demo")).await.unwrap();
     let stats = viewer
-        .wait_until(|s| s.video.packets >= 150 && s.video.keyframes >= 1, WAIT)
+        .wait_until(
+            |s| s.video.packets >= 150 && s.video.keyframes >= 1 && s.audio.packets >= 50,
+            WAIT,
+        )
         .await
         .unwrap();
     assert_eq!(stats.video_codec, Some(VideoCodec::H264));
     assert_eq!(stats.video.lost, 0, "{stats:?}");
+    assert_eq!(stats.audio.lost, 0, "{stats:?}");
     assert!(stats.first_keyframe_after.is_some());
 
-    publisher.kill().unwrap();
+    // SIGTERM: ffmpeg ends the publish (FCUnpublish, deleteStream) and the stream goes offline
+    // at once, with no reconnect grace.
+    assert!(signal(&publisher, SIGTERM));
     let _ = publisher.wait();
-    eventually("stream offline after ffmpeg stops", WAIT, || async {
-        server.media.streams().await.unwrap().is_empty()
-    })
+    eventually(
+        "stream offline after ffmpeg stops",
+        Duration::from_secs(5),
+        || async { server.media.streams().await.unwrap().is_empty() },
+    )
     .await;
     assert_eq!(metric(&server, "publishers").await, 0);
     let _ = viewer.stop().await;
@@ -120,7 +116,7 @@ async fn wrong_key_and_garbage_are_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_publisher_that_stalls_is_dropped_and_the_stream_goes_offline() {
-    let (server, _dir) = start_server().await;
+    let (server, _dir) = start_server_with(|c| c.media.reconnect_grace = GRACE).await;
     let mut publisher = ffmpeg(&format!("rtmp://{}/live/{KEY}", server.rtmp_addr), 60);
     eventually("RTMP stream live", WAIT, || async {
         server.media.streams().await.unwrap().iter().any(|s| s.live)
@@ -130,6 +126,13 @@ async fn a_publisher_that_stalls_is_dropped_and_the_stream_goes_offline() {
     assert!(signal(&publisher, SIGSTOP));
     let frozen = std::time::Instant::now();
     eventually("stalled publisher dropped (idle timeout)", WAIT, || async {
+        metric(&server, "publishers").await == 0
+    })
+    .await;
+    // Dropped, not ended: the stream waits for the publisher to come back, then goes offline.
+    let s = server.media.streams().await.unwrap();
+    assert!(s.iter().all(|s| s.reconnecting), "{s:?}");
+    eventually("offline after the reconnect grace", WAIT, || async {
         server.media.streams().await.unwrap().is_empty()
     })
     .await;
@@ -143,5 +146,91 @@ async fn a_publisher_that_stalls_is_dropped_and_the_stream_goes_offline() {
     );
     publisher.kill().unwrap();
     let _ = publisher.wait();
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publisher_that_reconnects_resumes_the_stream_for_its_viewers() {
+    let (server, _dir) = start_server().await;
+    let url = format!("rtmp://{}/live/{KEY}", server.rtmp_addr);
+    let mut first = ffmpeg(&url, 60);
+    eventually("RTMP stream live", WAIT, || async {
+        server.media.streams().await.unwrap().iter().any(|s| s.live)
+    })
+    .await;
+    let viewer = view(ViewConfig::new(&base(&server), "demo")).await.unwrap();
+    let before = viewer
+        .wait_until(|s| s.video.packets >= 60 && s.audio.packets >= 20, WAIT)
+        .await
+        .unwrap();
+
+    // The connection is lost (no unpublish): the stream stays on air, the viewer stays.
+    first.kill().unwrap();
+    let _ = first.wait();
+    eventually("publisher dropped", WAIT, || async {
+        metric(&server, "publishers").await == 0
+    })
+    .await;
+    let s = server.media.streams().await.unwrap();
+    assert!(s.len() == 1 && s[0].live && s[0].reconnecting, "{s:?}");
+    assert_eq!(s[0].viewers, 1);
+
+    let mut second = ffmpeg(&url, 60);
+    let after = viewer
+        .wait_until(
+            |s| {
+                s.video.packets >= before.video.packets + 150
+                    && s.video.keyframes > before.video.keyframes
+                    && s.audio.packets >= before.audio.packets + 50
+            },
+            WAIT,
+        )
+        .await
+        .unwrap();
+    let s = server.media.streams().await.unwrap();
+    assert!(s[0].live && !s[0].reconnecting, "{s:?}");
+    // One numbering across both publishers: the viewer sees a pause, not a gap or a new source.
+    assert_eq!(after.video.lost, 0, "{after:?}");
+    assert_eq!(after.video.seq_gaps, 0, "{after:?}");
+    assert_eq!(after.audio.lost, 0, "{after:?}");
+    assert_eq!(metric(&server, "viewers").await, 1);
+
+    second.kill().unwrap();
+    let _ = second.wait();
+    let _ = viewer.stop().await;
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn b_frames_are_re_encoded_away_for_webrtc_viewers() {
+    let (server, _dir) = start_server().await;
+    // OBS's x264 "high" profile with B-frames.
+    let mut publisher = ffmpeg_with(
+        &format!("rtmp://{}/live/{KEY}", server.rtmp_addr),
+        60,
+        &["-profile:v", "high", "-bf", "2"],
+    );
+    eventually("RTMP stream live", WAIT, || async {
+        server.media.streams().await.unwrap().iter().any(|s| s.live)
+    })
+    .await;
+    let viewer = view(ViewConfig::new(&base(&server), "demo")).await.unwrap();
+    let stats = viewer
+        .wait_until(
+            |s| s.video.packets >= 300 && s.video.keyframes >= 1 && s.audio.packets >= 50,
+            WAIT,
+        )
+        .await
+        .unwrap();
+    assert_eq!(stats.video_codec, Some(VideoCodec::H264));
+    assert_eq!(stats.video.lost, 0, "{stats:?}");
+    // Passed through, B-frames arrive in decode order: timestamps step back at every one.
+    assert_eq!(
+        stats.video.timestamp_reversals, 0,
+        "frames arrive in presentation order: {stats:?}"
+    );
+    publisher.kill().unwrap();
+    let _ = publisher.wait();
+    let _ = viewer.stop().await;
     server.shutdown().await;
 }

@@ -46,6 +46,9 @@ pub struct TrackStats {
     pub pattern_absent: u64,
     /// Keyframes seen (counted once per RTP timestamp).
     pub keyframes: u64,
+    /// Packets whose RTP timestamp is below the previous packet's: frames sent out of
+    /// presentation order (B-frames), which browsers' WebRTC receivers drop.
+    pub timestamp_reversals: u64,
     /// Times str0m reported the incoming stream paused (no packets for 1.5 s).
     pub stalls: u64,
     /// From the start of the POST until the first packet.
@@ -196,15 +199,19 @@ impl LossCounter {
 pub struct TrackCounter {
     stats: TrackStats,
     loss: LossCounter,
+    last_rtp_time: Option<u32>,
 }
 
 impl TrackCounter {
-    /// Records a packet: its SSRC and extended sequence number, payload size, pattern check,
-    /// whether it starts a keyframe not counted yet, and how long after the POST it arrived.
+    /// Records a packet: its SSRC, extended sequence number and RTP timestamp, payload size,
+    /// pattern check, whether it starts a keyframe not counted yet, and how long after the POST
+    /// it arrived.
+    #[allow(clippy::too_many_arguments)]
     pub fn record(
         &mut self,
         ssrc: u32,
         seq: u64,
+        rtp_time: u32,
         payload_len: usize,
         check: Check,
         keyframe: bool,
@@ -212,6 +219,11 @@ impl TrackCounter {
     ) {
         self.loss.record(ssrc, seq);
         let s = &mut self.stats;
+        if let Some(last) = self.last_rtp_time.replace(rtp_time) {
+            if (rtp_time.wrapping_sub(last) as i32) < 0 {
+                s.timestamp_reversals += 1;
+            }
+        }
         s.packets += 1;
         s.bytes += payload_len as u64;
         match check {
@@ -304,9 +316,9 @@ mod tests {
     fn track_counter_snapshot() {
         let mut t = TrackCounter::default();
         let ms = Duration::from_millis;
-        t.record(1, 1, 100, Check::NoPattern, true, ms(50));
-        t.record(1, 2, 100, Check::Intact(1), false, ms(60));
-        t.record(1, 4, 80, Check::Mismatch, false, ms(70));
+        t.record(1, 1, 3000, 100, Check::NoPattern, true, ms(50));
+        t.record(1, 2, 9000, 100, Check::Intact(1), false, ms(60));
+        t.record(1, 4, 6000, 80, Check::Mismatch, false, ms(70)); // a B-frame: shown earlier
         t.record_stall();
         let s = t.snapshot();
         assert_eq!(s.packets, 3);
@@ -318,6 +330,7 @@ mod tests {
             (1, 1, 1)
         );
         assert_eq!(s.keyframes, 1);
+        assert_eq!(s.timestamp_reversals, 1);
         assert_eq!(s.stalls, 1);
         assert_eq!(s.first_packet_after, Some(ms(50)));
     }

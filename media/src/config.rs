@@ -20,6 +20,10 @@ pub struct MediaConfig {
     pub max_sessions: usize,
     /// Shortest time between two PLIs sent to one publisher while a keyframe is pending.
     pub pli_min_interval: Duration,
+    /// A publisher whose connection drops (rather than ending the stream) may reconnect within
+    /// this long and take its stream back: viewers stay connected and the stream stays live.
+    /// Zero: a drop ends the stream at once.
+    pub reconnect_grace: Duration,
 }
 
 impl Default for MediaConfig {
@@ -32,6 +36,7 @@ impl Default for MediaConfig {
             ice_failed_timeout: Duration::from_secs(6),
             max_sessions: 5000,
             pli_min_interval: Duration::from_millis(300),
+            reconnect_grace: Duration::from_secs(20),
         }
     }
 }

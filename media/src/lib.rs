@@ -12,6 +12,8 @@
 //! - [`runtime`]: the one task that owns the UDP socket and drives the core; [`MediaHandle`] is
 //!   how signaling talks to it.
 //! - [`metrics`]: counters read by `/metrics` without going through the media task.
+//! - [`ingest`]: publishers that are not WebRTC peers (RTMP), and their GStreamer transcoders.
+//! - `pipeline.rs`: GStreamer set-up shared by every pipeline.
 
 pub mod codec;
 pub mod config;
@@ -19,6 +21,7 @@ pub mod error;
 pub mod fuzzing;
 pub mod ingest;
 pub mod metrics;
+mod pipeline;
 pub mod runtime;
 pub mod sfu;
 pub mod stun;
@@ -29,4 +32,4 @@ pub use error::MediaError;
 pub use metrics::Metrics;
 pub use rtc::rtp;
 pub use runtime::{spawn, MediaHandle, MediaTask};
-pub use sfu::{Role, SessionAnswer, SessionId, StreamEvent, StreamSummary};
+pub use sfu::{Departure, Role, SessionAnswer, SessionId, StreamEvent, StreamSummary};

@@ -19,7 +19,7 @@ use crate::config::MediaConfig;
 use crate::error::{MediaError, Result};
 use crate::metrics::Metrics;
 use crate::sfu::peer::PublishedTrack;
-use crate::sfu::{Role, SessionAnswer, SessionId, Sfu, StreamEvent, StreamSummary};
+use crate::sfu::{Departure, Role, SessionAnswer, SessionId, Sfu, StreamEvent, StreamSummary};
 use crate::udp_batch;
 
 /// Requests queued for the media task before senders wait.
@@ -72,6 +72,7 @@ enum Command {
     CloseIngest {
         id: SessionId,
         reason: &'static str,
+        how: Departure,
     },
     Shutdown {
         reply: oneshot::Sender<()>,
@@ -228,9 +229,9 @@ impl MediaHandle {
             .map_err(|_| MediaError::ShuttingDown)
     }
 
-    /// The ingest publisher is gone.
-    pub async fn close_ingest(&self, id: SessionId, reason: &'static str) {
-        let _ = self.tx.send(Command::CloseIngest { id, reason }).await;
+    /// The ingest publisher is gone: it ended the stream, or dropped and may come back.
+    pub async fn close_ingest(&self, id: SessionId, reason: &'static str, how: Departure) {
+        let _ = self.tx.send(Command::CloseIngest { id, reason, how }).await;
     }
 
     /// Close every session, tell peers, and stop the task.
@@ -365,7 +366,7 @@ fn handle_command(sfu: &mut Sfu, cmd: Command) {
         Command::PushIngest { id, mut packets } => {
             let _ = sfu.push_ingest(now, id, &mut packets);
         }
-        Command::CloseIngest { id, reason } => sfu.close_ingest(now, id, reason),
+        Command::CloseIngest { id, reason, how } => sfu.close_ingest(now, id, reason, how),
         Command::Shutdown { .. } => unreachable!("handled by the loop"),
     }
 }

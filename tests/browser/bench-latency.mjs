@@ -7,13 +7,13 @@
 // one clock. Usage (inside a loopback-only netns, see docs/benchmarks.md):
 //   node bench-latency.mjs [--viewers 1,10] [--seconds 20]
 import { startGlint, launchChromium, waitFor } from './lib.mjs';
+import { VIEW, BITS, pct } from './latency-probe.mjs';
 
 const args = Object.fromEntries(process.argv.slice(2).reduce((acc, a, i, all) => (a.startsWith('--') ? [...acc, [a.slice(2), all[i + 1]]] : acc), []));
 const viewerCounts = (args.viewers ?? '1,10').split(',').map(Number);
 const seconds = Number(args.seconds ?? 20);
 const codec = args.codec ?? 'VP8';
 
-const BITS = 24;
 const PUBLISH = async ({ base, bits, codec, source }) => {
   const W = 640, H = 360, B = 40; // 24 blocks of 40x40 in two rows of 12 (a 480x80 band)
   const canvas = document.createElement('canvas');
@@ -43,48 +43,6 @@ const PUBLISH = async ({ base, bits, codec, source }) => {
   await pc.setRemoteDescription({ type: 'answer', sdp: await r.text() });
   window.pub = pc;
 };
-
-const VIEW = async ({ base, bits }) => {
-  const B = 40;
-  const started = performance.now();
-  window.samples = [];
-  window.firstFrameMs = null;
-  const pc = new RTCPeerConnection();
-  pc.addTransceiver('video', { direction: 'recvonly' });
-  const video = document.createElement('video');
-  video.muted = true; video.autoplay = true; video.playsInline = true;
-  document.body.append(video);
-  pc.ontrack = (e) => { video.srcObject = new MediaStream([e.track]); };
-  const offer = await pc.createOffer();
-  await pc.setLocalDescription(offer);
-  const r = await fetch(base + '/whep/demo', { method: 'POST', headers: { 'Content-Type': 'application/sdp' }, body: offer.sdp });
-  if (r.status !== 201) throw new Error('whep ' + r.status);
-  window.answerMs = performance.now() - started;
-  pc.onconnectionstatechange = () => { if (pc.connectionState === 'connected') window.connectedMs = performance.now() - started; };
-  await pc.setRemoteDescription({ type: 'answer', sdp: await r.text() });
-  const canvas = document.createElement('canvas');
-  canvas.width = 640; canvas.height = 360;
-  const ctx = canvas.getContext('2d', { willReadFrequently: true });
-  const onFrame = () => {
-    const now = Date.now();
-    if (window.firstFrameMs === null) window.firstFrameMs = performance.now() - started;
-    ctx.drawImage(video, 0, 0, 640, 360);
-    const px = ctx.getImageData(0, 0, 480, 80).data;
-    let t = 0;
-    for (let i = 0; i < bits; i++) {
-      const x = (i % 12) * B + B / 2, y = Math.floor(i / 12) * B + B / 2;
-      if (px[(y * 480 + x) * 4] > 128) t |= 1 << i;
-    }
-    const mask = (1 << bits) - 1;
-    const lat = ((now & mask) - t + (1 << bits)) & mask;
-    if (lat < 5000) window.samples.push(lat);
-    video.requestVideoFrameCallback(onFrame);
-  };
-  video.requestVideoFrameCallback(onFrame);
-  window.view = pc;
-};
-
-const pct = (xs, p) => { const s = [...xs].sort((a, b) => a - b); return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]; };
 
 const glint = globalThis.glint = await startGlint({ GLINT_LOG: process.env.GLINT_LOG ?? 'warn,glint=info' });
 const browser = await launchChromium();

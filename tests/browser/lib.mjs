@@ -41,6 +41,7 @@ export async function startGlint(extraEnv = {}) {
   return {
     base: `http://${http}`,
     rtmp: `rtmp://${rtmp}`,
+    pid: proc.pid,
     logs: () => logs,
     async stop() {
       const exited = new Promise((r) => proc.on('exit', r));
@@ -94,7 +95,7 @@ export async function inboundStats(page) {
     if (!pc) return null;
     const out = {};
     (await pc.getStats()).forEach((r) => {
-      if (r.type === 'inbound-rtp') out[r.kind] = { packetsReceived: r.packetsReceived, framesDecoded: r.framesDecoded, bytesReceived: r.bytesReceived, codecId: r.codecId };
+      if (r.type === 'inbound-rtp') out[r.kind] = { packetsReceived: r.packetsReceived, framesDecoded: r.framesDecoded, framesDropped: r.framesDropped, bytesReceived: r.bytesReceived, codecId: r.codecId };
     });
     return out;
   });

@@ -28,10 +28,15 @@ pub fn test_config(dir: &tempdir::Dir) -> Config {
 }
 
 pub async fn start_server() -> (Server, tempdir::Dir) {
+    start_server_with(|_| {}).await
+}
+
+/// [`start_server`] with `adjust` applied to the test configuration first.
+pub async fn start_server_with(adjust: impl FnOnce(&mut Config)) -> (Server, tempdir::Dir) {
     let dir = tempdir::Dir::new();
-    let server = glint::start(test_config(&dir))
-        .await
-        .expect("server starts");
+    let mut config = test_config(&dir);
+    adjust(&mut config);
+    let server = glint::start(config).await.expect("server starts");
     (server, dir)
 }
 

@@ -260,6 +260,7 @@ impl Viewer {
         let since_post = now.saturating_duration_since(self.post_started);
         let ssrc = *packet.header.ssrc;
         let seq = *packet.seq_no;
+        let rtp_time = packet.header.timestamp;
         let payload = &packet.payload[..];
         let video_codec = match self.codec_of(rtc, packet.header.payload_type) {
             Some(Codec::H264) => VideoCodec::H264,
@@ -267,7 +268,7 @@ impl Viewer {
             Some(Codec::Opus) => {
                 let check = codec::check_audio(payload);
                 self.audio
-                    .record(ssrc, seq, payload.len(), check, false, since_post);
+                    .record(ssrc, seq, rtp_time, payload.len(), check, false, since_post);
                 self.dirty = true;
                 return;
             }
@@ -282,8 +283,15 @@ impl Viewer {
         if new_keyframe {
             self.last_keyframe_time = Some(packet.header.timestamp);
         }
-        self.video
-            .record(ssrc, seq, payload.len(), check, new_keyframe, since_post);
+        self.video.record(
+            ssrc,
+            seq,
+            rtp_time,
+            payload.len(),
+            check,
+            new_keyframe,
+            since_post,
+        );
         self.base.video_codec.get_or_insert(video_codec);
         if keyframe {
             self.base.first_keyframe_after.get_or_insert(since_post);

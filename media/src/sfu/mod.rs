@@ -10,7 +10,13 @@
 //! each connected viewer's sender with the viewer's SSRC and payload type; webrtc-rs's interceptors
 //! keep the per-viewer packet cache that answers NACKs, generate sender reports, and send receiver
 //! reports to the publisher. Keyframe requests from viewers are coalesced in [`keyframe`].
+//!
+//! A publisher that drops (ICE failure, RTMP connection lost) rather than ending its stream
+//! leaves the stream on air for `reconnect_grace`: its viewers stay connected, and a publisher
+//! that comes back with the same key takes over, its RTP renumbered by [`continuity`] so
+//! viewers carry on without a new offer.
 
+mod continuity;
 mod demux;
 pub mod keyframe;
 pub mod peer;
@@ -79,6 +85,15 @@ impl FromStr for SessionId {
     }
 }
 
+/// How a publisher left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Departure {
+    /// It ended the stream (WHIP DELETE, RTMP unpublish, shutdown): offline at once.
+    Ended,
+    /// Its connection was lost: the stream waits `reconnect_grace` for it to come back.
+    Dropped,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
     Publisher,
@@ -97,7 +112,8 @@ pub struct SessionAnswer {
 pub enum StreamEvent {
     /// The publisher's connection came up.
     Live { stream: String },
-    /// The publisher left or timed out; its viewers were told and dropped.
+    /// The publisher ended the stream, or dropped and did not come back within the reconnect
+    /// grace; its viewers were told and dropped.
     Offline { stream: String },
 }
 
@@ -113,6 +129,8 @@ pub struct Transmit {
 pub struct StreamSummary {
     pub name: String,
     pub live: bool,
+    /// The publisher dropped; the stream stays on air while it may reconnect.
+    pub reconnecting: bool,
     pub viewers: usize,
     pub codecs: Vec<String>,
 }
@@ -142,6 +160,7 @@ pub struct Sfu {
     settings: PeerSettings,
     connect_timeout: Duration,
     pli_min_interval: Duration,
+    reconnect_grace: Duration,
     max_sessions: usize,
     peers: HashMap<SessionId, Peer>,
     streams: HashMap<String, Stream>,
@@ -174,6 +193,7 @@ impl Sfu {
             },
             connect_timeout: config.connect_timeout,
             pli_min_interval: config.pli_min_interval,
+            reconnect_grace: config.reconnect_grace,
             max_sessions: config.max_sessions,
             peers: HashMap::new(),
             streams: HashMap::new(),
@@ -222,11 +242,12 @@ impl Sfu {
             .streams
             .entry(stream.to_owned())
             .or_insert_with(|| Stream::new(stream.to_owned(), self.pli_min_interval));
+        let resumed = entry.reconnect_deadline.take().is_some();
         entry.publisher = Some(id);
         entry.tracks = tracks;
         entry.video_ssrc = None;
         entry.live = false;
-        info!(stream, session = %id, codecs = ?codec_names(&entry.tracks), "publisher offered");
+        info!(stream, session = %id, codecs = ?codec_names(&entry.tracks), resumed, "publisher offered");
         self.insert_peer(
             now,
             id,
@@ -249,7 +270,7 @@ impl Sfu {
     }
 
     fn try_view(&mut self, now: Instant, stream: &str, offer_sdp: &str) -> Result<SessionAnswer> {
-        let Some(s) = self.streams.get(stream).filter(|s| s.publisher.is_some()) else {
+        let Some(s) = self.streams.get(stream).filter(|s| s.is_active()) else {
             return Err(MediaError::StreamNotLive(stream.to_owned()));
         };
         self.check_capacity()?;
@@ -297,7 +318,7 @@ impl Sfu {
         if !self.peers.contains_key(&id) {
             return Err(MediaError::UnknownSession);
         }
-        self.remove_peer(now, id, "closed by client");
+        self.remove_peer(now, id, "closed by client", Departure::Ended);
         Ok(())
     }
 
@@ -305,12 +326,12 @@ impl Sfu {
     pub fn close_all(&mut self, now: Instant) {
         let ingest: Vec<_> = self.ingest.keys().copied().collect();
         for id in ingest {
-            self.close_ingest(now, id, "server shutting down");
+            self.close_ingest(now, id, "server shutting down", Departure::Ended);
         }
         let ids: Vec<_> = self.peers.keys().copied().collect();
         for id in ids {
             if self.peers.contains_key(&id) {
-                self.remove_peer(now, id, "server shutting down");
+                self.remove_peer(now, id, "server shutting down", Departure::Ended);
             }
         }
     }
@@ -374,7 +395,7 @@ impl Sfu {
             };
             peer.timer = None;
             if !peer.connected && now >= peer.connect_deadline {
-                self.remove_peer(now, id, "did not connect in time");
+                self.remove_peer(now, id, "did not connect in time", Departure::Dropped);
                 continue;
             }
             if let Err(e) = peer.pc.handle_timeout(now) {
@@ -391,6 +412,15 @@ impl Sfu {
         for name in due {
             self.poll_keyframe(now, &name);
         }
+        let expired: Vec<String> = self
+            .streams
+            .values()
+            .filter(|s| s.reconnect_deadline.is_some_and(|d| d <= now))
+            .map(|s| s.name.clone())
+            .collect();
+        for name in expired {
+            self.take_off_air(now, &name, "publisher did not reconnect in time");
+        }
     }
 
     /// The next time [`Sfu::handle_timeout`] must be called.
@@ -399,7 +429,13 @@ impl Sfu {
         let keyframes = self
             .streams
             .values()
-            .filter_map(|s| s.keyframes.deadline())
+            .filter_map(|s| {
+                s.keyframes
+                    .deadline()
+                    .into_iter()
+                    .chain(s.reconnect_deadline)
+                    .min()
+            })
             .min();
         match (peers, keyframes) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -420,10 +456,11 @@ impl Sfu {
         let mut out: Vec<_> = self
             .streams
             .values()
-            .filter(|s| s.publisher.is_some())
+            .filter(|s| s.is_active())
             .map(|s| StreamSummary {
                 name: s.name.clone(),
-                live: s.live,
+                live: s.live || s.reconnect_deadline.is_some(),
+                reconnecting: s.reconnect_deadline.is_some(),
                 viewers: s
                     .viewers
                     .iter()
@@ -533,7 +570,7 @@ impl Sfu {
         self.refile_timer(id);
 
         if failed {
-            self.remove_peer(now, id, "connection failed or closed");
+            self.remove_peer(now, id, "connection failed or closed", Departure::Dropped);
             return;
         }
         if became_connected {
@@ -542,10 +579,10 @@ impl Sfu {
                     info!(stream = %stream, session = %id, "stream is live");
                     if let Some(s) = self.streams.get_mut(&*stream) {
                         s.live = true;
+                        // Viewers kept through a reconnect need a keyframe from the new source.
+                        wants_keyframe |= !s.viewers.is_empty();
                     }
-                    self.events.push_back(StreamEvent::Live {
-                        stream: stream.to_string(),
-                    });
+                    self.go_on_air(&stream);
                 }
                 Role::Viewer => {
                     debug!(stream = %stream, session = %id, "viewer connected");
@@ -580,6 +617,7 @@ impl Sfu {
                 continue; // a payload type we did not negotiate (e.g. RTX): drop
             };
             let kind = track.kind;
+            let clock_rate = track.codec.rtp_codec.clock_rate;
             Metrics::add(&self.metrics.packets_received, 1);
             Metrics::add(&self.metrics.bytes_received, packet.payload.len() as u64);
             if kind == MediaKind::Video {
@@ -593,6 +631,11 @@ impl Sfu {
             packet.header.extension = false;
             packet.header.extensions.clear();
             packet.header.extension_profile = 0;
+            let numbering = match kind {
+                MediaKind::Video => &mut s.video_out,
+                MediaKind::Audio => &mut s.audio_out,
+            };
+            numbering.rewrite(now, &mut packet.header, clock_rate);
             for viewer_id in &s.viewers {
                 let Some(viewer) = self.peers.get_mut(viewer_id) else {
                     continue;
@@ -702,7 +745,7 @@ impl Sfu {
         }
     }
 
-    fn remove_peer(&mut self, now: Instant, id: SessionId, reason: &str) {
+    fn remove_peer(&mut self, now: Instant, id: SessionId, reason: &str, how: Departure) {
         let Some(mut peer) = self.peers.remove(&id) else {
             return;
         };
@@ -725,37 +768,78 @@ impl Sfu {
                     s.remove_viewer(id);
                 }
             }
-            Role::Publisher => self.end_stream(now, &peer.stream, id, reason),
+            Role::Publisher => self.end_stream(now, &peer.stream, id, reason, how),
         }
         if self.streams.get(&*peer.stream).is_some_and(|s| s.is_idle()) {
             self.streams.remove(&*peer.stream);
         }
     }
 
-    /// A stream's publisher `id` is gone: the stream goes offline and its viewers are told (BYE)
-    /// and dropped.
-    fn end_stream(&mut self, now: Instant, stream: &str, id: SessionId, reason: &str) {
+    /// A stream's publisher `id` is gone. Ended: the stream goes offline, its viewers are told
+    /// (BYE) and dropped. Dropped: the stream stays on air with its viewers until the reconnect
+    /// grace runs out.
+    fn end_stream(
+        &mut self,
+        now: Instant,
+        stream: &str,
+        id: SessionId,
+        reason: &str,
+        how: Departure,
+    ) {
         Metrics::sub(&self.metrics.publishers, 1);
-        info!(stream, session = %id, reason, "publisher removed; stream offline");
-        let viewers = match self.streams.get_mut(stream) {
-            Some(s) if s.publisher == Some(id) => {
-                let was_live = s.live;
-                s.publisher = None;
-                s.live = false;
-                s.tracks.clear();
-                s.video_ssrc = None;
-                if was_live {
-                    self.events.push_back(StreamEvent::Offline {
-                        stream: stream.to_owned(),
-                    });
-                }
-                std::mem::take(&mut s.viewers)
-            }
-            _ => Vec::new(),
+        let grace = self.reconnect_grace;
+        let Some(s) = self
+            .streams
+            .get_mut(stream)
+            .filter(|s| s.publisher == Some(id))
+        else {
+            return;
         };
+        s.publisher = None;
+        s.live = false;
+        s.video_ssrc = None;
+        if how == Departure::Dropped && s.on_air && !grace.is_zero() {
+            info!(stream, session = %id, reason, grace_secs = grace.as_secs_f32(), "publisher dropped; waiting for it to reconnect");
+            s.reconnect_deadline = Some(now + grace);
+            return;
+        }
+        info!(stream, session = %id, reason, "publisher removed; stream offline");
+        self.take_off_air(now, stream, reason);
+    }
+
+    /// The stream has no publisher and will get none: `Offline`, and its viewers are told (BYE)
+    /// and dropped.
+    fn take_off_air(&mut self, now: Instant, stream: &str, reason: &str) {
+        let Some(s) = self.streams.get_mut(stream) else {
+            return;
+        };
+        if s.reconnect_deadline.take().is_some() {
+            info!(stream, reason, "stream offline");
+        }
+        s.tracks.clear();
+        if std::mem::take(&mut s.on_air) {
+            self.events.push_back(StreamEvent::Offline {
+                stream: stream.to_owned(),
+            });
+        }
+        let viewers = std::mem::take(&mut s.viewers);
         for v in viewers {
             self.say_goodbye(now, v);
-            self.remove_peer(now, v, "publisher left");
+            self.remove_peer(now, v, "publisher left", Departure::Ended);
+        }
+        if self.streams.get(stream).is_some_and(|s| s.is_idle()) {
+            self.streams.remove(stream);
+        }
+    }
+
+    /// Announce the stream live, unless it already is (a publisher resuming it).
+    fn go_on_air(&mut self, stream: &str) {
+        if let Some(s) = self.streams.get_mut(stream) {
+            if !std::mem::replace(&mut s.on_air, true) {
+                self.events.push_back(StreamEvent::Live {
+                    stream: stream.to_owned(),
+                });
+            }
         }
     }
 
@@ -778,6 +862,7 @@ impl Sfu {
             .streams
             .entry(stream.to_owned())
             .or_insert_with(|| Stream::new(stream.to_owned(), self.pli_min_interval));
+        let resumed = entry.reconnect_deadline.take().is_some();
         entry.publisher = Some(id);
         entry.tracks = tracks;
         entry.video_ssrc = None;
@@ -785,10 +870,8 @@ impl Sfu {
         self.ingest.insert(id, Arc::from(stream));
         Metrics::add(&self.metrics.publishers, 1);
         Metrics::add(&self.metrics.sessions_created, 1);
-        info!(stream, session = %id, "ingest publisher live");
-        self.events.push_back(StreamEvent::Live {
-            stream: stream.to_owned(),
-        });
+        info!(stream, session = %id, resumed, "ingest publisher live");
+        self.go_on_air(stream);
         Ok(id)
     }
 
@@ -809,12 +892,9 @@ impl Sfu {
     }
 
     /// The ingest publisher stopped (or its connection dropped).
-    pub fn close_ingest(&mut self, now: Instant, id: SessionId, reason: &str) {
+    pub fn close_ingest(&mut self, now: Instant, id: SessionId, reason: &str, how: Departure) {
         if let Some(stream) = self.ingest.remove(&id) {
-            self.end_stream(now, &stream, id, reason);
-            if self.streams.get(&*stream).is_some_and(|s| s.is_idle()) {
-                self.streams.remove(&*stream);
-            }
+            self.end_stream(now, &stream, id, reason, how);
         }
     }
 

@@ -1,8 +1,9 @@
-//! A stream: at most one publisher, the tracks it negotiated, the viewers watching it, and its
-//! keyframe-request state.
+//! A stream: at most one publisher, the tracks it negotiated, the viewers watching it, its
+//! keyframe-request state, and what keeps it on air while a dropped publisher reconnects.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use super::continuity::Continuity;
 use super::keyframe::KeyframeRequests;
 use super::peer::PublishedTrack;
 use super::SessionId;
@@ -18,6 +19,14 @@ pub(crate) struct Stream {
     pub keyframes: KeyframeRequests,
     /// SSRC of the publisher's video, learned from its first video packet; PLIs name it.
     pub video_ssrc: Option<u32>,
+    /// Announced live (a `Live` event went out and no `Offline` since).
+    pub on_air: bool,
+    /// The publisher dropped without ending the stream: viewers are kept until then, for a
+    /// publisher that reconnects with the same key to take over.
+    pub reconnect_deadline: Option<Instant>,
+    /// Viewers' numbering, continuous across publishers.
+    pub video_out: Continuity,
+    pub audio_out: Continuity,
 }
 
 impl Stream {
@@ -30,7 +39,16 @@ impl Stream {
             viewers: Vec::new(),
             keyframes: KeyframeRequests::new(pli_min_interval),
             video_ssrc: None,
+            on_air: false,
+            reconnect_deadline: None,
+            video_out: Continuity::default(),
+            audio_out: Continuity::default(),
         }
+    }
+
+    /// Has a publisher, or is waiting for one to come back.
+    pub fn is_active(&self) -> bool {
+        self.publisher.is_some() || self.reconnect_deadline.is_some()
     }
 
     pub fn remove_viewer(&mut self, id: SessionId) {
@@ -39,6 +57,6 @@ impl Stream {
 
     /// No publisher and no viewers: nothing to keep.
     pub fn is_idle(&self) -> bool {
-        self.publisher.is_none() && self.viewers.is_empty()
+        !self.is_active() && self.viewers.is_empty()
     }
 }

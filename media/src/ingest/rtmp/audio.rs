@@ -8,6 +8,8 @@ use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 
+use crate::pipeline::{self, make};
+
 /// FLV SoundFormat 10: AAC (FLV spec, AUDIODATA).
 const SOUND_FORMAT_AAC: u8 = 10;
 /// Bytes queued in the pipeline's source before pushes are refused (bounded memory).
@@ -42,15 +44,9 @@ pub struct AacToOpus {
     sink: gst_app::AppSink,
 }
 
-fn init() -> Result<(), String> {
-    static INIT: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
-    INIT.get_or_init(|| gst::init().map_err(|e| e.to_string()))
-        .clone()
-}
-
 impl AacToOpus {
     pub fn new(audio_specific_config: &[u8]) -> Result<Self, String> {
-        init()?;
+        pipeline::init()?;
         let caps = gst::Caps::builder("audio/mpeg")
             .field("mpegversion", 4i32)
             .field("stream-format", "raw")
@@ -65,11 +61,6 @@ impl AacToOpus {
             .is_live(true)
             .max_bytes(MAX_QUEUED_BYTES)
             .build();
-        let make = |name: &str| {
-            gst::ElementFactory::make(name)
-                .build()
-                .map_err(|e| format!("{name}: {e}"))
-        };
         let parse = make("aacparse")?;
         let dec = make("avdec_aac")?;
         let convert = make("audioconvert")?;

@@ -17,14 +17,19 @@ pub const MAX_RTP_PAYLOAD: usize = 1100;
 /// What one RTMP video message holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VideoTag {
-    /// AVCDecoderConfigurationRecord: the SPS and PPS to send before every keyframe.
-    AvcConfig { sps: Vec<Bytes>, pps: Vec<Bytes> },
-    /// Length-prefixed NAL units of one frame; `cts` is the composition offset in ms
-    /// (non-zero with B-frames).
+    /// AVCDecoderConfigurationRecord (`record`): the SPS and PPS to send before every keyframe.
+    AvcConfig {
+        sps: Vec<Bytes>,
+        pps: Vec<Bytes>,
+        record: Bytes,
+    },
+    /// One frame: its NAL units, and `avcc`, the same as one length-prefixed access unit;
+    /// `cts` is the composition offset in ms (non-zero with B-frames).
     AvcFrame {
         keyframe: bool,
         cts: i32,
         nalus: Vec<Bytes>,
+        avcc: Bytes,
     },
     /// Enhanced RTMP (HEVC, AV1, VP9 as FourCC) or another legacy codec: refused with a message.
     Unsupported(String),
@@ -57,36 +62,40 @@ pub fn parse_video(data: &Bytes) -> Result<VideoTag, RtmpError> {
     let body = data.slice(5..);
     match packet_type {
         AVC_SEQUENCE_HEADER => parse_avc_config(&body),
-        AVC_NALU => {
-            let mut nalus = Vec::new();
-            let mut pos = 0;
-            while pos + 4 <= body.len() {
-                let len =
-                    u32::from_be_bytes([body[pos], body[pos + 1], body[pos + 2], body[pos + 3]])
-                        as usize;
-                pos += 4;
-                if len == 0 || pos + len > body.len() {
-                    return Err(RtmpError::Chunk("NAL unit length runs past the tag"));
-                }
-                nalus.push(body.slice(pos..pos + len));
-                pos += len;
-            }
-            Ok(VideoTag::AvcFrame {
-                keyframe,
-                cts,
-                nalus,
-            })
-        }
+        AVC_NALU => Ok(VideoTag::AvcFrame {
+            keyframe,
+            cts,
+            nalus: split_avcc(&body)?,
+            avcc: body,
+        }),
         _ => Ok(VideoTag::AvcFrame {
             keyframe,
             cts,
             nalus: Vec::new(),
+            avcc: Bytes::new(),
         }), // end of sequence
     }
 }
 
+/// The NAL units of one access unit in AVCC form (4-byte big-endian lengths).
+pub fn split_avcc(body: &Bytes) -> Result<Vec<Bytes>, RtmpError> {
+    let mut nalus = Vec::new();
+    let mut pos = 0;
+    while pos + 4 <= body.len() {
+        let len =
+            u32::from_be_bytes([body[pos], body[pos + 1], body[pos + 2], body[pos + 3]]) as usize;
+        pos += 4;
+        if len == 0 || pos + len > body.len() {
+            return Err(RtmpError::Chunk("NAL unit length runs past the tag"));
+        }
+        nalus.push(body.slice(pos..pos + len));
+        pos += len;
+    }
+    Ok(nalus)
+}
+
 /// ISO/IEC 14496-15 §5.3.3.1 AVCDecoderConfigurationRecord.
-fn parse_avc_config(b: &Bytes) -> Result<VideoTag, RtmpError> {
+pub fn parse_avc_config(b: &Bytes) -> Result<VideoTag, RtmpError> {
     let short = RtmpError::Chunk("short AVCDecoderConfigurationRecord");
     let n_sps = (*b.get(5).ok_or(short.clone())? & 0x1f) as usize;
     let mut pos = 6;
@@ -113,7 +122,11 @@ fn parse_avc_config(b: &Bytes) -> Result<VideoTag, RtmpError> {
         .ok_or(RtmpError::Chunk("short AVCDecoderConfigurationRecord"))? as usize;
     pos += 1;
     let pps = take_sets(n_pps, &mut pos)?;
-    Ok(VideoTag::AvcConfig { sps, pps })
+    Ok(VideoTag::AvcConfig {
+        sps,
+        pps,
+        record: b.clone(),
+    })
 }
 
 /// `profile-level-id` (RFC 6184 §8.1) from an SPS: the three bytes after the NAL header.
@@ -176,11 +189,17 @@ mod tests {
         tag.push(1);
         tag.extend_from_slice(&[0, 3]);
         tag.extend_from_slice(&pps);
-        let VideoTag::AvcConfig { sps: s, pps: p } = parse_video(&Bytes::from(tag)).unwrap() else {
+        let VideoTag::AvcConfig {
+            sps: s,
+            pps: p,
+            record,
+        } = parse_video(&Bytes::from(tag.clone())).unwrap()
+        else {
             panic!()
         };
         assert_eq!(s, vec![Bytes::copy_from_slice(&sps)]);
         assert_eq!(p, vec![Bytes::copy_from_slice(&pps)]);
+        assert_eq!(record, tag[5..]);
         assert_eq!(profile_level_id(&sps).as_deref(), Some("64001f"));
 
         // A B-frame-style tag: inter frame, cts = -33 ms (signed), one NAL unit.
@@ -190,7 +209,8 @@ mod tests {
             VideoTag::AvcFrame {
                 keyframe: false,
                 cts: -33,
-                nalus: vec![Bytes::from_static(&[0x41, 0x9a])]
+                nalus: vec![Bytes::from_static(&[0x41, 0x9a])],
+                avcc: Bytes::from_static(&[0, 0, 0, 2, 0x41, 0x9a]),
             }
         );
         frame[8] = 9; // NAL length past the end

@@ -1,6 +1,6 @@
 //! The RTMP listener: one task per TCP connection, each driving a [`ServerSession`] and turning
-//! an accepted publish into an SFU ingest publisher: H.264 → RTP as is, AAC → Opus RTP through
-//! GStreamer (`audio.rs`).
+//! an accepted publish into an SFU ingest publisher: H.264 → RTP as is (or re-encoded without
+//! B-frames through GStreamer, `reencode.rs`), AAC → Opus RTP through GStreamer (`audio.rs`).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -17,10 +17,11 @@ use tracing::{debug, info, warn};
 
 use super::audio::{self, AacToOpus, AudioTag};
 use super::flv::{self, VideoTag};
+use super::reencode::WithoutBFrames;
 use super::session::{ServerSession, SessionEvent};
 use crate::runtime::MediaHandle;
 use crate::sfu::peer::PublishedTrack;
-use crate::sfu::SessionId;
+use crate::sfu::{Departure, SessionId};
 
 /// A connection that sends nothing for this long is closed (a stalled publisher frees its
 /// stream for a reconnect).
@@ -65,12 +66,16 @@ struct Publishing {
     stream: String,
     ingest: Option<SessionId>,
     sps_pps: Vec<Bytes>,
+    /// The AVCDecoderConfigurationRecord, for the re-encoder.
+    avc_record: Bytes,
     ssrc: u32,
     seq: u16,
     ts_base: u32,
     audio: Option<AacToOpus>,
-    /// Said once per publish: the stream has B-frames (non-zero composition offsets).
-    warned_b_frames: bool,
+    /// The stream has B-frames (non-zero composition offsets): its video is re-encoded.
+    b_frames: bool,
+    /// Started at the first keyframe once B-frames were seen.
+    reencoder: Option<WithoutBFrames>,
     audio_ssrc: u32,
     audio_seq: u16,
     audio_ts_base: u32,
@@ -119,11 +124,13 @@ async fn connection(
                             stream,
                             ingest: None,
                             sps_pps: Vec::new(),
+                            avc_record: Bytes::new(),
                             ssrc: rand::random(),
                             seq: rand::random(),
                             ts_base: rand::random(),
                             audio: None,
-                            warned_b_frames: false,
+                            b_frames: false,
+                            reencoder: None,
                             audio_ssrc: rand::random(),
                             audio_seq: rand::random(),
                             audio_ts_base: rand::random(),
@@ -182,8 +189,14 @@ async fn connection(
         ..
     }) = publishing
     {
-        info!(%peer, %stream, reason, "rtmp publisher gone");
-        media.close_ingest(id, "rtmp publisher left").await;
+        // Only an unpublish (or a refused codec) ends the stream; a lost connection may be OBS
+        // about to reconnect.
+        let how = match reason {
+            "unpublished" | UNSUPPORTED_VIDEO => Departure::Ended,
+            _ => Departure::Dropped,
+        };
+        info!(%peer, %stream, reason, ?how, "rtmp publisher gone");
+        media.close_ingest(id, "rtmp publisher left", how).await;
     } else {
         debug!(%peer, reason, "rtmp connection closed");
     }
@@ -196,12 +209,15 @@ async fn on_video(
     data: &Bytes,
 ) -> Result<(), &'static str> {
     match flv::parse_video(data).map_err(|_| "malformed video tag")? {
-        VideoTag::AvcConfig { sps, pps } => {
+        VideoTag::AvcConfig { sps, pps, record } => {
             let profile = sps
                 .first()
                 .and_then(|s| flv::profile_level_id(s))
                 .unwrap_or_else(|| "42e01f".into());
             p.sps_pps = sps.into_iter().chain(pps).collect();
+            p.avc_record = record;
+            // New parameters (a resolution change, say): the decoder starts again with them.
+            p.reencoder = None;
             if p.ingest.is_none() {
                 match media
                     .publish_ingest(
@@ -223,50 +239,99 @@ async fn on_video(
             keyframe,
             cts,
             nalus,
+            avcc,
         } => {
             let Some(id) = p.ingest else { return Ok(()) };
             if nalus.is_empty() {
                 return Ok(());
             }
-            if cts != 0 && !p.warned_b_frames {
-                p.warned_b_frames = true;
-                warn!(stream = %p.stream, "stream has B-frames: WebRTC viewers may stutter; set the encoder's B-frames to 0 (re-encoding is not implemented yet)");
+            if cts != 0 && !p.b_frames {
+                p.b_frames = true;
+                info!(stream = %p.stream, "stream has B-frames: its video is re-encoded without them for WebRTC viewers (set the encoder's B-frames to 0 to save this)");
             }
-            // Viewers joining at this keyframe need the parameter sets in band.
-            let mut units = Vec::with_capacity(nalus.len() + 2);
-            if keyframe {
-                units.extend(p.sps_pps.iter().cloned());
+            if !p.b_frames {
+                let ts = flv::rtp_timestamp(timestamp, cts);
+                let parameter_sets = if keyframe {
+                    p.sps_pps.clone()
+                } else {
+                    Vec::new()
+                };
+                return send_frame(media, p, id, ts, parameter_sets, nalus).await;
             }
-            units.extend(nalus);
-            let ts = p.ts_base.wrapping_add(flv::rtp_timestamp(timestamp, cts));
-            let packets = flv::packetize(&units, flv::MAX_RTP_PAYLOAD)
-                .into_iter()
-                .map(|(payload, marker)| {
-                    p.seq = p.seq.wrapping_add(1);
-                    rtp::Packet {
-                        header: rtp::Header {
-                            version: 2,
-                            marker,
-                            payload_type: 96,
-                            sequence_number: p.seq,
-                            timestamp: ts,
-                            ssrc: p.ssrc,
-                            ..Default::default()
-                        },
-                        payload,
+            if p.reencoder.is_none() {
+                if !keyframe {
+                    return Ok(()); // decoding starts at a keyframe
+                }
+                match WithoutBFrames::new(&p.avc_record) {
+                    Ok(r) => p.reencoder = Some(r),
+                    Err(e) => {
+                        warn!(stream = %p.stream, error = %e, "video re-encoder could not start; forwarding the B-frames as they are");
+                        p.b_frames = false;
+                        let ts = flv::rtp_timestamp(timestamp, cts);
+                        let parameter_sets = p.sps_pps.clone();
+                        return send_frame(media, p, id, ts, parameter_sets, nalus).await;
                     }
-                })
-                .collect();
-            media
-                .push_ingest(id, packets)
-                .await
-                .map_err(|_| "media core gone")
+                }
+            }
+            let Some(reencoder) = p.reencoder.as_mut() else {
+                return Ok(());
+            };
+            let frames = match reencoder.push(timestamp, cts, keyframe, &avcc) {
+                Ok(f) => f,
+                Err(e) => {
+                    // Restart at the next keyframe.
+                    warn!(stream = %p.stream, error = %e, "video re-encoder failed; restarting");
+                    p.reencoder = None;
+                    return Ok(());
+                }
+            };
+            for f in frames {
+                send_frame(media, p, id, f.rtp_ts, f.parameter_sets, f.nalus).await?;
+            }
+            Ok(())
         }
         VideoTag::Unsupported(what) => {
             warn!(stream = %p.stream, %what, "rtmp video refused");
             Err(UNSUPPORTED_VIDEO)
         }
     }
+}
+
+/// One access unit to the SFU as RTP: `parameter_sets` (SPS, PPS) first, so viewers joining at
+/// a keyframe can decode it. `ts` is on the 90 kHz clock from the RTMP clock's zero.
+async fn send_frame(
+    media: &MediaHandle,
+    p: &mut Publishing,
+    id: SessionId,
+    ts: u32,
+    parameter_sets: Vec<Bytes>,
+    nalus: Vec<Bytes>,
+) -> Result<(), &'static str> {
+    let mut units = parameter_sets;
+    units.extend(nalus);
+    let ts = p.ts_base.wrapping_add(ts);
+    let packets = flv::packetize(&units, flv::MAX_RTP_PAYLOAD)
+        .into_iter()
+        .map(|(payload, marker)| {
+            p.seq = p.seq.wrapping_add(1);
+            rtp::Packet {
+                header: rtp::Header {
+                    version: 2,
+                    marker,
+                    payload_type: 96,
+                    sequence_number: p.seq,
+                    timestamp: ts,
+                    ssrc: p.ssrc,
+                    ..Default::default()
+                },
+                payload,
+            }
+        })
+        .collect();
+    media
+        .push_ingest(id, packets)
+        .await
+        .map_err(|_| "media core gone")
 }
 
 async fn on_audio(

@@ -6,6 +6,7 @@
 //! - `amf0.rs`: AMF0 values, for command messages (`connect`, `publish`, `onStatus`, ...).
 //! - `audio.rs`: FLV audio tags, and AAC → Opus through GStreamer.
 //! - `flv.rs`: FLV video tags (AVC config, frames, enhanced-RTMP refusal) and H.264 → RTP.
+//! - `reencode.rs`: H.264 with B-frames → without, through GStreamer, for WebRTC viewers.
 //! - `session.rs`: one server-side connection: commands answered, publish requests and media
 //!   handed to the caller.
 //!
@@ -18,6 +19,7 @@ pub mod chunk;
 pub mod flv;
 pub mod handshake;
 pub mod listener;
+pub mod reencode;
 pub mod session;
 
 /// Why a peer's bytes were refused; the connection is then closed.
