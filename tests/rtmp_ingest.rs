@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use common::*;
 use loadtest::{view, VideoCodec, ViewConfig};
+use media::ingest::rtmp::client::{obs_until_publish, replies};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -158,7 +159,7 @@ async fn a_publisher_that_reconnects_resumes_the_stream_for_its_viewers() {
         server.media.streams().await.unwrap().iter().any(|s| s.live)
     })
     .await;
-    let viewer = view(ViewConfig::new(&base(&server), "demo")).await.unwrap();
+    let viewer = view(ViewConfig::new(base(&server), "demo")).await.unwrap();
     let before = viewer
         .wait_until(|s| s.video.packets >= 60 && s.audio.packets >= 20, WAIT)
         .await
@@ -214,7 +215,7 @@ async fn b_frames_are_re_encoded_away_for_webrtc_viewers() {
         server.media.streams().await.unwrap().iter().any(|s| s.live)
     })
     .await;
-    let viewer = view(ViewConfig::new(&base(&server), "demo")).await.unwrap();
+    let viewer = view(ViewConfig::new(base(&server), "demo")).await.unwrap();
     let stats = viewer
         .wait_until(
             |s| s.video.packets >= 300 && s.video.keyframes >= 1 && s.audio.packets >= 50,
@@ -232,5 +233,60 @@ async fn b_frames_are_re_encoded_away_for_webrtc_viewers() {
     publisher.kill().unwrap();
     let _ = publisher.wait();
     let _ = viewer.stop().await;
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enhanced_rtmp_hevc_is_refused_with_a_status_naming_the_codec() {
+    let (server, _dir) = start_server().await;
+    // OBS 30+ publishing HEVC: an enhanced-RTMP video tag (IsExHeader | keyframe, PacketType
+    // SequenceStart, FourCC "hvc1") right after the accepted publish.
+    let mut client = obs_until_publish(KEY);
+    let mut sock = tokio::net::TcpStream::connect(server.rtmp_addr)
+        .await
+        .unwrap();
+    sock.write_all(&client.wire).await.unwrap();
+    let statuses = |got: &[u8]| -> Vec<_> {
+        replies(got)
+            .into_iter()
+            .filter(|v| v.first().and_then(|c| c.as_str()) == Some("onStatus"))
+            .filter_map(|v| v.get(3).cloned())
+            .collect()
+    };
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let mut sent_video = false;
+    // Like OBS, send media once the publish is accepted; then read until the server closes.
+    loop {
+        if !sent_video && !statuses(&got).is_empty() {
+            client.wire.clear();
+            client.video(0, vec![0x90, b'h', b'v', b'c', b'1', 0x01, 0x02, 0x03]);
+            sock.write_all(&client.wire).await.unwrap();
+            sent_video = true;
+        }
+        match tokio::time::timeout(Duration::from_secs(5), sock.read(&mut buf)).await {
+            Err(_) => panic!("the server must answer, then close the connection"),
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    assert!(sent_video, "publish accepted before the connection closed");
+    let statuses = statuses(&got);
+    let field = |v: &media::ingest::rtmp::amf0::Value, k: &str| {
+        v.get(k)
+            .and_then(|x| x.as_str())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert_eq!(field(&statuses[0], "code"), "NetStream.Publish.Start");
+    let last = statuses.last().unwrap();
+    assert_eq!(field(last, "level"), "error", "{statuses:?}");
+    assert!(
+        field(last, "description").contains("unsupported video codec"),
+        "{statuses:?}"
+    );
+    // Refused, not dropped: nothing waits for a reconnect.
+    assert!(server.media.streams().await.unwrap().is_empty());
+    assert_eq!(metric(&server, "publishers").await, 0);
     server.shutdown().await;
 }

@@ -1,10 +1,10 @@
 // Benchmark (not a test) of RTMP ingest. Run inside a loopback-only netns (docs/benchmarks.md).
 //
-//   node bench-rtmp.mjs latency [--seconds 20] [--bframes]
+//   node bench-rtmp.mjs latency [--seconds 20] [--source zerolatency|bframes|obs]
 //     Glass-to-glass: this script paints Date.now() into raw 640x360 frames as the block code of
 //     latency-probe.mjs, 30 per second, and pipes them to ffmpeg, which encodes them with x264
-//     (zerolatency, or "high" with B-frames for --bframes) and publishes over RTMP; a Chromium
-//     WHEP viewer reads the code of every decoded frame. One machine, one clock.
+//     (see X264 below) and publishes over RTMP; a Chromium WHEP viewer reads the code of every
+//     decoded frame. One machine, one clock.
 //
 //   node bench-rtmp.mjs cpu [--streams 4] [--seconds 20]
 //     glint's CPU per RTMP stream (ffmpeg testsrc2 640x360 30 fps + 440 Hz sine): video only,
@@ -17,11 +17,17 @@ import { VIEW, BITS, BLOCK, pct } from './latency-probe.mjs';
 const [mode = 'latency', ...rest] = process.argv.slice(2);
 const args = Object.fromEntries(rest.reduce((acc, a, i, all) => (a.startsWith('--') ? [...acc, [a.slice(2), all[i + 1] && !all[i + 1].startsWith('--') ? all[i + 1] : true]] : acc), []));
 const seconds = Number(args.seconds ?? 20);
+const source = args.source ?? 'zerolatency';
 const W = 640, H = 360, FPS = 30;
 
-const x264 = (bframes) => (bframes
-  ? ['-preset', 'veryfast', '-profile:v', 'high', '-bf', '2']
-  : ['-preset', 'ultrafast', '-tune', 'zerolatency', '-profile:v', 'baseline', '-bf', '0']);
+// x264 settings of the RTMP source. B-frame sources are re-encoded by glint; `bframes` keeps
+// x264's own delay small (no lookahead, sliced threads) so glint's share shows.
+const X264 = {
+  zerolatency: ['-preset', 'ultrafast', '-tune', 'zerolatency', '-profile:v', 'baseline', '-bf', '0'],
+  bframes: ['-preset', 'ultrafast', '-profile:v', 'high', '-bf', '2', '-x264-params', 'b-adapt=0:rc-lookahead=0:sync-lookahead=0:sliced-threads=1'],
+  obs: ['-preset', 'veryfast', '-profile:v', 'high', '-bf', '2'], // OBS's x264 defaults
+};
+const x264 = (bframes) => X264[bframes ? 'bframes' : 'zerolatency'];
 
 /** One gray frame carrying `t` as the block code, with a moving bar so frames differ. */
 function paint(frame, t) {
@@ -37,7 +43,7 @@ function paint(frame, t) {
 async function latency(glint) {
   const ffmpeg = spawn('ffmpeg', ['-hide_banner', '-loglevel', 'error',
     '-f', 'rawvideo', '-pix_fmt', 'gray', '-s', `${W}x${H}`, '-r', String(FPS), '-i', '-',
-    '-pix_fmt', 'yuv420p', '-c:v', 'libx264', ...x264(args.bframes), '-g', '60',
+    '-pix_fmt', 'yuv420p', '-c:v', 'libx264', ...X264[source], '-g', '60',
     '-f', 'flv', `${glint.rtmp}/live/test-key`], { stdio: ['pipe', 'ignore', 'inherit'] });
   const frame = Buffer.alloc(W * H);
   const start = Date.now();
@@ -61,7 +67,7 @@ async function latency(glint) {
     await page.evaluate(() => { window.samples = []; });
     await new Promise((r) => setTimeout(r, seconds * 1000)); // the measurement window
     const samples = await page.evaluate(() => window.samples);
-    console.log(JSON.stringify({ path: 'rtmp→webrtc', x264: args.bframes ? 'veryfast high, 2 B-frames (re-encoded by glint)' : 'ultrafast zerolatency baseline', samples: samples.length, median_ms: pct(samples, 50), p95_ms: pct(samples, 95) }));
+    console.log(JSON.stringify({ path: 'rtmp→webrtc', source, x264: X264[source].join(' '), samples: samples.length, median_ms: pct(samples, 50), p95_ms: pct(samples, 95) }));
   } finally {
     running = false;
     ffmpeg.stdin.end();

@@ -9,6 +9,7 @@
 //! - `reencode.rs`: H.264 with B-frames → without, through GStreamer, for WebRTC viewers.
 //! - `session.rs`: one server-side connection: commands answered, publish requests and media
 //!   handed to the caller.
+//! - `client.rs`: the publisher's side as bytes (what OBS sends), for tests.
 //!
 //! Every parser here reads untrusted network bytes: none panics, all are fuzzed
 //! (`fuzz/fuzz_targets/rtmp_*.rs` and the bounded mutation test in `crate::fuzzing`).
@@ -16,6 +17,7 @@
 pub mod amf0;
 pub mod audio;
 pub mod chunk;
+pub mod client;
 pub mod flv;
 pub mod handshake;
 pub mod listener;

@@ -18,10 +18,10 @@ use super::RtmpError;
 
 const MSG_WINDOW_ACK_SIZE: u8 = 5;
 const MSG_SET_PEER_BANDWIDTH: u8 = 6;
-const MSG_AUDIO: u8 = 8;
-const MSG_VIDEO: u8 = 9;
-const MSG_DATA_AMF0: u8 = 18;
-const MSG_COMMAND_AMF0: u8 = 20;
+pub(crate) const MSG_AUDIO: u8 = 8;
+pub(crate) const MSG_VIDEO: u8 = 9;
+pub(crate) const MSG_DATA_AMF0: u8 = 18;
+pub(crate) const MSG_COMMAND_AMF0: u8 = 20;
 /// Our outgoing chunk size (announced right after `connect`).
 const OUT_CHUNK_SIZE: usize = 4096;
 const WINDOW_ACK_SIZE: u32 = 2_500_000;
@@ -297,109 +297,7 @@ impl ServerSession {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ingest::rtmp::handshake::{SIG_LEN, VERSION};
-
-    /// What OBS sends, as a client would put it on the wire.
-    struct Client {
-        wire: Vec<u8>,
-        chunk_size: usize,
-    }
-
-    impl Client {
-        fn new() -> Self {
-            let mut wire = vec![VERSION];
-            wire.extend(std::iter::repeat_n(1u8, SIG_LEN)); // C1
-            wire.extend(std::iter::repeat_n(2u8, SIG_LEN)); // C2 (sent early: servers must cope)
-            Self {
-                wire,
-                chunk_size: chunk::DEFAULT_CHUNK_SIZE,
-            }
-        }
-
-        fn msg(&mut self, csid: u32, type_id: u8, stream_id: u32, ts: u32, payload: Vec<u8>) {
-            let m = Message {
-                csid,
-                timestamp: ts,
-                type_id,
-                stream_id,
-                payload: payload.into(),
-            };
-            chunk::write_message(&mut self.wire, self.chunk_size, csid, &m);
-        }
-
-        fn cmd(&mut self, stream_id: u32, values: &[Value]) {
-            let mut body = Vec::new();
-            for v in values {
-                amf0::encode(&mut body, v);
-            }
-            self.msg(3, MSG_COMMAND_AMF0, stream_id, 0, body);
-        }
-    }
-
-    fn s(x: &str) -> Value {
-        Value::String(x.into())
-    }
-
-    fn obs_until_publish(key: &str) -> Client {
-        let mut c = Client::new();
-        c.msg(
-            2,
-            chunk::MSG_SET_CHUNK_SIZE,
-            0,
-            0,
-            4096u32.to_be_bytes().to_vec(),
-        );
-        c.chunk_size = 4096;
-        c.cmd(
-            0,
-            &[
-                s("connect"),
-                Value::Number(1.0),
-                Value::Object(vec![
-                    ("app".into(), s("live")),
-                    ("type".into(), s("nonprivate")),
-                    ("tcUrl".into(), s("rtmp://127.0.0.1/live")),
-                ]),
-            ],
-        );
-        c.cmd(
-            0,
-            &[s("releaseStream"), Value::Number(2.0), Value::Null, s(key)],
-        );
-        c.cmd(
-            0,
-            &[s("FCPublish"), Value::Number(3.0), Value::Null, s(key)],
-        );
-        c.cmd(0, &[s("createStream"), Value::Number(4.0), Value::Null]);
-        c.cmd(
-            1,
-            &[
-                s("publish"),
-                Value::Number(5.0),
-                Value::Null,
-                s(key),
-                s("live"),
-            ],
-        );
-        c
-    }
-
-    /// Read the server's replies back as a client would.
-    fn replies(bytes: &[u8]) -> Vec<Vec<Value>> {
-        let mut rest = &bytes[1 + 2 * SIG_LEN..];
-        let mut r = ChunkReader::default();
-        let mut out = Vec::new();
-        loop {
-            let (n, m) = r.read(rest).unwrap();
-            if n == 0 {
-                return out;
-            }
-            if let Some(m) = m.filter(|m| m.type_id == MSG_COMMAND_AMF0) {
-                out.push(amf0::decode_all(&m.payload).unwrap());
-            }
-            rest = &rest[n..];
-        }
-    }
+    use crate::ingest::rtmp::client::{obs_until_publish, replies, s, Client};
 
     #[test]
     fn obs_publish_accepted_then_media_flows() {
