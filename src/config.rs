@@ -41,6 +41,10 @@ pub struct Cli {
     /// the same key and resume its stream before viewers are dropped; 0 ends it at once. [default: 20]
     #[arg(long, env = "GLINT_RECONNECT_GRACE")]
     pub reconnect_grace: Option<u64>,
+    /// HLS ladder of every live stream, written to <data dir>/hls and served at /hls/ (true/false).
+    /// [default: true]
+    #[arg(long, env = "GLINT_HLS")]
+    pub hls: Option<bool>,
     /// STUN/TURN URLs offered to clients in Link headers (comma separated).
     #[arg(long, env = "GLINT_ICE_SERVERS", value_delimiter = ',')]
     pub ice_server: Vec<String>,
@@ -65,6 +69,8 @@ pub struct FileConfig {
     pub cors_origins: Vec<String>,
     pub max_sessions: Option<usize>,
     pub reconnect_grace_secs: Option<u64>,
+    pub hls: Option<bool>,
+    pub hls_segment_secs: Option<u64>,
 }
 
 /// The resolved configuration the server runs with.
@@ -134,6 +140,13 @@ impl Config {
             c.data_dir = v;
         }
         c.database = cli.database.or(file.database);
+        if cli.hls.or(file.hls).unwrap_or(true) {
+            let mut hls = media::hls::HlsConfig::new(c.data_dir.join("hls"));
+            if let Some(s) = file.hls_segment_secs.filter(|s| (1..=10).contains(s)) {
+                hls.segment = std::time::Duration::from_secs(s);
+            }
+            c.media.hls = Some(hls);
+        }
         c.stream_keys = file.stream_keys;
         for pair in cli.stream_key {
             let (name, key) = pair

@@ -1,5 +1,5 @@
 //! The HTTP surface of the binary: WHIP/WHEP (from `signaling`), the platform API (`/api`, from
-//! `api`), `/metrics`, `/api/live`, and
+//! `api`), `/metrics`, `/api/live`, `/hls/` (the local HLS store), and
 //! the built-in watch and publish pages; CORS, body limits and request tracing around them.
 
 use std::sync::Arc;
@@ -39,11 +39,15 @@ pub fn router(
         .route("/healthz", get(|| async { "ok" }))
         .route("/api/live", get(live))
         .with_state(media);
-    signaling
-        .merge(pages)
-        .merge(api.router())
-        .layer(cors(config))
-        .layer(TraceLayer::new_for_http())
+    let mut app = signaling.merge(pages).merge(api.router());
+    if let Some(hls) = &config.media.hls {
+        app = app.merge(
+            Router::new()
+                .route("/hls/{*path}", get(hls_object))
+                .with_state(Arc::new(hls.dir.clone())),
+        );
+    }
+    app.layer(cors(config)).layer(TraceLayer::new_for_http())
 }
 
 fn page_for(page: &'static str) -> impl Fn(Path<String>) -> std::future::Ready<Response> + Clone {
@@ -91,6 +95,31 @@ fn cors(config: &Config) -> CorsLayer {
             header::LINK,
             "accept-patch".parse().unwrap(),
         ])
+}
+
+/// HLS objects from the local store, with the Content-Type and Cache-Control a CDN needs.
+async fn hls_object(
+    State(dir): State<Arc<std::path::PathBuf>>,
+    Path(path): Path<String>,
+) -> Response {
+    use media::hls::store::Kind;
+    let safe = path
+        .split('/')
+        .all(|p| !p.is_empty() && p != "." && p != ".." && !p.contains('\\'));
+    let Some(kind) = Kind::of_path(&path).filter(|_| safe) else {
+        return (StatusCode::NOT_FOUND, "no such HLS object").into_response();
+    };
+    match tokio::fs::read(dir.join(&path)).await {
+        Ok(body) => (
+            [
+                (header::CONTENT_TYPE, kind.content_type()),
+                (header::CACHE_CONTROL, kind.cache_control()),
+            ],
+            body,
+        )
+            .into_response(),
+        Err(_) => (StatusCode::NOT_FOUND, "no such HLS object").into_response(),
+    }
 }
 
 async fn metrics(State(media): State<MediaHandle>) -> Response {

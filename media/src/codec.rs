@@ -111,27 +111,42 @@ fn h264_is_keyframe(payload: &[u8]) -> bool {
     }
 }
 
-fn vp8_is_keyframe(payload: &[u8]) -> bool {
-    // RFC 7741 §4.2 payload descriptor, then §4.3 payload header.
-    let Some(&b0) = payload.first() else {
-        return false;
-    };
+/// The SPS NAL unit in an RTP payload (single NAL unit or STAP-A), if there is one.
+pub fn h264_sps(payload: &[u8]) -> Option<&[u8]> {
+    match payload.first()? & 0x1f {
+        NAL_SPS => Some(payload),
+        NAL_STAP_A => {
+            let mut rest = &payload[1..];
+            while rest.len() > 2 {
+                let size = u16::from_be_bytes([rest[0], rest[1]]) as usize;
+                let nal = rest.get(2..2 + size)?;
+                if nal.first().map(|b| b & 0x1f) == Some(NAL_SPS) {
+                    return Some(nal);
+                }
+                rest = &rest[2 + size..];
+            }
+            None
+        }
+        _ => None,
+    }
+}
+
+/// Where the VP8 frame starts in an RTP payload that begins one (RFC 7741 §4.2 payload
+/// descriptor, S=1 and partition 0), or `None` for other packets.
+pub fn vp8_frame_start(payload: &[u8]) -> Option<usize> {
+    let &b0 = payload.first()?;
     let start_of_partition = b0 & 0x10 != 0;
     let partition_id = b0 & 0x07;
     if !start_of_partition || partition_id != 0 {
-        return false;
+        return None;
     }
     let mut idx = 1;
     if b0 & 0x80 != 0 {
-        let Some(&x) = payload.get(idx) else {
-            return false;
-        };
+        let &x = payload.get(idx)?;
         idx += 1;
         if x & 0x80 != 0 {
             // PictureID: 7 or 15 bits.
-            let Some(&pid) = payload.get(idx) else {
-                return false;
-            };
+            let &pid = payload.get(idx)?;
             idx += if pid & 0x80 != 0 { 2 } else { 1 };
         }
         if x & 0x40 != 0 {
@@ -141,8 +156,12 @@ fn vp8_is_keyframe(payload: &[u8]) -> bool {
             idx += 1; // TID/Y/KEYIDX
         }
     }
-    // Payload header: P bit (bit 0) is 0 for a key frame.
-    payload.get(idx).is_some_and(|h| h & 0x01 == 0)
+    (idx < payload.len()).then_some(idx)
+}
+
+fn vp8_is_keyframe(payload: &[u8]) -> bool {
+    // §4.3 payload header: P bit (bit 0) is 0 for a key frame.
+    vp8_frame_start(payload).is_some_and(|i| payload[i] & 0x01 == 0)
 }
 
 /// Video RTCP feedback we negotiate: NACK (we answer from a cache), PLI and FIR (we coalesce

@@ -24,6 +24,8 @@ pub struct MediaConfig {
     /// this long and take its stream back: viewers stay connected and the stream stays live.
     /// Zero: a drop ends the stream at once.
     pub reconnect_grace: Duration,
+    /// HLS ladder for every live stream; `None`: off.
+    pub hls: Option<crate::hls::HlsConfig>,
 }
 
 impl Default for MediaConfig {
@@ -37,6 +39,7 @@ impl Default for MediaConfig {
             max_sessions: 5000,
             pli_min_interval: Duration::from_millis(300),
             reconnect_grace: Duration::from_secs(20),
+            hls: None,
         }
     }
 }

@@ -13,12 +13,14 @@
 //!   how signaling talks to it.
 //! - [`metrics`]: counters read by `/metrics` without going through the media task.
 //! - [`ingest`]: publishers that are not WebRTC peers (RTMP), and their GStreamer transcoders.
+//! - [`hls`]: the HLS ladder of every live stream (GStreamer), and where its objects are stored.
 //! - `pipeline.rs`: GStreamer set-up shared by every pipeline.
 
 pub mod codec;
 pub mod config;
 pub mod error;
 pub mod fuzzing;
+pub mod hls;
 pub mod ingest;
 pub mod metrics;
 mod pipeline;

@@ -17,6 +17,12 @@ pub struct Metrics {
     pub plis_sent: AtomicU64,
     pub keyframe_requests: AtomicU64,
     pub datagrams_unroutable: AtomicU64,
+    pub hls_transcoders: AtomicU64,
+    pub hls_uploads: AtomicU64,
+    pub hls_uploads_failed: AtomicU64,
+    pub hls_uploads_dropped: AtomicU64,
+    pub hls_packets_dropped: AtomicU64,
+    pub hls_frames_dropped: AtomicU64,
 }
 
 impl Metrics {
@@ -30,7 +36,7 @@ impl Metrics {
 
     /// Prometheus text exposition of every counter, prefixed `glint_`.
     pub fn render_prometheus(&self, out: &mut String) {
-        let rows: [(&str, &str, &str, &AtomicU64); 11] = [
+        let rows: [(&str, &str, &str, &AtomicU64); 17] = [
             (
                 "publishers",
                 "gauge",
@@ -96,6 +102,42 @@ impl Metrics {
                 "counter",
                 "UDP datagrams that matched no session",
                 &self.datagrams_unroutable,
+            ),
+            (
+                "hls_transcoders",
+                "gauge",
+                "Streams whose HLS ladder is being produced",
+                &self.hls_transcoders,
+            ),
+            (
+                "hls_uploads_total",
+                "counter",
+                "HLS objects (segments, playlists) stored or deleted",
+                &self.hls_uploads,
+            ),
+            (
+                "hls_uploads_failed_total",
+                "counter",
+                "HLS objects given up on after retries (storage down)",
+                &self.hls_uploads_failed,
+            ),
+            (
+                "hls_uploads_dropped_total",
+                "counter",
+                "HLS objects dropped because the upload queue was full (storage too slow)",
+                &self.hls_uploads_dropped,
+            ),
+            (
+                "hls_packets_dropped_total",
+                "counter",
+                "RTP packets not given to an HLS transcoder because it was behind",
+                &self.hls_packets_dropped,
+            ),
+            (
+                "hls_frames_dropped_total",
+                "counter",
+                "Decoded frames a ladder encoder skipped because it fell behind real time",
+                &self.hls_frames_dropped,
             ),
         ];
         for (name, kind, help, value) in rows {

@@ -17,6 +17,7 @@ use tracing::{info, warn};
 
 use crate::config::MediaConfig;
 use crate::error::{MediaError, Result};
+use crate::hls::Hls;
 use crate::metrics::Metrics;
 use crate::sfu::peer::PublishedTrack;
 use crate::sfu::{Departure, Role, SessionAnswer, SessionId, Sfu, StreamEvent, StreamSummary};
@@ -104,7 +105,11 @@ pub async fn spawn(config: MediaConfig) -> std::io::Result<(MediaHandle, MediaTa
         .map_err(std::io::Error::other)?;
     let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
     let (events, _) = broadcast::channel(EVENT_QUEUE);
-    let join = tokio::spawn(run(socket, sfu, rx, events.clone()));
+    let hls = config.hls.clone().map(|c| {
+        info!(dir = %c.dir.display(), segment_secs = c.segment.as_secs(), "HLS on");
+        Hls::new(c, metrics.clone())
+    });
+    let join = tokio::spawn(run(socket, sfu, rx, events.clone(), hls));
     Ok((
         MediaHandle {
             tx,
@@ -259,12 +264,21 @@ async fn run(
     mut sfu: Sfu,
     mut rx: mpsc::Receiver<Command>,
     events: broadcast::Sender<StreamEvent>,
+    hls: Option<Hls>,
 ) {
     let mut buf = BytesMut::with_capacity(64 * DATAGRAM_MAX_BYTES);
     let mut shutdown_reply = None;
     loop {
         flush(&socket, &mut sfu).await;
         while let Some(ev) = sfu.poll_event() {
+            if let (Some(hls), StreamEvent::Live { stream }) = (&hls, &ev) {
+                sfu.set_tap(
+                    Instant::now(),
+                    stream,
+                    Box::new(hls.tap(stream)),
+                    hls.segment(),
+                );
+            }
             let _ = events.send(ev);
         }
         if shutdown_reply.is_some() {

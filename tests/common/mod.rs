@@ -76,6 +76,22 @@ where
     panic!("timed out waiting for: {what}");
 }
 
+/// Poll `f` until it gives a value or the deadline passes; the value.
+pub async fn eventually_some<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if let Some(v) = f().await {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting for: {what}");
+}
+
 /// POSIX signal numbers the tests send to child processes.
 pub const SIGTERM: i32 = 15;
 pub const SIGSTOP: i32 = 19;

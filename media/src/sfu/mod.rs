@@ -45,7 +45,7 @@ use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use tracing::{debug, info, warn};
 
-use crate::codec::MediaKind;
+use crate::codec::{MediaKind, PayloadFormat};
 use crate::config::MediaConfig;
 use crate::error::{MediaError, Result};
 use crate::metrics::Metrics;
@@ -83,6 +83,12 @@ impl FromStr for SessionId {
             .map(SessionId)
             .map_err(|_| MediaError::UnknownSession)
     }
+}
+
+/// A copy of a live stream's RTP for another consumer (the HLS transcoder). Called on the hot
+/// path, once per packet: must not block, and should not allocate much.
+pub trait StreamTap: Send {
+    fn rtp(&mut self, kind: MediaKind, format: PayloadFormat, packet: &rtp::Packet);
 }
 
 /// How a publisher left.
@@ -421,6 +427,18 @@ impl Sfu {
         for name in expired {
             self.take_off_air(now, &name, "publisher did not reconnect in time");
         }
+        let tapped: Vec<String> = self
+            .streams
+            .values_mut()
+            .filter(|s| s.tap_next_keyframe.is_some_and(|t| t <= now))
+            .map(|s| {
+                s.tap_next_keyframe = Some(now + s.tap_keyframe_interval);
+                s.name.clone()
+            })
+            .collect();
+        for name in tapped {
+            self.request_keyframe(now, &name);
+        }
     }
 
     /// The next time [`Sfu::handle_timeout`] must be called.
@@ -430,11 +448,14 @@ impl Sfu {
             .streams
             .values()
             .filter_map(|s| {
-                s.keyframes
-                    .deadline()
-                    .into_iter()
-                    .chain(s.reconnect_deadline)
-                    .min()
+                [
+                    s.keyframes.deadline(),
+                    s.reconnect_deadline,
+                    s.tap_next_keyframe,
+                ]
+                .into_iter()
+                .flatten()
+                .min()
             })
             .min();
         match (peers, keyframes) {
@@ -617,6 +638,7 @@ impl Sfu {
                 continue; // a payload type we did not negotiate (e.g. RTX): drop
             };
             let kind = track.kind;
+            let format = track.format;
             let clock_rate = track.codec.rtp_codec.clock_rate;
             Metrics::add(&self.metrics.packets_received, 1);
             Metrics::add(&self.metrics.bytes_received, packet.payload.len() as u64);
@@ -636,6 +658,9 @@ impl Sfu {
                 MediaKind::Audio => &mut s.audio_out,
             };
             numbering.rewrite(now, &mut packet.header, clock_rate);
+            if let Some(tap) = s.tap.as_mut() {
+                tap.rtp(kind, format, packet);
+            }
             for viewer_id in &s.viewers {
                 let Some(viewer) = self.peers.get_mut(viewer_id) else {
                     continue;
@@ -817,6 +842,8 @@ impl Sfu {
             info!(stream, reason, "stream offline");
         }
         s.tracks.clear();
+        s.tap = None;
+        s.tap_next_keyframe = None;
         if std::mem::take(&mut s.on_air) {
             self.events.push_back(StreamEvent::Offline {
                 stream: stream.to_owned(),
@@ -829,6 +856,23 @@ impl Sfu {
         }
         if self.streams.get(stream).is_some_and(|s| s.is_idle()) {
             self.streams.remove(stream);
+        }
+    }
+
+    /// Give a copy of `stream`'s RTP to `tap` until the stream goes offline; ask its publisher
+    /// for a keyframe every `keyframe_interval` (an HLS segmenter needs them regularly; WebRTC
+    /// encoders send them only when asked).
+    pub fn set_tap(
+        &mut self,
+        now: Instant,
+        stream: &str,
+        tap: Box<dyn StreamTap>,
+        keyframe_interval: Duration,
+    ) {
+        if let Some(s) = self.streams.get_mut(stream) {
+            s.tap = Some(tap);
+            s.tap_keyframe_interval = keyframe_interval;
+            s.tap_next_keyframe = (!keyframe_interval.is_zero()).then_some(now);
         }
     }
 

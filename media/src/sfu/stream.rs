@@ -7,8 +7,8 @@ use super::continuity::Continuity;
 use super::keyframe::KeyframeRequests;
 use super::peer::PublishedTrack;
 use super::SessionId;
+use super::StreamTap;
 
-#[derive(Debug)]
 pub(crate) struct Stream {
     pub name: String,
     pub publisher: Option<SessionId>,
@@ -27,6 +27,11 @@ pub(crate) struct Stream {
     /// Viewers' numbering, continuous across publishers.
     pub video_out: Continuity,
     pub audio_out: Continuity,
+    /// Where a copy of the RTP goes (HLS), while the stream is on air.
+    pub tap: Option<Box<dyn StreamTap>>,
+    /// With a tap: how often the publisher is asked for a keyframe, and when next.
+    pub tap_keyframe_interval: Duration,
+    pub tap_next_keyframe: Option<Instant>,
 }
 
 impl Stream {
@@ -43,6 +48,9 @@ impl Stream {
             reconnect_deadline: None,
             video_out: Continuity::default(),
             audio_out: Continuity::default(),
+            tap: None,
+            tap_keyframe_interval: Duration::ZERO,
+            tap_next_keyframe: None,
         }
     }
 

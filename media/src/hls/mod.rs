@@ -1,0 +1,324 @@
+//! HLS for mass audiences: every live stream (WHIP or RTMP) is also turned into an HLS ladder.
+//!
+//! - `probe.rs`: the input's picture size from its first keyframe (so the ladder never upscales).
+//! - `ladder.rs`: which renditions a stream gets, and its master playlist.
+//! - `transcoder.rs`: the GStreamer pipeline per stream (source passed through, ladder encoded,
+//!   audio as AAC, `hlssink2` per rendition, keyframes aligned).
+//! - `output.rs`: the `GOutputStream` hlssink2 writes each segment and playlist into.
+//! - `store.rs`: where objects go (a local directory by default), written by one uploader task.
+//!
+//! The SFU hands each live stream's RTP to an [`HlsTap`] (a copy per packet, never blocking:
+//! a full queue drops and counts). The tap's task waits for the first keyframe, measures the
+//! frame rate over ten frames, plans the renditions, writes `master.m3u8`, and starts the
+//! transcoder. When the stream goes offline the tap is dropped: the transcoder ends its
+//! playlists with `#EXT-X-ENDLIST`.
+
+pub mod ladder;
+pub mod output;
+pub mod probe;
+pub mod store;
+pub mod transcoder;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use rtc::rtp;
+use rtc::shared::marshal::Marshal;
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use crate::codec::{self, MediaKind, PayloadFormat};
+use crate::metrics::Metrics;
+use crate::sfu::StreamTap;
+use ladder::{Input, Rung};
+use store::{Kind, LocalDir, Uploads};
+use transcoder::{Settings, Transcoder, VideoInput};
+
+#[derive(Debug, Clone)]
+pub struct HlsConfig {
+    /// Local directory the objects are written to (served at `/hls/`).
+    pub dir: PathBuf,
+    pub segment: Duration,
+    /// Segments in a live media playlist.
+    pub window: u32,
+    pub ladder: Vec<Rung>,
+    pub audio_kbps: u32,
+}
+
+impl HlsConfig {
+    /// 2 s segments, a 6-segment live window, the default ladder, AAC at 128 kbit/s.
+    pub fn new(dir: PathBuf) -> Self {
+        Self {
+            dir,
+            segment: Duration::from_secs(2),
+            window: 6,
+            ladder: ladder::default_ladder(),
+            audio_kbps: 128,
+        }
+    }
+}
+
+/// Starts a transcoder task per live stream; owned by the media runtime.
+pub struct Hls {
+    config: Arc<HlsConfig>,
+    uploads: Uploads,
+    metrics: Arc<Metrics>,
+}
+
+/// RTP packets a stream's tap may queue for its transcoder task.
+const TAP_QUEUE: usize = 4096;
+/// Packets kept from the first keyframe while the frame rate is measured.
+const MAX_PENDING: usize = 4096;
+/// Frames measured for the frame rate.
+const FPS_FRAMES: usize = 10;
+
+impl Hls {
+    pub fn new(config: HlsConfig, metrics: Arc<Metrics>) -> Self {
+        let uploads =
+            store::spawn_uploader(Arc::new(LocalDir::new(config.dir.clone())), metrics.clone());
+        Self {
+            config: Arc::new(config),
+            uploads,
+            metrics,
+        }
+    }
+
+    /// The segment duration: how often publishers are asked for a keyframe.
+    pub fn segment(&self) -> Duration {
+        self.config.segment
+    }
+
+    /// A tap for `stream`, with its transcoder task.
+    pub fn tap(&self, stream: &str) -> HlsTap {
+        let (tx, rx) = mpsc::channel(TAP_QUEUE);
+        tokio::spawn(run(
+            stream.to_owned(),
+            self.config.clone(),
+            self.uploads.clone(),
+            self.metrics.clone(),
+            rx,
+        ));
+        HlsTap {
+            tx,
+            metrics: self.metrics.clone(),
+        }
+    }
+}
+
+struct TapPacket {
+    kind: MediaKind,
+    format: PayloadFormat,
+    timestamp: u32,
+    keyframe: bool,
+    /// The keyframe's picture size and H.264 profile-level-id, when it carries them.
+    size: Option<(probe::Size, Option<String>)>,
+    rtp: Bytes,
+}
+
+/// One stream's RTP, copied to its transcoder task.
+pub struct HlsTap {
+    tx: mpsc::Sender<TapPacket>,
+    metrics: Arc<Metrics>,
+}
+
+impl StreamTap for HlsTap {
+    fn rtp(&mut self, kind: MediaKind, format: PayloadFormat, packet: &rtp::Packet) {
+        let Ok(rtp) = packet.marshal() else { return };
+        let keyframe = format.is_keyframe(&packet.payload);
+        let size = if keyframe {
+            picture_size(format, &packet.payload)
+        } else {
+            None
+        };
+        let p = TapPacket {
+            kind,
+            format,
+            timestamp: packet.header.timestamp,
+            keyframe,
+            size,
+            rtp: rtp.freeze(),
+        };
+        if self.tx.try_send(p).is_err() {
+            Metrics::add(&self.metrics.hls_packets_dropped, 1);
+        }
+    }
+}
+
+/// A measured frame rate, snapped to the common one it is close to (RTMP's millisecond clock
+/// makes 30 fps measure 30.03).
+fn snap_fps(measured: f64) -> f64 {
+    const COMMON: [f64; 9] = [15.0, 23.976, 24.0, 25.0, 29.97, 30.0, 50.0, 59.94, 60.0];
+    COMMON
+        .into_iter()
+        .min_by(|a, b| (a - measured).abs().total_cmp(&(b - measured).abs()))
+        .filter(|c| (c - measured).abs() / c < 0.01)
+        .unwrap_or_else(|| measured.clamp(1.0, 120.0))
+}
+
+fn picture_size(format: PayloadFormat, payload: &[u8]) -> Option<(probe::Size, Option<String>)> {
+    match format {
+        PayloadFormat::H264 => {
+            let sps = codec::h264_sps(payload)?;
+            let pli = sps
+                .get(1..4)
+                .map(|p| format!("{:02x}{:02x}{:02x}", p[0], p[1], p[2]));
+            Some((probe::h264_sps_size(sps)?, pli))
+        }
+        PayloadFormat::Vp8 => {
+            let start = codec::vp8_frame_start(payload)?;
+            Some((probe::vp8_keyframe_size(&payload[start..])?, None))
+        }
+        _ => None,
+    }
+}
+
+/// One stream's transcoder task: runs until the tap is dropped.
+async fn run(
+    stream: String,
+    config: Arc<HlsConfig>,
+    uploads: Uploads,
+    metrics: Arc<Metrics>,
+    mut rx: mpsc::Receiver<TapPacket>,
+) {
+    let mut pending: Vec<TapPacket> = Vec::new();
+    let mut input: Option<(PayloadFormat, probe::Size, Option<String>)> = None;
+    let mut frame_times: Vec<u32> = Vec::new();
+    let mut saw_audio = false;
+    let mut running: Option<Transcoder> = None;
+    let mut failed = false;
+    let mut pushed = 0u64;
+    while let Some(p) = rx.recv().await {
+        if failed {
+            continue;
+        }
+        if let Some(t) = &running {
+            let ok = match p.kind {
+                MediaKind::Video => t.push_video(p.rtp),
+                MediaKind::Audio => t.push_audio(p.rtp),
+            };
+            if !ok {
+                Metrics::add(&metrics.hls_packets_dropped, 1);
+            }
+            pushed += 1;
+            if pushed % 256 == 0 {
+                if let Some(e) = t.error() {
+                    warn!(%stream, error = %e, "HLS transcoder failed; no HLS for this stream until it restarts");
+                    failed = true;
+                    running = None;
+                    Metrics::sub(&metrics.hls_transcoders, 1);
+                }
+            }
+            continue;
+        }
+        match p.kind {
+            MediaKind::Audio => {
+                saw_audio = true;
+                if input.is_some() && pending.len() < MAX_PENDING {
+                    pending.push(p);
+                }
+                continue;
+            }
+            MediaKind::Video => {
+                if input.is_none() {
+                    let Some((size, pli)) = p.size.clone().filter(|_| p.keyframe) else {
+                        continue; // start at a keyframe that says its size
+                    };
+                    input = Some((p.format, size, pli));
+                    frame_times.push(p.timestamp);
+                    pending.push(p);
+                    continue;
+                }
+                if frame_times.last() != Some(&p.timestamp) {
+                    frame_times.push(p.timestamp);
+                }
+                if pending.len() < MAX_PENDING {
+                    pending.push(p);
+                }
+            }
+        }
+        if frame_times.len() <= FPS_FRAMES {
+            continue;
+        }
+        let Some((format, size, pli)) = input.clone() else {
+            continue;
+        };
+        let span = frame_times[FPS_FRAMES].wrapping_sub(frame_times[0]);
+        let fps = if span > 0 {
+            snap_fps(90_000.0 * FPS_FRAMES as f64 / span as f64)
+        } else {
+            30.0
+        };
+        let video = match format {
+            PayloadFormat::Vp8 => VideoInput::Vp8,
+            _ => VideoInput::H264,
+        };
+        let renditions = ladder::plan(
+            &Input {
+                size,
+                fps,
+                h264_profile_level_id: if video == VideoInput::H264 { pli } else { None },
+            },
+            &config.ladder,
+        );
+        uploads.put(
+            format!("{stream}/master.m3u8"),
+            ladder::master_playlist(&renditions, config.audio_kbps).into(),
+            Kind::Playlist,
+        );
+        let settings = Settings {
+            segment: config.segment,
+            window: config.window,
+            audio_kbps: config.audio_kbps,
+            with_audio: saw_audio,
+        };
+        let epoch = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        match Transcoder::start(
+            video,
+            &renditions,
+            &settings,
+            &stream,
+            epoch,
+            uploads.clone(),
+            metrics.clone(),
+        ) {
+            Ok(t) => {
+                info!(%stream, ?size, fps = format!("{fps:.1}"), renditions = ?renditions.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), audio = saw_audio, "HLS ladder started");
+                Metrics::add(&metrics.hls_transcoders, 1);
+                for p in pending.drain(..) {
+                    match p.kind {
+                        MediaKind::Video => t.push_video(p.rtp),
+                        MediaKind::Audio => t.push_audio(p.rtp),
+                    };
+                }
+                running = Some(t);
+            }
+            Err(e) => {
+                warn!(%stream, error = %e, "HLS transcoder could not start");
+                failed = true;
+            }
+        }
+    }
+    if let Some(t) = running {
+        Metrics::sub(&metrics.hls_transcoders, 1);
+        let _ = tokio::task::spawn_blocking(move || t.finish(Duration::from_secs(5))).await;
+        info!(%stream, "HLS ladder ended");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frame_rates_snap_to_common_ones() {
+        assert_eq!(snap_fps(30.03), 30.0);
+        assert_eq!(snap_fps(29.97), 29.97);
+        assert_eq!(snap_fps(59.9), 59.94);
+        assert_eq!(snap_fps(12.5), 12.5);
+    }
+}

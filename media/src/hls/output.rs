@@ -1,0 +1,66 @@
+//! A `GOutputStream` that collects what hlssink2 writes to one file (a segment or a playlist)
+//! and hands the whole object to the uploader when hlssink2 closes it: the bytes come from the
+//! muxer, no file is watched.
+
+use gio::glib;
+use gio::subclass::prelude::*;
+
+use super::store::{Kind, Uploads};
+
+mod imp {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    #[derive(Default)]
+    pub struct UploadStream {
+        pub target: Mutex<Option<(String, Kind, Uploads)>>,
+        pub buf: Mutex<Vec<u8>>,
+    }
+
+    #[glib::object_subclass]
+    impl ObjectSubclass for UploadStream {
+        const NAME: &'static str = "GlintUploadStream";
+        type Type = super::UploadStream;
+        type ParentType = gio::OutputStream;
+    }
+
+    impl ObjectImpl for UploadStream {}
+
+    impl OutputStreamImpl for UploadStream {
+        fn write(
+            &self,
+            buffer: &[u8],
+            _cancellable: Option<&gio::Cancellable>,
+        ) -> Result<usize, glib::Error> {
+            self.buf
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend_from_slice(buffer);
+            Ok(buffer.len())
+        }
+
+        fn close(&self, _cancellable: Option<&gio::Cancellable>) -> Result<(), glib::Error> {
+            let body = std::mem::take(&mut *self.buf.lock().unwrap_or_else(|e| e.into_inner()));
+            if let Some((path, kind, uploads)) =
+                self.target.lock().unwrap_or_else(|e| e.into_inner()).take()
+            {
+                uploads.put(path, body.into(), kind);
+            }
+            Ok(())
+        }
+    }
+}
+
+glib::wrapper! {
+    pub struct UploadStream(ObjectSubclass<imp::UploadStream>) @extends gio::OutputStream;
+}
+
+impl UploadStream {
+    /// A stream whose bytes become the object `path` when it is closed.
+    pub fn new(path: String, kind: Kind, uploads: Uploads) -> Self {
+        let s: Self = glib::Object::new();
+        *s.imp().target.lock().unwrap_or_else(|e| e.into_inner()) = Some((path, kind, uploads));
+        s
+    }
+}

@@ -1,0 +1,326 @@
+//! One stream's GStreamer pipeline: its RTP in (two `appsrc`s), one `hlssink2` per rendition
+//! out, objects handed to the uploader through [`UploadStream`]s.
+//!
+//! ```text
+//! video appsrc ! rtpjitterbuffer ! depay ! (h264parse) ! tee ─┬─ source hlssink2   (H.264 passed through)
+//!                                                           └─ decoder ! tee ─┬─ scale/rate ! x264enc ! hlssink2 (720p, ...)
+//! audio appsrc ! rtpjitterbuffer ! rtpopusdepay ! opusdec ! avenc_aac ! tee ─ every hlssink2
+//! ```
+//!
+//! Keyframes line up across renditions: a probe on the decoder's output sends every encoder a
+//! force-key-unit event at each keyframe of a passed-through source (so segments of all
+//! renditions start on the same frames), or every segment duration when everything is encoded.
+//! Queues before the encoders are leaky: an encoder behind real time drops frames (counted in
+//! `glint_hls_frames_dropped_total`) instead of queueing without bound.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use gstreamer_app as gst_app;
+
+use super::ladder::Rendition;
+use super::output::UploadStream;
+use super::store::{Kind, Uploads};
+use crate::metrics::Metrics;
+use crate::pipeline;
+
+/// How a stream's video arrives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VideoInput {
+    H264,
+    Vp8,
+}
+
+pub struct Settings {
+    pub segment: Duration,
+    /// Segments listed in a live media playlist.
+    pub window: u32,
+    pub audio_kbps: u32,
+    pub with_audio: bool,
+}
+
+pub struct Transcoder {
+    pipeline: gst::Pipeline,
+    video: gst_app::AppSrc,
+    audio: Option<gst_app::AppSrc>,
+}
+
+/// Bytes of RTP an input may queue before packets are dropped.
+const INPUT_QUEUE_BYTES: u64 = 4 << 20;
+
+impl Transcoder {
+    /// `prefix` is `<stream>`; objects go to `<prefix>/<rendition>/...`. `epoch` makes segment
+    /// names unique across restarts of the stream (segments are cached as immutable).
+    pub fn start(
+        input: VideoInput,
+        renditions: &[Rendition],
+        settings: &Settings,
+        prefix: &str,
+        epoch: u64,
+        uploads: Uploads,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, String> {
+        pipeline::init()?;
+        let desc = describe(input, renditions, settings);
+        let pipeline = gst::parse::launch(&desc)
+            .map_err(|e| format!("HLS pipeline: {e}"))?
+            .downcast::<gst::Pipeline>()
+            .map_err(|_| "HLS pipeline: not a pipeline".to_string())?;
+        let appsrc = |name: &str| -> Result<gst_app::AppSrc, String> {
+            pipeline
+                .by_name(name)
+                .and_then(|e| e.downcast::<gst_app::AppSrc>().ok())
+                .ok_or_else(|| format!("no {name} appsrc"))
+        };
+        let video = appsrc("video")?;
+        let audio = if settings.with_audio {
+            Some(appsrc("audio")?)
+        } else {
+            None
+        };
+        for src in std::iter::once(&video).chain(audio.as_ref()) {
+            src.set_max_bytes(INPUT_QUEUE_BYTES);
+            src.set_property_from_str("leaky-type", "downstream");
+        }
+        for r in renditions {
+            let sink = pipeline
+                .by_name(&format!("hls_{}", r.name))
+                .ok_or("no hlssink2")?;
+            let dir = format!("{prefix}/{}", r.name);
+            let (u1, u2, u3) = (uploads.clone(), uploads.clone(), uploads.clone());
+            let d1 = dir.clone();
+            sink.connect("get-playlist-stream", false, move |args| {
+                let _location = args[1].get::<String>().ok()?;
+                let s = UploadStream::new(format!("{d1}/index.m3u8"), Kind::Playlist, u1.clone());
+                Some(s.upcast::<gio::OutputStream>().to_value())
+            });
+            let d2 = dir.clone();
+            sink.connect("get-fragment-stream", false, move |args| {
+                let location = args[1].get::<String>().ok()?;
+                let s = UploadStream::new(
+                    format!("{d2}/{}", basename(&location)),
+                    Kind::Segment,
+                    u2.clone(),
+                );
+                Some(s.upcast::<gio::OutputStream>().to_value())
+            });
+            let d3 = dir.clone();
+            sink.connect("delete-fragment", false, move |args| {
+                let location = args[1].get::<String>().ok()?;
+                u3.delete(format!("{d3}/{}", basename(&location)));
+                None // GStreamer 1.22's signal returns nothing
+            });
+            sink.set_property("location", format!("seg-{epoch}-%05d.ts"));
+        }
+        install_keyframe_alignment(&pipeline, input, renditions, settings.segment);
+        for r in renditions.iter().filter(|r| !r.passthrough) {
+            if let Some(q) = pipeline.by_name(&format!("q_{}", r.name)) {
+                let m = metrics.clone();
+                q.connect("overrun", false, move |_| {
+                    Metrics::add(&m.hls_frames_dropped, 1);
+                    None
+                });
+            }
+        }
+        pipeline
+            .set_state(gst::State::Playing)
+            .map_err(|e| format!("HLS pipeline start: {e}"))?;
+        Ok(Self {
+            pipeline,
+            video,
+            audio,
+        })
+    }
+
+    /// One RTP packet of the stream (whole, header included). False when the pipeline refuses
+    /// it (full or stopped).
+    pub fn push_video(&self, rtp: bytes::Bytes) -> bool {
+        self.video.push_buffer(gst::Buffer::from_slice(rtp)).is_ok()
+    }
+
+    pub fn push_audio(&self, rtp: bytes::Bytes) -> bool {
+        match &self.audio {
+            Some(a) => a.push_buffer(gst::Buffer::from_slice(rtp)).is_ok(),
+            None => true,
+        }
+    }
+
+    /// The first error on the pipeline's bus, if any (a decoder fed garbage, say).
+    pub fn error(&self) -> Option<String> {
+        let bus = self.pipeline.bus()?;
+        while let Some(msg) = bus.pop_filtered(&[gst::MessageType::Error]) {
+            if let gst::MessageView::Error(e) = msg.view() {
+                return Some(format!(
+                    "{}: {}",
+                    e.src()
+                        .map(|s| s.path_string().to_string())
+                        .unwrap_or_default(),
+                    e.error()
+                ));
+            }
+        }
+        None
+    }
+
+    /// End of stream: every hlssink2 closes its last segment and writes `#EXT-X-ENDLIST`.
+    /// Waits up to `timeout` for that, then stops the pipeline.
+    pub fn finish(self, timeout: Duration) {
+        let _ = self.video.end_of_stream();
+        if let Some(a) = &self.audio {
+            let _ = a.end_of_stream();
+        }
+        if let Some(bus) = self.pipeline.bus() {
+            let _ = bus.timed_pop_filtered(
+                gst::ClockTime::from_mseconds(timeout.as_millis() as u64),
+                &[gst::MessageType::Eos, gst::MessageType::Error],
+            );
+        }
+        let _ = self.pipeline.set_state(gst::State::Null);
+    }
+}
+
+impl Drop for Transcoder {
+    fn drop(&mut self) {
+        let _ = self.pipeline.set_state(gst::State::Null);
+    }
+}
+
+fn basename(location: &str) -> &str {
+    location.rsplit('/').next().unwrap_or(location)
+}
+
+/// The pipeline, in gst-launch syntax.
+fn describe(input: VideoInput, renditions: &[Rendition], s: &Settings) -> String {
+    let seg_ns = s.segment.as_nanos();
+    let mut d = String::new();
+    let (caps, depay) = match input {
+        VideoInput::H264 => ("H264", "rtph264depay ! h264parse"),
+        VideoInput::Vp8 => ("VP8", "rtpvp8depay"),
+    };
+    d += &format!(
+        "appsrc name=video format=time is-live=true do-timestamp=true \
+         caps=\"application/x-rtp,media=video,encoding-name={caps},clock-rate=90000,payload=96\" \
+         ! rtpjitterbuffer latency=200 ! {depay} ! tee name=vt "
+    );
+    let decoder = match input {
+        VideoInput::H264 => "avdec_h264",
+        VideoInput::Vp8 => "vp8dec",
+    };
+    d += &format!("vt. ! queue ! {decoder} name=decoder ! videoconvert ! tee name=raw ");
+    for r in renditions {
+        let sink = format!(
+            "hlssink2 name=hls_{} target-duration={} playlist-length={} max-files={} send-keyframe-requests=false",
+            r.name,
+            s.segment.as_secs().max(1),
+            s.window,
+            s.window + 2
+        );
+        if r.passthrough {
+            d += &format!("vt. ! queue ! h264parse config-interval=-1 ! {sink} ");
+        } else {
+            let fps = r.fps.round().max(1.0) as u32;
+            d += &format!(
+                "raw. ! queue name=q_{} leaky=downstream max-size-buffers=0 max-size-bytes=0 max-size-time={seg_ns} \
+                 ! videoscale ! videorate ! video/x-raw,width={},height={},framerate={fps}/1 \
+                 ! x264enc tune=zerolatency speed-preset=veryfast bitrate={} key-int-max={} option-string=scenecut=0 \
+                 ! video/x-h264,profile=main ! h264parse ! {sink} ",
+                r.name,
+                r.width,
+                r.height,
+                r.video_kbps,
+                fps * 10,
+            );
+        }
+    }
+    if s.with_audio {
+        d += &format!(
+            "appsrc name=audio format=time is-live=true do-timestamp=true \
+             caps=\"application/x-rtp,media=audio,encoding-name=OPUS,clock-rate=48000,payload=111\" \
+             ! rtpjitterbuffer latency=200 ! rtpopusdepay ! opusdec ! audioconvert ! audioresample \
+             ! audio/x-raw,rate=48000,channels=2 ! avenc_aac bitrate={} ! aacparse ! tee name=at ",
+            s.audio_kbps * 1000
+        );
+        for r in renditions {
+            d += &format!("at. ! queue ! hls_{}.audio ", r.name);
+        }
+    }
+    d
+}
+
+/// Force-key-unit events to every encoder, from a probe on the decoder's output.
+fn install_keyframe_alignment(
+    pipeline: &gst::Pipeline,
+    input: VideoInput,
+    renditions: &[Rendition],
+    segment: Duration,
+) {
+    let Some(decoder_src) = pipeline
+        .by_name("decoder")
+        .and_then(|d| d.static_pad("src"))
+    else {
+        return;
+    };
+    let passthrough = renditions.iter().any(|r| r.passthrough);
+    // Keyframe PTSs of the compressed input, seen before decoding.
+    let keyframes: Arc<Mutex<std::collections::VecDeque<gst::ClockTime>>> = Default::default();
+    if passthrough && input == VideoInput::H264 {
+        // The tee after h264parse: compressed access units, keyframes not DELTA_UNIT.
+        if let Some(tee_sink) = pipeline.by_name("vt").and_then(|t| t.static_pad("sink")) {
+            let k = keyframes.clone();
+            tee_sink.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+                if let Some(b) = info.buffer() {
+                    if !b.flags().contains(gst::BufferFlags::DELTA_UNIT) {
+                        if let Some(pts) = b.pts() {
+                            let mut k = k.lock().unwrap_or_else(|e| e.into_inner());
+                            if k.len() < 64 {
+                                k.push_back(pts);
+                            }
+                        }
+                    }
+                }
+                gst::PadProbeReturn::Ok
+            });
+        }
+    }
+    let last_forced: Mutex<Option<gst::ClockTime>> = Mutex::new(None);
+    let segment = gst::ClockTime::from_nseconds(segment.as_nanos() as u64);
+    decoder_src.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
+        let Some(pts) = info.buffer().and_then(|b| b.pts()) else {
+            return gst::PadProbeReturn::Ok;
+        };
+        let force = if passthrough {
+            let mut k = keyframes.lock().unwrap_or_else(|e| e.into_inner());
+            let mut hit = false;
+            while k.front().is_some_and(|&kp| kp <= pts) {
+                k.pop_front();
+                hit = true;
+            }
+            hit
+        } else {
+            last_forced
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_none_or(|l| pts >= l + segment)
+        };
+        if force {
+            *last_forced.lock().unwrap_or_else(|e| e.into_inner()) = Some(pts);
+            // "As soon as possible": the next frame each encoder takes, which is this one (the
+            // event travels just ahead of it). A running time would be compared with
+            // x264enc's shifted clock (it moves input below 1000 h up to there).
+            const ASAP: u64 = u64::MAX; // GST_CLOCK_TIME_NONE
+            let event = gst::event::CustomDownstream::new(
+                gst::Structure::builder("GstForceKeyUnit")
+                    .field("timestamp", ASAP)
+                    .field("stream-time", ASAP)
+                    .field("running-time", ASAP)
+                    .field("all-headers", true)
+                    .field("count", 0u32)
+                    .build(),
+            );
+            pad.push_event(event);
+        }
+        gst::PadProbeReturn::Ok
+    });
+}

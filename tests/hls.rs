@@ -1,0 +1,171 @@
+//! HLS ladder from a real RTMP publisher (ffmpeg, 1280x720 H.264 + AAC): the master playlist
+//! lists the renditions (no upscaling), every rendition's segments decode (ffprobe) at the right
+//! size with AAC audio and last about the target duration, objects carry the right Content-Type
+//! and Cache-Control, and the playlists end with #EXT-X-ENDLIST when the stream ends.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+const WAIT: Duration = Duration::from_secs(40);
+
+async fn get(url: &str) -> Option<(String, String, bytes::Bytes)> {
+    let r = reqwest::get(url).await.ok()?;
+    if !r.status().is_success() {
+        return None;
+    }
+    let header = |h: &str| {
+        r.headers()
+            .get(h)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let (ct, cc) = (header("content-type"), header("cache-control"));
+    Some((ct, cc, r.bytes().await.ok()?))
+}
+
+/// (duration, uri) of each segment of a media playlist.
+fn segments(playlist: &str) -> Vec<(f64, String)> {
+    let mut out = Vec::new();
+    let mut lines = playlist.lines();
+    while let Some(l) = lines.next() {
+        if let Some(d) = l.strip_prefix("#EXTINF:") {
+            let d: f64 = d
+                .trim_end_matches(',')
+                .split(',')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap();
+            out.push((d, lines.next().unwrap().to_owned()));
+        }
+    }
+    out
+}
+
+fn ffprobe(file: &std::path::Path) -> serde_json::Value {
+    let out = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=codec_name,codec_type,width,height",
+            "-of",
+            "json",
+        ])
+        .arg(file)
+        .output()
+        .expect("ffprobe is installed (scripts/setup.sh)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rtmp_stream_becomes_an_hls_ladder() {
+    let (server, dir) = start_server_with(|c| {
+        c.media.hls = Some(media::hls::HlsConfig::new(c.data_dir.join("hls")));
+    })
+    .await;
+    let b = base(&server);
+    let mut ffmpeg = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-re"])
+        .args(["-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=30"])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+        .args([
+            "-t",
+            "40",
+            "-pix_fmt",
+            "yuv420p",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+        ])
+        .args([
+            "-tune",
+            "zerolatency",
+            "-g",
+            "60",
+            "-c:a",
+            "aac",
+            "-f",
+            "flv",
+        ])
+        .arg(format!("rtmp://{}/live/{KEY}", server.rtmp_addr))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("ffmpeg is installed");
+
+    let master_url = format!("{b}/hls/demo/master.m3u8");
+    let (ct, cc, body) = eventually_some("master playlist", WAIT, || get(&master_url)).await;
+    assert_eq!(ct, "application/vnd.apple.mpegurl");
+    assert_eq!(cc, "public, max-age=1");
+    let master = String::from_utf8(body.to_vec()).unwrap();
+    println!("{master}");
+    // 720p input: the source plus 480p and 360p; no 720p re-encode, nothing upscaled.
+    assert_eq!(master.matches("#EXT-X-STREAM-INF:").count(), 3, "{master}");
+    assert!(master.contains("RESOLUTION=1280x720,FRAME-RATE=30.000,CODECS=\"avc1.42c01f,mp4a.40.2\"\nsource/index.m3u8"), "{master}");
+    assert!(master.contains("RESOLUTION=854x480"));
+    assert!(master.contains("RESOLUTION=640x360"));
+    assert!(master.contains("AVERAGE-BANDWIDTH="));
+
+    for (name, width, height) in [
+        ("source", 1280, 720),
+        ("480p", 854, 480),
+        ("360p", 640, 360),
+    ] {
+        let url = format!("{b}/hls/demo/{name}/index.m3u8");
+        let playlist = eventually_some(&format!("{name}: 3 segments"), WAIT, || async {
+            let (_, _, b) = get(&url).await?;
+            let p = String::from_utf8_lossy(&b).into_owned();
+            (segments(&p).len() >= 3).then_some(p)
+        })
+        .await;
+        assert!(playlist.contains("#EXT-X-TARGETDURATION:2"), "{playlist}");
+        assert!(playlist.contains("#EXT-X-MEDIA-SEQUENCE:"), "{playlist}");
+        let segs = segments(&playlist);
+        // Segments split at the source's keyframes (every 2 s), in every rendition.
+        for (d, _) in &segs[..segs.len() - 1] {
+            assert!(
+                (1.5..=2.6).contains(d),
+                "{name}: segment of {d} s:\n{playlist}"
+            );
+        }
+        let (_, uri) = &segs[1];
+        let (ct, cc, ts) = get(&format!("{b}/hls/demo/{name}/{uri}")).await.unwrap();
+        assert_eq!(ct, "video/mp2t");
+        assert!(cc.contains("immutable"));
+        let file = dir.path.join(format!("{name}.ts"));
+        std::fs::write(&file, &ts).unwrap();
+        let probe = ffprobe(&file);
+        let streams = probe["streams"].as_array().unwrap();
+        let video = streams.iter().find(|s| s["codec_type"] == "video").unwrap();
+        assert_eq!(video["codec_name"], "h264");
+        assert_eq!(
+            (video["width"].as_u64(), video["height"].as_u64()),
+            (Some(width), Some(height))
+        );
+        assert!(streams.iter().any(|s| s["codec_name"] == "aac"), "{probe}");
+    }
+
+    // The publisher stops: the stream ends and so do its playlists.
+    assert!(signal(&ffmpeg, SIGTERM));
+    let _ = ffmpeg.wait();
+    eventually("#EXT-X-ENDLIST", WAIT, || async {
+        get(&format!("{b}/hls/demo/360p/index.m3u8"))
+            .await
+            .is_some_and(|(_, _, b)| String::from_utf8_lossy(&b).contains("#EXT-X-ENDLIST"))
+    })
+    .await;
+    assert!(get(&format!("{b}/hls/../secret.ts")).await.is_none());
+    server.shutdown().await;
+}
