@@ -45,6 +45,9 @@ pub struct Cli {
     /// [default: true]
     #[arg(long, env = "GLINT_HLS")]
     pub hls: Option<bool>,
+    /// Public base URL of the HLS objects in /api/live (a CDN in front of glint). [default: /hls]
+    #[arg(long, env = "GLINT_HLS_PUBLIC_URL")]
+    pub hls_public_url: Option<String>,
     /// STUN/TURN URLs offered to clients in Link headers (comma separated).
     #[arg(long, env = "GLINT_ICE_SERVERS", value_delimiter = ',')]
     pub ice_server: Vec<String>,
@@ -71,6 +74,7 @@ pub struct FileConfig {
     pub reconnect_grace_secs: Option<u64>,
     pub hls: Option<bool>,
     pub hls_segment_secs: Option<u64>,
+    pub hls_public_url: Option<String>,
 }
 
 /// The resolved configuration the server runs with.
@@ -87,6 +91,8 @@ pub struct Config {
     pub ice_servers: Vec<String>,
     /// Empty: any origin (WHIP/WHEP are meant to be called from other sites' pages).
     pub cors_origins: Vec<String>,
+    /// Base URL of HLS objects given to players; `None`: `/hls` on this server.
+    pub hls_public_url: Option<String>,
 }
 
 impl Default for Config {
@@ -100,6 +106,7 @@ impl Default for Config {
             stream_keys: HashMap::new(),
             ice_servers: Vec::new(),
             cors_origins: Vec::new(),
+            hls_public_url: None,
         }
     }
 }
@@ -147,6 +154,7 @@ impl Config {
             }
             c.media.hls = Some(hls);
         }
+        c.hls_public_url = cli.hls_public_url.or(file.hls_public_url);
         c.stream_keys = file.stream_keys;
         for pair in cli.stream_key {
             let (name, key) = pair

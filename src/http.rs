@@ -37,7 +37,22 @@ pub fn router(
         .route("/publish/{stream}", get(page_for(PUBLISH_PAGE)))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))
-        .route("/api/live", get(live))
+        .route(
+            "/api/live",
+            get({
+                // Where players fetch HLS: this server's /hls, or a CDN in front of the store.
+                let hls = config.media.hls.as_ref().map(|_| {
+                    Arc::<str>::from(
+                        config
+                            .hls_public_url
+                            .as_deref()
+                            .unwrap_or("/hls")
+                            .trim_end_matches('/'),
+                    )
+                });
+                move |State(media): State<MediaHandle>| live(media, hls)
+            }),
+        )
         .with_state(media);
     let mut app = signaling.merge(pages).merge(api.router());
     if let Some(hls) = &config.media.hls {
@@ -136,18 +151,25 @@ struct LiveStream {
     reconnecting: bool,
     viewers: usize,
     codecs: Vec<String>,
+    /// The HLS master playlist and the latest thumbnail (when HLS is on).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hls_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    thumbnail_url: Option<String>,
 }
 
-async fn live(State(media): State<MediaHandle>) -> Response {
+async fn live(media: MediaHandle, hls: Option<Arc<str>>) -> Response {
     match media.streams().await {
         Ok(streams) => Json(
             streams
                 .into_iter()
                 .map(|s| LiveStream {
-                    name: s.name,
                     live: s.live,
                     reconnecting: s.reconnecting,
                     viewers: s.viewers,
+                    hls_url: hls.as_ref().map(|b| format!("{b}/{}/master.m3u8", s.name)),
+                    thumbnail_url: hls.as_ref().map(|b| format!("{b}/{}/thumb.jpg", s.name)),
+                    name: s.name,
                     codecs: s.codecs,
                 })
                 .collect::<Vec<_>>(),

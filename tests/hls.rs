@@ -117,6 +117,14 @@ async fn rtmp_stream_becomes_an_hls_ladder() {
     assert!(master.contains("RESOLUTION=854x480"));
     assert!(master.contains("RESOLUTION=640x360"));
     assert!(master.contains("AVERAGE-BANDWIDTH="));
+    let live: serde_json::Value = reqwest::get(format!("{b}/api/live"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(live[0]["hls_url"], "/hls/demo/master.m3u8");
+    assert_eq!(live[0]["thumbnail_url"], "/hls/demo/thumb.jpg");
 
     for (name, width, height) in [
         ("source", 1280, 720),
@@ -156,6 +164,22 @@ async fn rtmp_stream_becomes_an_hls_ladder() {
         );
         assert!(streams.iter().any(|s| s["codec_name"] == "aac"), "{probe}");
     }
+
+    // A thumbnail for the browse page.
+    let thumb_url = format!("{b}/hls/demo/thumb.jpg");
+    let (ct, _, jpeg) = eventually_some("thumbnail", WAIT, || get(&thumb_url)).await;
+    assert_eq!(ct, "image/jpeg");
+    let file = dir.path.join("thumb.jpg");
+    std::fs::write(&file, &jpeg).unwrap();
+    let probe = ffprobe(&file);
+    assert_eq!(probe["streams"][0]["codec_name"], "mjpeg");
+    assert_eq!(
+        (
+            probe["streams"][0]["width"].as_u64(),
+            probe["streams"][0]["height"].as_u64()
+        ),
+        (Some(320), Some(180))
+    );
 
     // The publisher stops: the stream ends and so do its playlists.
     assert!(signal(&ffmpeg, SIGTERM));

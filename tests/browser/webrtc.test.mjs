@@ -24,6 +24,18 @@ test('Chromium WHIP publisher to Chromium WHEP viewer', { timeout: 90000 }, asyn
     console.log(`viewer decoded ${stats.video.framesDecoded} frames, ${stats.audio.packetsReceived} audio packets, ${Date.now() - joinedAt} ms after joining`);
     assert.ok(stats.video.framesDecoded > 30);
 
+    // The same stream as HLS: a ladder from the WebRTC publisher, whom glint asks for a
+    // keyframe every segment.
+    const playlist = await waitFor(async () => {
+      const r = await fetch(`${glint.base}/hls/demo/source/index.m3u8`);
+      const t = r.ok ? await r.text() : '';
+      return (t.match(/#EXTINF/g) || []).length >= 2 ? t : null;
+    }, 30000, 'HLS playlist of the WebRTC stream');
+    const master = await (await fetch(`${glint.base}/hls/demo/master.m3u8`)).text();
+    console.log(`HLS from WebRTC:\n${master}${playlist}`);
+    assert.match(master, /CODECS="avc1\.[0-9a-f]{6},mp4a\.40\.2"\nsource\/index\.m3u8/);
+    for (const d of [...playlist.matchAll(/#EXTINF:([0-9.]+)/g)].map((m) => Number(m[1]))) assert.ok(d <= 3, `segment of ${d} s`);
+
     const live = await (await fetch(`${glint.base}/api/live`)).json();
     assert.equal(live.length, 1);
     assert.equal(live[0].name, 'demo');

@@ -67,7 +67,13 @@ pub const AUDIO_CODEC: &str = "mp4a.40.2";
 /// Renditions for `input`, largest first.
 pub fn plan(input: &Input, ladder: &[Rung]) -> Vec<Rendition> {
     let (w, h) = input.size;
-    let source_fps = if input.fps > 0.0 { input.fps } else { 30.0 };
+    // Passed through, the source keeps its rate. Encoded (a WebRTC publisher, whose rate swings
+    // with its bandwidth estimate and starts low), it gets a steady 30 or 60.
+    let source_fps = match (&input.h264_profile_level_id, input.fps) {
+        (Some(_), fps) if fps > 0.0 => fps,
+        (None, fps) if fps > 30.5 => 60.0,
+        _ => 30.0,
+    };
     let source_codec = match &input.h264_profile_level_id {
         Some(pli) => format!("avc1.{pli}"),
         None => encoded_codec(w, h, source_fps),
@@ -82,7 +88,7 @@ pub fn plan(input: &Input, ladder: &[Rung]) -> Vec<Rendition> {
         codecs: format!("{source_codec},{AUDIO_CODEC}"),
     }];
     let mut rungs: Vec<_> = ladder.iter().filter(|r| r.height < h).collect();
-    rungs.sort_by(|a, b| b.height.cmp(&a.height));
+    rungs.sort_by_key(|r| std::cmp::Reverse(r.height));
     for r in rungs {
         // Same aspect ratio, even dimensions (4:2:0).
         let width = ((w as u64 * r.height as u64 / h as u64) as u32 + 1) & !1;
@@ -176,6 +182,11 @@ mod tests {
         assert_eq!(p[3].codecs, "avc1.4d401e,mp4a.40.2");
         let vp8 = plan(&input((1280, 720), false), &default_ladder());
         assert!(!vp8[0].passthrough);
+        let slow_start = Input {
+            fps: 18.2,
+            ..input((640, 360), false)
+        };
+        assert_eq!(plan(&slow_start, &default_ladder())[0].fps, 30.0);
         assert_eq!(vp8[0].codecs, "avc1.4d401f,mp4a.40.2");
     }
 

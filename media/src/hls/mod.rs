@@ -202,7 +202,7 @@ async fn run(
                 Metrics::add(&metrics.hls_packets_dropped, 1);
             }
             pushed += 1;
-            if pushed % 256 == 0 {
+            if pushed.is_multiple_of(256) {
                 if let Some(e) = t.error() {
                     warn!(%stream, error = %e, "HLS transcoder failed; no HLS for this stream until it restarts");
                     failed = true;

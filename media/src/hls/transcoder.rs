@@ -47,6 +47,9 @@ pub struct Transcoder {
     audio: Option<gst_app::AppSrc>,
 }
 
+/// A JPEG of the stream this often, stored as `<stream>/thumb.jpg`.
+pub const THUMBNAIL_EVERY: Duration = Duration::from_secs(10);
+const THUMBNAIL_WIDTH: u32 = 320;
 /// Bytes of RTP an input may queue before packets are dropped.
 const INPUT_QUEUE_BYTES: u64 = 4 << 20;
 
@@ -115,6 +118,26 @@ impl Transcoder {
             sink.set_property("location", format!("seg-{epoch}-%05d.ts"));
         }
         install_keyframe_alignment(&pipeline, input, renditions, settings.segment);
+        if let Some(sink) = pipeline
+            .by_name("thumbnails")
+            .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
+        {
+            let path = format!("{prefix}/thumb.jpg");
+            let u = uploads.clone();
+            sink.set_callbacks(
+                gst_app::AppSinkCallbacks::builder()
+                    .new_sample(move |s| {
+                        if let Ok(sample) = s.pull_sample() {
+                            if let Some(map) = sample.buffer().and_then(|b| b.map_readable().ok()) {
+                                let jpeg = bytes::Bytes::copy_from_slice(map.as_slice());
+                                u.put(path.clone(), jpeg, Kind::Image);
+                            }
+                        }
+                        Ok(gst::FlowSuccess::Ok)
+                    })
+                    .build(),
+            );
+        }
         for r in renditions.iter().filter(|r| !r.passthrough) {
             if let Some(q) = pipeline.by_name(&format!("q_{}", r.name)) {
                 let m = metrics.clone();
@@ -187,6 +210,13 @@ impl Drop for Transcoder {
     }
 }
 
+/// 320 pixels wide (or the source's width if smaller), same aspect ratio, even.
+fn thumbnail_size(w: u32, h: u32) -> (u32, u32) {
+    let tw = w.min(THUMBNAIL_WIDTH) & !1;
+    let th = ((h as u64 * tw as u64 / w.max(1) as u64) as u32 + 1) & !1;
+    (tw.max(2), th.max(2))
+}
+
 fn basename(location: &str) -> &str {
     location.rsplit('/').next().unwrap_or(location)
 }
@@ -209,6 +239,17 @@ fn describe(input: VideoInput, renditions: &[Rendition], s: &Settings) -> String
         VideoInput::Vp8 => "vp8dec",
     };
     d += &format!("vt. ! queue ! {decoder} name=decoder ! videoconvert ! tee name=raw ");
+    // A thumbnail every THUMBNAIL_EVERY, for the browse page.
+    if let Some(source) = renditions.first() {
+        let (w, h) = thumbnail_size(source.width, source.height);
+        d += &format!(
+            "raw. ! queue leaky=downstream max-size-buffers=2 max-size-bytes=0 max-size-time=0 \
+             ! videorate ! video/x-raw,framerate=1/{} ! videoscale ! videoconvert \
+             ! video/x-raw,width={w},height={h} ! jpegenc quality=80 \
+             ! appsink name=thumbnails sync=false max-buffers=1 drop=true ",
+            THUMBNAIL_EVERY.as_secs()
+        );
+    }
     for r in renditions {
         let sink = format!(
             "hlssink2 name=hls_{} target-duration={} playlist-length={} max-files={} send-keyframe-requests=false",
