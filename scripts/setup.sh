@@ -38,9 +38,10 @@ if ! command -v cargo >/dev/null; then
   . "$HOME/.cargo/env"
 fi
 
-# schemathesis drives the OpenAPI-based API check (scripts/api-fuzz.sh).
-if ! command -v st >/dev/null; then
-  python3 -m pip install --quiet --disable-pip-version-check schemathesis || pip3 install --quiet --break-system-packages schemathesis
+# schemathesis drives the OpenAPI-based API check (scripts/api-fuzz.sh); moto's server is the
+# S3-compatible server of the HLS-to-S3 tests (tests/s3/moto_server.py).
+if ! command -v st >/dev/null || ! python3 -c 'import moto.server, flask' 2>/dev/null; then
+  python3 -m pip install --quiet --disable-pip-version-check schemathesis 'moto[server]' || pip3 install --quiet --break-system-packages schemathesis 'moto[server]'
 fi
 
 if [ ! -d tests/browser/node_modules/playwright-core ]; then

@@ -48,6 +48,22 @@ pub struct Cli {
     /// Public base URL of the HLS objects in /api/live (a CDN in front of glint). [default: /hls]
     #[arg(long, env = "GLINT_HLS_PUBLIC_URL")]
     pub hls_public_url: Option<String>,
+    /// S3 bucket for HLS objects instead of <data dir>/hls (credentials: the usual AWS chain,
+    /// e.g. AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY).
+    #[arg(long, env = "GLINT_HLS_S3_BUCKET")]
+    pub hls_s3_bucket: Option<String>,
+    /// S3 region. [default: us-east-1]
+    #[arg(long, env = "GLINT_HLS_S3_REGION")]
+    pub hls_s3_region: Option<String>,
+    /// S3-compatible endpoint URL (MinIO, R2, ...); AWS when unset.
+    #[arg(long, env = "GLINT_HLS_S3_ENDPOINT")]
+    pub hls_s3_endpoint: Option<String>,
+    /// Key prefix in the bucket, e.g. `live/`.
+    #[arg(long, env = "GLINT_HLS_S3_PREFIX")]
+    pub hls_s3_prefix: Option<String>,
+    /// Path-style S3 URLs (most non-AWS services want them).
+    #[arg(long, env = "GLINT_HLS_S3_PATH_STYLE")]
+    pub hls_s3_path_style: Option<bool>,
     /// STUN/TURN URLs offered to clients in Link headers (comma separated).
     #[arg(long, env = "GLINT_ICE_SERVERS", value_delimiter = ',')]
     pub ice_server: Vec<String>,
@@ -75,6 +91,11 @@ pub struct FileConfig {
     pub hls: Option<bool>,
     pub hls_segment_secs: Option<u64>,
     pub hls_public_url: Option<String>,
+    pub hls_s3_bucket: Option<String>,
+    pub hls_s3_region: Option<String>,
+    pub hls_s3_endpoint: Option<String>,
+    pub hls_s3_prefix: Option<String>,
+    pub hls_s3_path_style: Option<bool>,
 }
 
 /// The resolved configuration the server runs with.
@@ -151,6 +172,21 @@ impl Config {
             let mut hls = media::hls::HlsConfig::new(c.data_dir.join("hls"));
             if let Some(s) = file.hls_segment_secs.filter(|s| (1..=10).contains(s)) {
                 hls.segment = std::time::Duration::from_secs(s);
+            }
+            if let Some(bucket) = cli.hls_s3_bucket.or(file.hls_s3_bucket) {
+                hls.s3 = Some(media::hls::s3::S3Config {
+                    bucket,
+                    region: cli
+                        .hls_s3_region
+                        .or(file.hls_s3_region)
+                        .unwrap_or_else(|| "us-east-1".into()),
+                    endpoint: cli.hls_s3_endpoint.or(file.hls_s3_endpoint),
+                    prefix: cli.hls_s3_prefix.or(file.hls_s3_prefix).unwrap_or_default(),
+                    path_style: cli
+                        .hls_s3_path_style
+                        .or(file.hls_s3_path_style)
+                        .unwrap_or(false),
+                });
             }
             c.media.hls = Some(hls);
         }

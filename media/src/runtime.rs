@@ -105,10 +105,13 @@ pub async fn spawn(config: MediaConfig) -> std::io::Result<(MediaHandle, MediaTa
         .map_err(std::io::Error::other)?;
     let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
     let (events, _) = broadcast::channel(EVENT_QUEUE);
-    let hls = config.hls.clone().map(|c| {
-        info!(dir = %c.dir.display(), segment_secs = c.segment.as_secs(), "HLS on");
-        Hls::new(c, metrics.clone())
-    });
+    let hls = match config.hls.clone() {
+        Some(c) => {
+            info!(dir = %c.dir.display(), segment_secs = c.segment.as_secs(), "HLS on");
+            Some(Hls::new(c, metrics.clone()).await)
+        }
+        None => None,
+    };
     let join = tokio::spawn(run(socket, sfu, rx, events.clone(), hls));
     Ok((
         MediaHandle {

@@ -6,6 +6,7 @@
 //!   audio as AAC, `hlssink2` per rendition, keyframes aligned).
 //! - `output.rs`: the `GOutputStream` hlssink2 writes each segment and playlist into.
 //! - `store.rs`: where objects go (a local directory by default), written by one uploader task.
+//! - `s3.rs`: S3 (or a compatible service) as the store.
 //!
 //! The SFU hands each live stream's RTP to an [`HlsTap`] (a copy per packet, never blocking:
 //! a full queue drops and counts). The tap's task waits for the first keyframe, measures the
@@ -16,6 +17,7 @@
 pub mod ladder;
 pub mod output;
 pub mod probe;
+pub mod s3;
 pub mod store;
 pub mod transcoder;
 
@@ -45,6 +47,8 @@ pub struct HlsConfig {
     pub window: u32,
     pub ladder: Vec<Rung>,
     pub audio_kbps: u32,
+    /// Store in S3 instead of `dir`.
+    pub s3: Option<s3::S3Config>,
 }
 
 impl HlsConfig {
@@ -56,6 +60,7 @@ impl HlsConfig {
             window: 6,
             ladder: ladder::default_ladder(),
             audio_kbps: 128,
+            s3: None,
         }
     }
 }
@@ -75,9 +80,15 @@ const MAX_PENDING: usize = 4096;
 const FPS_FRAMES: usize = 10;
 
 impl Hls {
-    pub fn new(config: HlsConfig, metrics: Arc<Metrics>) -> Self {
-        let uploads =
-            store::spawn_uploader(Arc::new(LocalDir::new(config.dir.clone())), metrics.clone());
+    pub async fn new(config: HlsConfig, metrics: Arc<Metrics>) -> Self {
+        let store: Arc<dyn store::SegmentStore> = match &config.s3 {
+            Some(c) => {
+                info!(bucket = %c.bucket, endpoint = ?c.endpoint, prefix = %c.prefix, "HLS objects go to S3");
+                Arc::new(s3::S3Store::new(c).await)
+            }
+            None => Arc::new(LocalDir::new(config.dir.clone())),
+        };
+        let uploads = store::spawn_uploader(store, metrics.clone());
         Self {
             config: Arc::new(config),
             uploads,

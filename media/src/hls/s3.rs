@@ -1,0 +1,98 @@
+//! S3 (or any S3-compatible service) as the HLS store, through `aws-sdk-s3`: credentials from
+//! the usual AWS chain (environment, profile, instance role), objects written with the
+//! Content-Type and Cache-Control a CDN in front needs. Every call has a timeout, so a slow or
+//! dead S3 costs retries in the uploader task, never a stuck one.
+
+use std::time::Duration;
+
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, Region};
+use aws_sdk_s3::error::DisplayErrorContext;
+use aws_sdk_s3::primitives::ByteStream;
+use bytes::Bytes;
+
+use super::store::{Kind, SegmentStore, StoreFuture};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Config {
+    pub bucket: String,
+    pub region: String,
+    /// A non-AWS service (MinIO, R2, ...), e.g. `http://127.0.0.1:9000`.
+    pub endpoint: Option<String>,
+    /// Put before every key (`live/` → `live/<stream>/master.m3u8`).
+    pub prefix: String,
+    /// `endpoint/bucket/key` rather than `bucket.endpoint/key` (most non-AWS services).
+    pub path_style: bool,
+}
+
+/// Longest any one S3 call may take (a segment is a few MB).
+const OPERATION_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct S3Store {
+    client: aws_sdk_s3::Client,
+    bucket: String,
+    prefix: String,
+}
+
+impl S3Store {
+    pub async fn new(c: &S3Config) -> Self {
+        Self {
+            client: client(c).await,
+            bucket: c.bucket.clone(),
+            prefix: c.prefix.clone(),
+        }
+    }
+}
+
+/// An S3 client for `c`: region, endpoint, path style, timeouts, credentials from the AWS chain.
+pub async fn client(c: &S3Config) -> aws_sdk_s3::Client {
+    {
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .region(Region::new(c.region.clone()))
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(3))
+                    .operation_timeout(OPERATION_TIMEOUT)
+                    .build(),
+            );
+        if let Some(endpoint) = &c.endpoint {
+            loader = loader.endpoint_url(endpoint);
+        }
+        let shared = loader.load().await;
+        let conf = aws_sdk_s3::config::Builder::from(&shared)
+            .force_path_style(c.path_style)
+            .build();
+        aws_sdk_s3::Client::from_conf(conf)
+    }
+}
+
+impl SegmentStore for S3Store {
+    fn put<'a>(&'a self, path: &'a str, body: Bytes, kind: Kind) -> StoreFuture<'a> {
+        Box::pin(async move {
+            self.client
+                .put_object()
+                .bucket(&self.bucket)
+                .key(format!("{}{path}", self.prefix))
+                .content_type(kind.content_type())
+                .cache_control(kind.cache_control())
+                .body(ByteStream::from(body))
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| format!("S3 put {path}: {}", DisplayErrorContext(e)))
+        })
+    }
+
+    fn delete<'a>(&'a self, path: &'a str) -> StoreFuture<'a> {
+        Box::pin(async move {
+            self.client
+                .delete_object()
+                .bucket(&self.bucket)
+                .key(format!("{}{path}", self.prefix))
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| format!("S3 delete {path}: {}", DisplayErrorContext(e)))
+        })
+    }
+}
