@@ -197,7 +197,7 @@ mod tests {
         assert!(m.starts_with("#EXTM3U\n"));
         assert_eq!(m.matches("#EXT-X-STREAM-INF:").count(), 3);
         assert!(m.contains(
-            "#EXT-X-STREAM-INF:BANDWIDTH=1003000,AVERAGE-BANDWIDTH=928000,RESOLUTION=640x360,FRAME-RATE=30.000,CODECS=\"avc1.4d401e,mp4a.40.2\"\n360p/index.m3u8\n"
+            "#EXT-X-STREAM-INF:BANDWIDTH=1128000,AVERAGE-BANDWIDTH=928000,RESOLUTION=640x360,FRAME-RATE=30.000,CODECS=\"avc1.4d401e,mp4a.40.2\"\n360p/index.m3u8\n"
         ), "{m}");
         assert!(m.contains("source/index.m3u8"));
     }

@@ -5,6 +5,7 @@
 //! - `transcoder.rs`: the GStreamer pipeline per stream (source passed through, ladder encoded,
 //!   audio as AAC, `hlssink2` per rendition, keyframes aligned).
 //! - `output.rs`: the `GOutputStream` hlssink2 writes each segment and playlist into.
+//! - `discontinuity.rs`: `#EXT-X-DISCONTINUITY` where a publisher reconnected.
 //! - `store.rs`: where objects go (a local directory by default), written by one uploader task.
 //! - `s3.rs`: S3 (or a compatible service) as the store.
 //!
@@ -14,6 +15,7 @@
 //! transcoder. When the stream goes offline the tap is dropped: the transcoder ends its
 //! playlists with `#EXT-X-ENDLIST`.
 
+pub mod discontinuity;
 pub mod ladder;
 pub mod output;
 pub mod probe;
@@ -118,6 +120,12 @@ impl Hls {
     }
 }
 
+enum TapMsg {
+    Packet(TapPacket),
+    /// The publisher reconnected: what follows is a new source.
+    NewSource,
+}
+
 struct TapPacket {
     kind: MediaKind,
     format: PayloadFormat,
@@ -130,7 +138,7 @@ struct TapPacket {
 
 /// One stream's RTP, copied to its transcoder task.
 pub struct HlsTap {
-    tx: mpsc::Sender<TapPacket>,
+    tx: mpsc::Sender<TapMsg>,
     metrics: Arc<Metrics>,
 }
 
@@ -151,9 +159,13 @@ impl StreamTap for HlsTap {
             size,
             rtp: rtp.freeze(),
         };
-        if self.tx.try_send(p).is_err() {
+        if self.tx.try_send(TapMsg::Packet(p)).is_err() {
             Metrics::add(&self.metrics.hls_packets_dropped, 1);
         }
+    }
+
+    fn source_changed(&mut self) {
+        let _ = self.tx.try_send(TapMsg::NewSource);
     }
 }
 
@@ -191,7 +203,7 @@ async fn run(
     config: Arc<HlsConfig>,
     uploads: Uploads,
     metrics: Arc<Metrics>,
-    mut rx: mpsc::Receiver<TapPacket>,
+    mut rx: mpsc::Receiver<TapMsg>,
 ) {
     let mut pending: Vec<TapPacket> = Vec::new();
     let mut input: Option<(PayloadFormat, probe::Size, Option<String>)> = None;
@@ -200,10 +212,20 @@ async fn run(
     let mut running: Option<Transcoder> = None;
     let mut failed = false;
     let mut pushed = 0u64;
-    while let Some(p) = rx.recv().await {
+    while let Some(msg) = rx.recv().await {
         if failed {
             continue;
         }
+        let p = match msg {
+            TapMsg::Packet(p) => p,
+            TapMsg::NewSource => {
+                if let Some(t) = &running {
+                    info!(%stream, "publisher reconnected: HLS discontinuity");
+                    t.discontinuity();
+                }
+                continue;
+            }
+        };
         if let Some(t) = &running {
             let ok = match p.kind {
                 MediaKind::Video => t.push_video(p.rtp),

@@ -5,6 +5,9 @@
 use gio::glib;
 use gio::subclass::prelude::*;
 
+use std::sync::Arc;
+
+use super::discontinuity::Marks;
 use super::store::{Kind, Uploads};
 
 mod imp {
@@ -16,6 +19,8 @@ mod imp {
     pub struct UploadStream {
         pub target: Mutex<Option<(String, Kind, Uploads)>>,
         pub buf: Mutex<Vec<u8>>,
+        /// A media playlist: reconnect marks to add before it is stored.
+        pub marks: Mutex<Option<Arc<Marks>>>,
     }
 
     #[glib::object_subclass]
@@ -41,7 +46,10 @@ mod imp {
         }
 
         fn close(&self, _cancellable: Option<&gio::Cancellable>) -> Result<(), glib::Error> {
-            let body = std::mem::take(&mut *self.buf.lock().unwrap_or_else(|e| e.into_inner()));
+            let mut body = std::mem::take(&mut *self.buf.lock().unwrap_or_else(|e| e.into_inner()));
+            if let Some(marks) = self.marks.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                body = marks.apply(&String::from_utf8_lossy(&body)).into_bytes();
+            }
             if let Some((path, kind, uploads)) =
                 self.target.lock().unwrap_or_else(|e| e.into_inner()).take()
             {
@@ -61,6 +69,13 @@ impl UploadStream {
     pub fn new(path: String, kind: Kind, uploads: Uploads) -> Self {
         let s: Self = glib::Object::new();
         *s.imp().target.lock().unwrap_or_else(|e| e.into_inner()) = Some((path, kind, uploads));
+        s
+    }
+
+    /// A media playlist, stored with `marks` applied.
+    pub fn playlist(path: String, uploads: Uploads, marks: Arc<Marks>) -> Self {
+        let s = Self::new(path, Kind::Playlist, uploads);
+        *s.imp().marks.lock().unwrap_or_else(|e| e.into_inner()) = Some(marks);
         s
     }
 }

@@ -20,6 +20,7 @@ use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 
+use super::discontinuity::Marks;
 use super::ladder::Rendition;
 use super::output::UploadStream;
 use super::store::{Kind, Uploads};
@@ -45,6 +46,8 @@ pub struct Transcoder {
     pipeline: gst::Pipeline,
     video: gst_app::AppSrc,
     audio: Option<gst_app::AppSrc>,
+    /// Per rendition: its hlssink2 and its reconnect marks.
+    sinks: Vec<(gst::Element, Arc<Marks>)>,
 }
 
 /// A JPEG of the stream this often, stored as `<stream>/thumb.jpg`.
@@ -87,21 +90,26 @@ impl Transcoder {
             src.set_max_bytes(INPUT_QUEUE_BYTES);
             src.set_property_from_str("leaky-type", "downstream");
         }
+        let mut sinks = Vec::new();
         for r in renditions {
             let sink = pipeline
                 .by_name(&format!("hls_{}", r.name))
                 .ok_or("no hlssink2")?;
+            let marks = Arc::new(Marks::default());
+            sinks.push((sink.clone(), marks.clone()));
+            let m1 = marks.clone();
             let dir = format!("{prefix}/{}", r.name);
             let (u1, u2, u3) = (uploads.clone(), uploads.clone(), uploads.clone());
             let d1 = dir.clone();
             sink.connect("get-playlist-stream", false, move |args| {
                 let _location = args[1].get::<String>().ok()?;
-                let s = UploadStream::new(format!("{d1}/index.m3u8"), Kind::Playlist, u1.clone());
+                let s = UploadStream::playlist(format!("{d1}/index.m3u8"), u1.clone(), m1.clone());
                 Some(s.upcast::<gio::OutputStream>().to_value())
             });
             let d2 = dir.clone();
             sink.connect("get-fragment-stream", false, move |args| {
                 let location = args[1].get::<String>().ok()?;
+                marks.segment_requested(basename(&location));
                 let s = UploadStream::new(
                     format!("{d2}/{}", basename(&location)),
                     Kind::Segment,
@@ -116,6 +124,36 @@ impl Transcoder {
                 None // GStreamer 1.22's signal returns nothing
             });
             sink.set_property("location", format!("seg-{epoch}-%05d.ts"));
+        }
+        let mut segmenters = Vec::new();
+        for (sink, marks) in &sinks {
+            if let Some(splitmux) = split_at_reconnects(sink, marks.clone()) {
+                segmenters.push((splitmux, marks.clone()));
+            }
+        }
+        // "splitmuxsink-fragment-opened" says where each segment starts (running time).
+        if let Some(bus) = pipeline.bus() {
+            bus.set_sync_handler(move |_, msg| {
+                if let gst::MessageView::Element(e) = msg.view() {
+                    if let Some(s) = e
+                        .structure()
+                        .filter(|s| s.name() == "splitmuxsink-fragment-opened")
+                    {
+                        // Its "location" is NULL with stream sinks: the segment is the one
+                        // hlssink2 last asked a stream for.
+                        let Ok(rt) = s.get::<u64>("running-time") else {
+                            return gst::BusSyncReply::Pass;
+                        };
+                        if let Some((_, marks)) = segmenters
+                            .iter()
+                            .find(|(sm, _)| msg.src() == Some(sm.upcast_ref::<gst::Object>()))
+                        {
+                            marks.segment_opened(rt);
+                        }
+                    }
+                }
+                gst::BusSyncReply::Pass
+            });
         }
         install_keyframe_alignment(&pipeline, input, renditions, settings.segment);
         if let Some(sink) = pipeline
@@ -154,6 +192,7 @@ impl Transcoder {
             pipeline,
             video,
             audio,
+            sinks,
         })
     }
 
@@ -167,6 +206,14 @@ impl Transcoder {
         match &self.audio {
             Some(a) => a.push_buffer(gst::Buffer::from_slice(rtp)).is_ok(),
             None => true,
+        }
+    }
+
+    /// The publisher reconnected: every rendition starts a new segment at the new publisher's
+    /// first keyframe, tagged `#EXT-X-DISCONTINUITY` in its playlist.
+    pub fn discontinuity(&self) {
+        for (_, marks) in &self.sinks {
+            marks.reconnected();
         }
     }
 
@@ -215,6 +262,42 @@ fn thumbnail_size(w: u32, h: u32) -> (u32, u32) {
     let tw = w.min(THUMBNAIL_WIDTH) & !1;
     let th = ((h as u64 * tw as u64 / w.max(1) as u64) as u32 + 1) & !1;
     (tw.max(2), th.max(2))
+}
+
+/// When the new source's first keyframe reaches `sink` after a reconnect, close the segment
+/// there: splitmuxsink's "split-after" ends the segment with the GOP it is gathering (the old
+/// source's tail), so the tagged one starts with the new source.
+fn split_at_reconnects(sink: &gst::Element, marks: Arc<Marks>) -> Option<gst::Element> {
+    let bin = sink.downcast_ref::<gst::Bin>()?;
+    let splitmux = bin
+        .iterate_elements()
+        .into_iter()
+        .flatten()
+        .find(|e| e.factory().is_some_and(|f| f.name() == "splitmuxsink"))?;
+    let pad = sink.sink_pads().into_iter().find(|p| p.name() == "video")?;
+    let sm = splitmux.clone();
+    pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
+        let Some(b) = info.buffer() else {
+            return gst::PadProbeReturn::Ok;
+        };
+        if b.flags().contains(gst::BufferFlags::DELTA_UNIT) {
+            return gst::PadProbeReturn::Ok;
+        }
+        let running_time = b.pts().and_then(|pts| {
+            pad.sticky_event::<gst::event::Segment>(0).and_then(|e| {
+                e.segment()
+                    .downcast_ref::<gst::ClockTime>()
+                    .and_then(|s| s.to_running_time(pts))
+            })
+        });
+        if let Some(rt) = running_time {
+            if marks.keyframe_arrives(rt.nseconds()) {
+                sm.emit_by_name::<()>("split-after", &[]);
+            }
+        }
+        gst::PadProbeReturn::Ok
+    });
+    Some(splitmux)
 }
 
 fn basename(location: &str) -> &str {

@@ -21,9 +21,12 @@ pub(crate) struct Continuity {
 
 impl Continuity {
     /// Rewrite `header` into the stream's numbering. No allocation: runs once per packet.
-    pub fn rewrite(&mut self, now: Instant, header: &mut rtp::Header, clock_rate: u32) {
+    /// True when this packet is the first of a new source that follows another.
+    pub fn rewrite(&mut self, now: Instant, header: &mut rtp::Header, clock_rate: u32) -> bool {
+        let mut new_source = false;
         if self.source != Some(header.ssrc) {
             if let Some(at) = self.last_at {
+                new_source = true;
                 let gap = now.saturating_duration_since(at);
                 let ticks = (gap.as_micros() as u64 * clock_rate as u64 / 1_000_000).max(1);
                 self.seq_offset = self
@@ -45,6 +48,7 @@ impl Continuity {
             self.last_ts = header.timestamp;
         }
         self.last_at = Some(now);
+        new_source
     }
 }
 
@@ -68,7 +72,10 @@ mod tests {
         let now = Instant::now();
         for (seq, ts) in [(65534u16, 1000u32), (65535, 4000), (0, 7000)] {
             let mut h = header(7, seq, ts);
-            c.rewrite(now, &mut h, 90_000);
+            assert!(
+                !c.rewrite(now, &mut h, 90_000),
+                "the first source is not a change"
+            );
             assert_eq!((h.sequence_number, h.timestamp), (seq, ts));
         }
     }
@@ -85,13 +92,13 @@ mod tests {
         // The publisher reconnects 2 s later with random numbering.
         let t1 = t0 + Duration::from_secs(2);
         let mut h = header(2, 40_000, 123_456_789);
-        c.rewrite(t1, &mut h, 90_000);
+        assert!(c.rewrite(t1, &mut h, 90_000), "a new source");
         assert_eq!(h.sequence_number, 101);
         assert_eq!(h.timestamp, 9000 + 180_000);
         assert_eq!(h.ssrc, 2, "SSRCs are the caller's business");
 
         let mut h = header(2, 40_001, 123_456_789 + 3000);
-        c.rewrite(t1, &mut h, 90_000);
+        assert!(!c.rewrite(t1, &mut h, 90_000));
         assert_eq!((h.sequence_number, h.timestamp), (102, 9000 + 183_000));
     }
 

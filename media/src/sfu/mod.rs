@@ -89,6 +89,8 @@ impl FromStr for SessionId {
 /// path, once per packet: must not block, and should not allocate much.
 pub trait StreamTap: Send {
     fn rtp(&mut self, kind: MediaKind, format: PayloadFormat, packet: &rtp::Packet);
+    /// The video that follows comes from a new source (a publisher that reconnected).
+    fn source_changed(&mut self) {}
 }
 
 /// How a publisher left.
@@ -657,8 +659,11 @@ impl Sfu {
                 MediaKind::Video => &mut s.video_out,
                 MediaKind::Audio => &mut s.audio_out,
             };
-            numbering.rewrite(now, &mut packet.header, clock_rate);
+            let new_source = numbering.rewrite(now, &mut packet.header, clock_rate);
             if let Some(tap) = s.tap.as_mut() {
+                if new_source && kind == MediaKind::Video {
+                    tap.source_changed();
+                }
                 tap.rtp(kind, format, packet);
             }
             for viewer_id in &s.viewers {
