@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -69,40 +69,8 @@ fn ffprobe(file: &std::path::Path) -> serde_json::Value {
 }
 
 fn ffmpeg(rtmp: std::net::SocketAddr, size: &str) -> std::process::Child {
-    Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-re"])
-        .args([
-            "-f",
-            "lavfi",
-            "-i",
-            &format!("testsrc2=size={size}:rate=30"),
-        ])
-        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
-        .args([
-            "-t",
-            "40",
-            "-pix_fmt",
-            "yuv420p",
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-        ])
-        .args([
-            "-tune",
-            "zerolatency",
-            "-g",
-            "60",
-            "-c:a",
-            "aac",
-            "-f",
-            "flv",
-        ])
-        .arg(format!("rtmp://{rtmp}/live/{KEY}"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("ffmpeg is installed (scripts/setup.sh)")
+    let url = format!("rtmp://{rtmp}/live/{KEY}");
+    ffmpeg_rtmp(&url, size, 40, &["-tune", "zerolatency", "-g", "60"])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -107,35 +107,8 @@ async fn hls_goes_to_s3_and_survives_an_s3_outage() {
         c.media.hls = Some(hls);
     })
     .await;
-    let mut ffmpeg = Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-re"])
-        .args(["-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30"])
-        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
-        .args([
-            "-t",
-            "60",
-            "-pix_fmt",
-            "yuv420p",
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-        ])
-        .args([
-            "-tune",
-            "zerolatency",
-            "-g",
-            "60",
-            "-c:a",
-            "aac",
-            "-f",
-            "flv",
-        ])
-        .arg(format!("rtmp://{}/live/{KEY}", server.rtmp_addr))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("ffmpeg is installed");
+    let url = format!("rtmp://{}/live/{KEY}", server.rtmp_addr);
+    let mut ffmpeg = ffmpeg_rtmp(&url, "640x360", 60, &["-tune", "zerolatency", "-g", "60"]);
 
     let (ct, cc, master) = eventually_some("master playlist in S3", WAIT, || {
         object(&bucket, "live/demo/master.m3u8")

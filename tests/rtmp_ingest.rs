@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::Duration;
 
 use common::*;
@@ -26,19 +26,8 @@ fn ffmpeg(url: &str, seconds: u32) -> Child {
 }
 
 fn ffmpeg_with(url: &str, seconds: u32, x264: &[&str]) -> Child {
-    Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-re"])
-        .args(["-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30"])
-        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
-        .args(["-t", &seconds.to_string(), "-pix_fmt", "yuv420p"])
-        .args(["-c:v", "libx264", "-preset", "ultrafast", "-g", "30"])
-        .args(x264)
-        .args(["-c:a", "aac", "-b:a", "128k", "-f", "flv", url])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("ffmpeg is installed (scripts/setup.sh)")
+    let x264: Vec<&str> = ["-g", "30"].iter().chain(x264).copied().collect();
+    ffmpeg_rtmp(url, "640x360", seconds, &x264)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -92,6 +92,29 @@ where
     panic!("timed out waiting for: {what}");
 }
 
+/// ffmpeg publishing `testsrc2` (`size`, 30 fps) and a 440 Hz sine as H.264 + AAC over RTMP to
+/// `url` for `seconds`, in real time; `x264` adds the encoder's options (profile, GOP, ...).
+pub fn ffmpeg_rtmp(url: &str, size: &str, seconds: u32, x264: &[&str]) -> std::process::Child {
+    use std::process::{Command, Stdio};
+    Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-re"])
+        .args([
+            "-f",
+            "lavfi",
+            "-i",
+            &format!("testsrc2=size={size}:rate=30"),
+        ])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+        .args(["-t", &seconds.to_string(), "-pix_fmt", "yuv420p"])
+        .args(["-c:v", "libx264", "-preset", "ultrafast"])
+        .args(x264)
+        .args(["-c:a", "aac", "-b:a", "128k", "-f", "flv", url])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("ffmpeg is installed (scripts/setup.sh)")
+}
+
 /// POSIX signal numbers the tests send to child processes.
 pub const SIGTERM: i32 = 15;
 pub const SIGSTOP: i32 = 19;

@@ -314,24 +314,28 @@ async fn send_frame(
         .into_iter()
         .map(|(payload, marker)| {
             p.seq = p.seq.wrapping_add(1);
-            rtp::Packet {
-                header: rtp::Header {
-                    version: 2,
-                    marker,
-                    payload_type: 96,
-                    sequence_number: p.seq,
-                    timestamp: ts,
-                    ssrc: p.ssrc,
-                    ..Default::default()
-                },
-                payload,
-            }
+            rtp_packet(96, p.ssrc, p.seq, ts, marker, payload)
         })
         .collect();
     media
         .push_ingest(id, packets)
         .await
         .map_err(|_| "media core gone")
+}
+
+fn rtp_packet(pt: u8, ssrc: u32, seq: u16, ts: u32, marker: bool, payload: Bytes) -> rtp::Packet {
+    rtp::Packet {
+        header: rtp::Header {
+            version: 2,
+            marker,
+            payload_type: pt,
+            sequence_number: seq,
+            timestamp: ts,
+            ssrc,
+            ..Default::default()
+        },
+        payload,
+    }
 }
 
 async fn on_audio(
@@ -365,18 +369,8 @@ async fn on_audio(
                 .into_iter()
                 .map(|(payload, ts)| {
                     p.audio_seq = p.audio_seq.wrapping_add(1);
-                    rtp::Packet {
-                        header: rtp::Header {
-                            version: 2,
-                            marker: false,
-                            payload_type: 111,
-                            sequence_number: p.audio_seq,
-                            timestamp: p.audio_ts_base.wrapping_add(ts),
-                            ssrc: p.audio_ssrc,
-                            ..Default::default()
-                        },
-                        payload,
-                    }
+                    let ts = p.audio_ts_base.wrapping_add(ts);
+                    rtp_packet(111, p.audio_ssrc, p.audio_seq, ts, false, payload)
                 })
                 .collect();
             media

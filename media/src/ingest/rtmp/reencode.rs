@@ -82,8 +82,7 @@ impl WithoutBFrames {
             .max_buffers(120)
             .drop(true)
             .build();
-        let pipeline = gst::Pipeline::new();
-        let elements = [
+        let pipeline = pipeline::linear(&[
             src.upcast_ref(),
             &parse,
             &dec,
@@ -91,12 +90,7 @@ impl WithoutBFrames {
             &enc,
             &filter,
             sink.upcast_ref(),
-        ];
-        pipeline.add_many(elements).map_err(|e| e.to_string())?;
-        gst::Element::link_many(elements).map_err(|e| e.to_string())?;
-        pipeline
-            .set_state(gst::State::Playing)
-            .map_err(|e| format!("start: {e}"))?;
+        ])?;
         Ok(Self {
             pipeline,
             src,
