@@ -179,8 +179,16 @@ impl Transcoder {
         for r in renditions.iter().filter(|r| !r.passthrough) {
             if let Some(q) = pipeline.by_name(&format!("q_{}", r.name)) {
                 let m = metrics.clone();
+                let (stream, rendition) = (prefix.to_owned(), r.name.clone());
+                let last_warned: Mutex<Option<std::time::Instant>> = Mutex::new(None);
                 q.connect("overrun", false, move |_| {
                     Metrics::add(&m.hls_frames_dropped, 1);
+                    // Said at most every 10 s: the machine cannot keep up with the ladder.
+                    let mut last = last_warned.lock().unwrap_or_else(|e| e.into_inner());
+                    if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+                        *last = Some(std::time::Instant::now());
+                        tracing::warn!(%stream, %rendition, "HLS encoder behind real time: dropping frames");
+                    }
                     None
                 });
             }
