@@ -46,24 +46,22 @@ impl S3Store {
 
 /// An S3 client for `c`: region, endpoint, path style, timeouts, credentials from the AWS chain.
 pub async fn client(c: &S3Config) -> aws_sdk_s3::Client {
-    {
-        let mut loader = aws_config::defaults(BehaviorVersion::latest())
-            .region(Region::new(c.region.clone()))
-            .timeout_config(
-                TimeoutConfig::builder()
-                    .connect_timeout(Duration::from_secs(3))
-                    .operation_timeout(OPERATION_TIMEOUT)
-                    .build(),
-            );
-        if let Some(endpoint) = &c.endpoint {
-            loader = loader.endpoint_url(endpoint);
-        }
-        let shared = loader.load().await;
-        let conf = aws_sdk_s3::config::Builder::from(&shared)
-            .force_path_style(c.path_style)
-            .build();
-        aws_sdk_s3::Client::from_conf(conf)
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new(c.region.clone()))
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(3))
+                .operation_timeout(OPERATION_TIMEOUT)
+                .build(),
+        );
+    if let Some(endpoint) = &c.endpoint {
+        loader = loader.endpoint_url(endpoint);
     }
+    let shared = loader.load().await;
+    let conf = aws_sdk_s3::config::Builder::from(&shared)
+        .force_path_style(c.path_style)
+        .build();
+    aws_sdk_s3::Client::from_conf(conf)
 }
 
 impl SegmentStore for S3Store {
