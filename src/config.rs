@@ -64,6 +64,10 @@ pub struct Cli {
     /// Path-style S3 URLs (most non-AWS services want them).
     #[arg(long, env = "GLINT_HLS_S3_PATH_STYLE")]
     pub hls_s3_path_style: Option<bool>,
+    /// Hours a finished broadcast stays watchable as a replay (HLS VOD); 0 turns replays off.
+    /// [default: 168]
+    #[arg(long, env = "GLINT_REPLAY_RETENTION_HOURS")]
+    pub replay_retention_hours: Option<f64>,
     /// STUN/TURN URLs offered to clients in Link headers (comma separated).
     #[arg(long, env = "GLINT_ICE_SERVERS", value_delimiter = ',')]
     pub ice_server: Vec<String>,
@@ -96,6 +100,7 @@ pub struct FileConfig {
     pub hls_s3_endpoint: Option<String>,
     pub hls_s3_prefix: Option<String>,
     pub hls_s3_path_style: Option<bool>,
+    pub replay_retention_hours: Option<f64>,
 }
 
 /// The resolved configuration the server runs with.
@@ -114,7 +119,13 @@ pub struct Config {
     pub cors_origins: Vec<String>,
     /// Base URL of HLS objects given to players; `None`: `/hls` on this server.
     pub hls_public_url: Option<String>,
+    /// How long replays are kept; zero: no replays.
+    pub replay_retention: std::time::Duration,
 }
+
+/// Replays are kept a week by default.
+pub const DEFAULT_REPLAY_RETENTION: std::time::Duration =
+    std::time::Duration::from_secs(7 * 24 * 3600);
 
 impl Default for Config {
     fn default() -> Self {
@@ -128,11 +139,23 @@ impl Default for Config {
             ice_servers: Vec::new(),
             cors_origins: Vec::new(),
             hls_public_url: None,
+            replay_retention: DEFAULT_REPLAY_RETENTION,
         }
     }
 }
 
 impl Config {
+    /// Where players fetch HLS (this server's `/hls`, or the configured CDN), without a
+    /// trailing slash; `None` when HLS is off.
+    pub fn hls_base(&self) -> Option<&str> {
+        self.media.hls.as_ref().map(|_| {
+            self.hls_public_url
+                .as_deref()
+                .unwrap_or("/hls")
+                .trim_end_matches('/')
+        })
+    }
+
     /// File first, then environment/flags on top.
     pub fn load(cli: Cli) -> anyhow::Result<Self> {
         let file: FileConfig = match &cli.config {
@@ -191,6 +214,12 @@ impl Config {
             c.media.hls = Some(hls);
         }
         c.hls_public_url = cli.hls_public_url.or(file.hls_public_url);
+        if let Some(h) = cli.replay_retention_hours.or(file.replay_retention_hours) {
+            if !(0.0..=24.0 * 3650.0).contains(&h) {
+                anyhow::bail!("replay retention: {h} hours is not between 0 and 87600");
+            }
+            c.replay_retention = std::time::Duration::from_secs_f64(h * 3600.0);
+        }
         c.stream_keys = file.stream_keys;
         for pair in cli.stream_key {
             let (name, key) = pair

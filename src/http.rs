@@ -41,15 +41,7 @@ pub fn router(
             "/api/live",
             get({
                 // Where players fetch HLS: this server's /hls, or a CDN in front of the store.
-                let hls = config.media.hls.as_ref().map(|_| {
-                    Arc::<str>::from(
-                        config
-                            .hls_public_url
-                            .as_deref()
-                            .unwrap_or("/hls")
-                            .trim_end_matches('/'),
-                    )
-                });
+                let hls = config.hls_base().map(Arc::<str>::from);
                 move |State(media): State<MediaHandle>| live(media, hls)
             }),
         )

@@ -33,6 +33,7 @@ pub struct Server {
     http_task: JoinHandle<std::io::Result<()>>,
     media_task: media::MediaTask,
     sync_task: JoinHandle<()>,
+    expiry_task: JoinHandle<()>,
 }
 
 /// Bind every socket and start serving.
@@ -49,16 +50,22 @@ pub async fn start(mut config: Config) -> anyhow::Result<Server> {
         }
     };
     let jwt_secret = secrets::jwt_secret(&config.data_dir)?;
-    let api = api::Api::connect(&db_url, &jwt_secret)
+    let mut api = api::Api::connect(&db_url, &jwt_secret)
         .await
         .map_err(|e| anyhow::anyhow!("database {db_url}: {e}"))?;
+    api.set_hls_base(config.hls_base());
+    if let Some(hls) = &mut config.media.hls {
+        hls.replays = !config.replay_retention.is_zero();
+    }
     let (media, media_task) = media::spawn(config.media.clone())
         .await
         .with_context(|| format!("binding UDP {}", config.media.udp_bind))?;
     let config_keys = (!config.stream_keys.is_empty())
         .then(|| signaling::StaticKeys::new(config.stream_keys.clone()));
     let authorizer = platform::authorizer(config_keys, api.clone());
-    let sync_task = platform::spawn_sync(media.clone(), api.clone());
+    let sync_task = platform::spawn_sync(media.clone(), api.clone(), config.replay_retention);
+    let expiry_task =
+        platform::spawn_replay_expiry(media.clone(), api.clone(), config.replay_retention);
     let rtmp_listener = tokio::net::TcpListener::bind(config.rtmp)
         .await
         .with_context(|| format!("binding RTMP {}", config.rtmp))?;
@@ -99,6 +106,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Server> {
         http_task,
         media_task,
         sync_task,
+        expiry_task,
     })
 }
 
@@ -120,5 +128,6 @@ impl Server {
             http_task.abort();
         }
         self.sync_task.abort();
+        self.expiry_task.abort();
     }
 }

@@ -1,5 +1,6 @@
 //! Where the media core and the platform API meet: WHIP stream keys are checked against config
-//! first, then the database; stream go-live/offline and viewer counts flow from media to the API.
+//! first, then the database; stream go-live/offline, viewer counts and replays flow from media to
+//! the API; expired replays are deleted from the HLS store and the database.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -70,9 +71,17 @@ pub fn authorizer(config_keys: Option<StaticKeys>, api: api::Api) -> Arc<dyn Str
     Arc::new(Authorizer { config_keys, api })
 }
 
+/// How often expired replays are looked for: a quarter of the retention, between 1 s and 1 min.
+fn expiry_interval(retention: Duration) -> Duration {
+    (retention / 4).clamp(Duration::from_secs(1), Duration::from_secs(60))
+}
+
+/// Expired replays deleted per round.
+const EXPIRY_BATCH: u32 = 100;
+
 /// Follow the media core's stream events and viewer counts into the database until the media
-/// core stops.
-pub fn spawn_sync(media: MediaHandle, api: api::Api) -> JoinHandle<()> {
+/// core stops; replays are kept for `replay_retention`.
+pub fn spawn_sync(media: MediaHandle, api: api::Api, replay_retention: Duration) -> JoinHandle<()> {
     let mut events = media.subscribe();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(VIEWER_COUNT_INTERVAL);
@@ -81,6 +90,7 @@ pub fn spawn_sync(media: MediaHandle, api: api::Api) -> JoinHandle<()> {
                 ev = events.recv() => match ev {
                     Ok(StreamEvent::Live { stream }) => record(&api, &stream, true).await,
                     Ok(StreamEvent::Offline { stream }) => record(&api, &stream, false).await,
+                    Ok(StreamEvent::Replay(replay)) => keep_replay(&api, &replay, replay_retention).await,
                     Err(RecvError::Lagged(n)) => tracing::warn!(missed = n, "stream events lagged"),
                     Err(RecvError::Closed) => return,
                 },
@@ -92,9 +102,78 @@ pub fn spawn_sync(media: MediaHandle, api: api::Api) -> JoinHandle<()> {
                         }
                     }
                 }
+
             }
         }
     })
+}
+
+/// Delete replays whose time is up (retention over, or deleted by their owner), until aborted.
+pub fn spawn_replay_expiry(
+    media: MediaHandle,
+    api: api::Api,
+    replay_retention: Duration,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let Some(replays) = media
+            .replays()
+            .cloned()
+            .filter(|_| !replay_retention.is_zero())
+        else {
+            return;
+        };
+        let mut expiry = tokio::time::interval(expiry_interval(replay_retention));
+        loop {
+            expiry.tick().await;
+            expire_replays(&api, &replays).await;
+        }
+    })
+}
+
+async fn keep_replay(api: &api::Api, replay: &media::hls::replay::Replay, retention: Duration) {
+    let video = api::videos::NewVideo {
+        stream_name: &replay.stream,
+        epoch: replay.epoch as i64,
+        ended_at: replay.ended_at_ms as i64,
+        duration_ms: replay.duration_ms as i64,
+        renditions: &replay.renditions,
+        retention_ms: retention.as_millis() as i64,
+    };
+    match api.add_video(video).await {
+        Ok(id) => tracing::info!(stream = %replay.stream, video = %id, "replay recorded"),
+        Err(e) => tracing::warn!(stream = %replay.stream, error = %e, "could not record replay"),
+    }
+}
+
+/// Delete the objects of replays whose time is up, then their records.
+async fn expire_replays(api: &api::Api, replays: &media::hls::replay::Replays) {
+    let expired = match api.expired_videos(api::db::now_ms(), EXPIRY_BATCH).await {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not look for expired replays");
+            return;
+        }
+    };
+    for v in expired {
+        let replay = media::hls::replay::Replay {
+            stream: v.stream_name.clone(),
+            epoch: v.epoch as u64,
+            ended_at_ms: 0,
+            duration_ms: 0,
+            renditions: v.renditions,
+        };
+        if let Err(e) = replays.delete(&replay).await {
+            // Kept in the database: the next round tries again.
+            tracing::warn!(video = %v.id, error = %e, "could not delete an expired replay's objects");
+            continue;
+        }
+        match api.forget_video(&v.id).await {
+            Ok(()) => {
+                tracing::info!(stream = %v.stream_name, video = %v.id, "replay expired and deleted")
+            }
+            Err(e) => tracing::warn!(video = %v.id, error = %e, "could not delete replay record"),
+        }
+    }
 }
 
 async fn record(api: &api::Api, stream: &str, live: bool) {

@@ -235,3 +235,179 @@ async fn rtmp_stream_becomes_an_hls_ladder() {
     assert!(get(&format!("{b}/hls/../secret.ts")).await.is_none());
     server.shutdown().await;
 }
+
+/// `../../source/seg-1-00000.ts` against the playlist's URL.
+fn resolve(playlist_url: &str, uri: &str) -> String {
+    reqwest::Url::parse(playlist_url)
+        .unwrap()
+        .join(uri)
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_broadcast_is_a_replay_until_it_expires() {
+    const RETENTION: Duration = Duration::from_secs(20);
+    let (server, dir) = start_server_with(|c| {
+        let mut hls = media::hls::HlsConfig::new(c.data_dir.join("hls"));
+        hls.window = 2; // the live playlist lists 2 segments; the replay keeps them all
+        c.media.hls = Some(hls);
+        c.replay_retention = RETENTION;
+    })
+    .await;
+    let b = base(&server);
+    let c = reqwest::Client::new();
+    let r = c
+        .post(format!("{b}/api/users/register"))
+        .json(&serde_json::json!({"username": "vera", "email": "vera@example.com", "password": "a good password"}))
+        .send()
+        .await
+        .unwrap();
+    let token = r.json::<serde_json::Value>().await.unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let stream: serde_json::Value = c
+        .post(format!("{b}/api/streams"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"title": "Speedrun", "category": "gaming"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = stream["id"].as_str().unwrap().to_owned();
+    let key = stream["stream_key"].as_str().unwrap().to_owned();
+
+    // 9 s of video, then ffmpeg ends the stream.
+    let url = format!("rtmp://{}/live/{key}", server.rtmp_addr);
+    let mut ffmpeg = ffmpeg_rtmp(&url, "640x360", 9, &["-tune", "zerolatency", "-g", "60"]);
+    let live = eventually_some("the stream's HLS URL while live", WAIT, || async {
+        let v: serde_json::Value = reqwest::get(format!("{b}/api/streams/{id}"))
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        v["hls_url"].as_str().map(str::to_owned)
+    })
+    .await;
+    assert_eq!(live, "/hls/vera/master.m3u8");
+    let _ = ffmpeg.wait();
+
+    let list_url = format!("{b}/api/streams/{id}/videos");
+    let video = eventually_some("the replay listed", WAIT, || async {
+        let v: serde_json::Value = reqwest::get(&list_url).await.ok()?.json().await.ok()?;
+        v["items"].as_array()?.first().cloned()
+    })
+    .await;
+    println!("{video}");
+    assert_eq!(video["title"], "Speedrun");
+    assert_eq!(video["category"], "gaming");
+    assert_eq!(video["stream"], id.as_str());
+    let duration = video["duration_ms"].as_i64().unwrap();
+    assert!((6_000..=11_000).contains(&duration), "{video}");
+    let expires = video["expires_at"].as_i64().unwrap() - video["ended_at"].as_i64().unwrap();
+    assert_eq!(expires, RETENTION.as_millis() as i64);
+    let hls_url = video["hls_url"].as_str().unwrap();
+    assert!(hls_url.starts_with("/hls/vera/videos/"), "{hls_url}");
+    let video_id = video["id"].as_str().unwrap();
+    let one: serde_json::Value = reqwest::get(format!("{b}/api/videos/{video_id}"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(one["hls_url"], hls_url);
+
+    // The VOD master lists the renditions; each VOD playlist has every segment of the
+    // broadcast (not only the live window's 2), and each segment is there.
+    let master_url = format!("{b}{hls_url}");
+    let (ct, _, master) = get(&master_url).await.expect("VOD master playlist");
+    assert_eq!(ct, "application/vnd.apple.mpegurl");
+    let master = String::from_utf8(master.to_vec()).unwrap();
+    let renditions: Vec<&str> = master.lines().filter(|l| l.ends_with(".m3u8")).collect();
+    assert!(!renditions.is_empty(), "{master}");
+    for r in &renditions {
+        let url = resolve(&master_url, r);
+        let (_, _, p) = get(&url).await.unwrap_or_else(|| panic!("{url}"));
+        let p = String::from_utf8(p.to_vec()).unwrap();
+        assert!(p.contains("#EXT-X-PLAYLIST-TYPE:VOD\n"), "{p}");
+        assert!(p.ends_with("#EXT-X-ENDLIST\n"), "{p}");
+        let segs = segments(&p);
+        assert!(segs.len() >= 4, "{r}: {p}");
+        let total: f64 = segs.iter().map(|(d, _)| d).sum();
+        assert!(
+            (total * 1000.0 - duration as f64).abs() < 2_500.0,
+            "{total} s vs {duration} ms\n{p}"
+        );
+        for (_, uri) in &segs {
+            assert!(get(&resolve(&url, uri)).await.is_some(), "{uri}");
+        }
+    }
+    // A player reads it as one video of about that length.
+    let out = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "format=duration",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(&master_url)
+        .output()
+        .unwrap();
+    let probed: f64 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0.0);
+    assert!(
+        (probed * 1000.0 - duration as f64).abs() < 2_500.0,
+        "ffprobe: {probed} s, {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let thumb = resolve(&master_url, "thumb.jpg");
+    assert_eq!(
+        video["thumbnail_url"].as_str().map(|t| format!("{b}{t}")),
+        Some(thumb.clone())
+    );
+    assert!(get(&thumb).await.is_some(), "replay thumbnail");
+
+    // After the retention, the replay is gone: from the API and from the store.
+    eventually("the replay expired", RETENTION + WAIT, || async {
+        let v: serde_json::Value = reqwest::get(&list_url).await.unwrap().json().await.unwrap();
+        v["items"].as_array().is_some_and(|a| a.is_empty())
+    })
+    .await;
+    let epoch = hls_url.split('/').nth(4).unwrap();
+    eventually("its objects deleted", WAIT, || async {
+        let root = dir.path.join("hls/vera");
+        let left: Vec<String> = walk(&root)
+            .into_iter()
+            .filter(|p| p.contains(epoch))
+            .collect();
+        left.is_empty()
+    })
+    .await;
+    assert!(get(&master_url).await.is_none());
+    server.shutdown().await;
+}
+
+/// Every file under `root`, as paths.
+fn walk(root: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else {
+                out.push(p.display().to_string());
+            }
+        }
+    }
+    out
+}

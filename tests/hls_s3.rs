@@ -1,7 +1,7 @@
 //! HLS into a real S3-compatible server (moto's, started here): playlists and segments land in
 //! the bucket with the right Content-Type and Cache-Control; when S3 goes down mid-stream the
 //! server carries on (failures counted, WebRTC untouched), and when it is back the live window
-//! is written again.
+//! is written again. The ended broadcast's replay lands there too and is deleted when it expires.
 
 mod common;
 
@@ -13,6 +13,8 @@ use common::*;
 
 const WAIT: Duration = Duration::from_secs(40);
 const BUCKET: &str = "glint-hls";
+/// Replays are kept this long here.
+const RETENTION: Duration = Duration::from_secs(8);
 
 /// moto's S3 server; stopped when dropped.
 struct S3Server {
@@ -105,6 +107,7 @@ async fn hls_goes_to_s3_and_survives_an_s3_outage() {
         let mut hls = media::hls::HlsConfig::new(c.data_dir.join("hls"));
         hls.s3 = Some(s3_config.clone());
         c.media.hls = Some(hls);
+        c.replay_retention = RETENTION;
     })
     .await;
     let url = format!("rtmp://{}/live/{KEY}", server.rtmp_addr);
@@ -165,5 +168,51 @@ async fn hls_goes_to_s3_and_survives_an_s3_outage() {
             .is_some_and(|(_, _, p)| p.contains("#EXT-X-ENDLIST"))
     })
     .await;
+
+    // The broadcast is kept as a replay, then deleted from S3 when it expires.
+    let vod = eventually_some("the replay's playlists in S3", WAIT, || async {
+        let keys = keys(&bucket, "live/demo/videos/").await?;
+        keys.iter()
+            .any(|k| k.ends_with("/master.m3u8"))
+            .then_some(keys)
+    })
+    .await;
+    assert!(vod.iter().any(|k| k.ends_with("/source.m3u8")), "{vod:?}");
+    let (ct, _, p) = object(
+        &bucket,
+        vod.iter().find(|k| k.ends_with("/source.m3u8")).unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(ct, "application/vnd.apple.mpegurl");
+    assert!(
+        p.contains("#EXT-X-PLAYLIST-TYPE:VOD") && p.contains("../../source/seg-"),
+        "{p}"
+    );
+    assert!(!keys(&bucket, "live/demo/source/seg-")
+        .await
+        .unwrap()
+        .is_empty());
+    eventually("the replay deleted from S3", RETENTION + WAIT, || async {
+        keys(&bucket, "live/demo/videos/").await == Some(vec![])
+            && keys(&bucket, "live/demo/source/seg-").await == Some(vec![])
+    })
+    .await;
     server.shutdown().await;
+}
+
+/// Every key under `prefix` (`None` if S3 did not answer).
+async fn keys(s3: &aws_sdk_s3::Client, prefix: &str) -> Option<Vec<String>> {
+    s3.list_objects_v2()
+        .bucket(BUCKET)
+        .prefix(prefix)
+        .send()
+        .await
+        .map(|r| {
+            r.contents()
+                .iter()
+                .filter_map(|o| o.key().map(str::to_owned))
+                .collect()
+        })
+        .ok()
 }

@@ -9,7 +9,7 @@ use crate::error::Result;
 pub type Db = Surreal<Any>;
 
 /// Bumped by each migration; stored in `meta:schema`.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Tables, fields and indexes. Every statement is idempotent (`IF NOT EXISTS`), so start-up
 /// applies it every time; later versions add migrations keyed on `meta:schema.version`.
@@ -64,6 +64,21 @@ DEFINE FIELD IF NOT EXISTS user ON refresh_token TYPE string;
 DEFINE FIELD IF NOT EXISTS token_hash ON refresh_token TYPE string;
 DEFINE FIELD IF NOT EXISTS expires_at ON refresh_token TYPE int;
 DEFINE INDEX IF NOT EXISTS refresh_token_hash ON refresh_token FIELDS token_hash UNIQUE;
+
+DEFINE TABLE IF NOT EXISTS video SCHEMAFULL;
+DEFINE FIELD IF NOT EXISTS stream ON video TYPE option<string>;
+DEFINE FIELD IF NOT EXISTS stream_name ON video TYPE string;
+DEFINE FIELD IF NOT EXISTS title ON video TYPE string;
+DEFINE FIELD IF NOT EXISTS category ON video TYPE option<string>;
+DEFINE FIELD IF NOT EXISTS epoch ON video TYPE int;
+DEFINE FIELD IF NOT EXISTS started_at ON video TYPE int;
+DEFINE FIELD IF NOT EXISTS ended_at ON video TYPE int;
+DEFINE FIELD IF NOT EXISTS duration_ms ON video TYPE int;
+DEFINE FIELD IF NOT EXISTS renditions ON video TYPE array<string>;
+DEFINE FIELD IF NOT EXISTS expires_at ON video TYPE int;
+DEFINE FIELD IF NOT EXISTS deleted ON video TYPE bool;
+DEFINE INDEX IF NOT EXISTS video_stream ON video FIELDS stream;
+DEFINE INDEX IF NOT EXISTS video_expires ON video FIELDS expires_at;
 
 DEFINE TABLE IF NOT EXISTS category SCHEMAFULL;
 DEFINE FIELD IF NOT EXISTS slug ON category TYPE string;

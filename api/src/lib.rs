@@ -1,5 +1,6 @@
 //! Glint's platform API under `/api`: users and sessions, streams and stream keys, follows,
-//! go-live notifications (stored + Server-Sent Events), categories, and the OpenAPI document.
+//! go-live notifications (stored + Server-Sent Events), categories, replays (videos), and the
+//! OpenAPI document.
 //! Backed by SurrealDB through one `Surreal<Any>` handle (`mem://`, `surrealkv://`, `ws://`).
 //!
 //! Each area has a `router()`; [`Api`] is what the binary holds: it builds the router, checks
@@ -18,6 +19,7 @@ pub mod ratelimit;
 pub mod streams;
 pub mod users;
 pub mod validate;
+pub mod videos;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,6 +49,8 @@ pub struct ApiState {
     pub notify: broadcast::Sender<notifications::Notification>,
     pub limiter: Arc<ratelimit::RateLimiter>,
     pub directory: Arc<cache::PageCache>,
+    /// Base URL of HLS objects (`/hls`, or a CDN), for the URLs in stream and video JSON.
+    pub hls_base: Option<Arc<str>>,
 }
 
 /// The caller if a valid token came with the request, else nobody (public endpoints that show
@@ -91,6 +95,7 @@ impl Api {
                 notify,
                 limiter: Arc::new(ratelimit::RateLimiter::default()),
                 directory: Arc::new(cache::PageCache::default()),
+                hls_base: None,
             },
         })
     }
@@ -103,6 +108,7 @@ impl Api {
             .merge(follows::router())
             .merge(notifications::router())
             .merge(categories::router())
+            .merge(videos::router())
             .merge(openapi::router())
             .route(
                 "/api/{*rest}",
@@ -186,6 +192,31 @@ impl Api {
             .check()?;
         self.state.directory.invalidate();
         Ok(())
+    }
+
+    /// Where players fetch HLS (`/hls` on this server, or a CDN); `None`: HLS is off.
+    pub fn set_hls_base(&mut self, base: Option<&str>) {
+        self.state.hls_base = base.map(|b| Arc::from(b.trim_end_matches('/')));
+    }
+
+    /// The media core stored a finished broadcast as a replay; returns the video's id.
+    pub async fn add_video(&self, video: videos::NewVideo<'_>) -> Result<String> {
+        let id = videos::add(&self.state, video).await?;
+        Ok(id)
+    }
+
+    /// Videos whose time is up (retention over, or deleted by their owner), at most `limit`.
+    pub async fn expired_videos(
+        &self,
+        now_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<videos::ExpiredVideo>> {
+        videos::expired(&self.state, now_ms, limit).await
+    }
+
+    /// Forget a video whose objects were deleted.
+    pub async fn forget_video(&self, id: &str) -> Result<()> {
+        videos::forget(&self.state, id).await
     }
 
     pub fn state(&self) -> &ApiState {

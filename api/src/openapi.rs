@@ -9,7 +9,7 @@ use crate::ApiState;
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Glint API", description = "Users, streams, follows, notifications and categories of a Glint server."),
+    info(title = "Glint API", description = "Users, streams, follows, notifications, categories and replays of a Glint server."),
     paths(
         crate::users::register, crate::users::login, crate::users::refresh, crate::users::logout,
         crate::users::me, crate::users::profile,
@@ -19,6 +19,7 @@ use crate::ApiState;
         crate::notifications::list, crate::notifications::mark_read, crate::notifications::mark_all_read,
         crate::notifications::stream,
         crate::categories::list,
+        crate::videos::list, crate::videos::get_one, crate::videos::remove,
     ),
     modifiers(&BearerAuth)
 )]

@@ -48,6 +48,20 @@ pub struct Stream {
     /// Only in the owner's own view.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stream_key: Option<String>,
+    /// While live: its HLS master playlist and latest thumbnail (when HLS is on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hls_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thumbnail_url: Option<String>,
+}
+
+/// A live stream's HLS URLs.
+fn with_urls(st: &ApiState, mut s: Stream) -> Stream {
+    if let (true, Some(base)) = (s.live, &st.hls_base) {
+        s.hls_url = Some(format!("{base}/{}/master.m3u8", s.name));
+        s.thumbnail_url = Some(format!("{base}/{}/thumb.jpg", s.name));
+    }
+    s
 }
 
 const FIELDS: &str =
@@ -172,6 +186,7 @@ pub(crate) async fn list(
     let mut items: Vec<Stream> = res.take(0)?;
     let more = items.len() > limit as usize;
     items.truncate(limit as usize);
+    let items = items.into_iter().map(|s| with_urls(&st, s)).collect();
     let body = Bytes::from(
         serde_json::to_vec(&StreamPage {
             items,
@@ -196,7 +211,8 @@ async fn select_one(st: &ApiState, from: &'static str, v: &str) -> Result<Option
         .query(format!("SELECT {FIELDS}, stream_key FROM {from} LIMIT 1"))
         .bind(("v", v.to_owned()))
         .await?;
-    Ok(res.take(0)?)
+    let s: Option<Stream> = res.take(0)?;
+    Ok(s.map(|s| with_urls(st, s)))
 }
 
 fn for_caller(mut s: Stream, caller: Option<&str>) -> Stream {

@@ -1,4 +1,4 @@
-//! Streams, keys, follows, go-live notifications (stored and SSE), categories, OpenAPI.
+//! Streams, keys, follows, go-live notifications (stored and SSE), categories, replays, OpenAPI.
 
 mod common;
 
@@ -506,6 +506,8 @@ async fn openapi_document_lists_the_endpoints() {
         "/api/notifications",
         "/api/notifications/stream",
         "/api/categories",
+        "/api/streams/{id}/videos",
+        "/api/videos/{id}",
     ] {
         assert!(paths.contains_key(p), "missing {p}");
     }
@@ -576,4 +578,174 @@ async fn data_survives_a_restart_on_surrealkv() {
     assert_eq!(v["items"][0]["username"], "follower");
     drop(api);
     let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn replays_are_listed_until_deleted_or_expired() {
+    let mut api = api::Api::connect("mem://", SECRET).await.unwrap();
+    api.set_hls_base(Some("https://cdn.example/hls/"));
+    let r = api.router();
+    let (_alice, alice_token, _) = register(&r, "alice").await;
+    let (_bob, bob_token, _) = register(&r, "bob").await;
+    let (_, v) = call(
+        &r,
+        Method::POST,
+        "/api/streams",
+        Some(&alice_token),
+        Some(json!({"title": "Speedrun", "category": "gaming"})),
+    )
+    .await;
+    let stream = v["id"].as_str().unwrap().to_owned();
+    let hour = 3_600_000;
+    let now = api::db::now_ms();
+    let renditions = vec!["source".to_string(), "360p".to_string()];
+    let mut ids = Vec::new();
+    for (i, epoch) in [now - 3 * hour, now - 2 * hour].into_iter().enumerate() {
+        let id = api
+            .add_video(api::videos::NewVideo {
+                stream_name: "alice",
+                epoch,
+                ended_at: epoch + hour,
+                duration_ms: hour - i as i64,
+                renditions: &renditions,
+                retention_ms: 24 * hour,
+            })
+            .await
+            .unwrap();
+        ids.push(id);
+    }
+    // A stream configured by key (no database record): kept, expires like the others.
+    let keyed = api
+        .add_video(api::videos::NewVideo {
+            stream_name: "demo",
+            epoch: now - 30 * hour,
+            ended_at: now - 26 * hour,
+            duration_ms: 1000,
+            renditions: &renditions,
+            retention_ms: 24 * hour,
+        })
+        .await
+        .unwrap();
+
+    // Newest first, with the stream's title and the CDN URLs.
+    let (s, page) = call(
+        &r,
+        Method::GET,
+        &format!("/api/streams/{stream}/videos"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{page}");
+    let items = page["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2, "{page}");
+    assert_eq!(items[0]["id"], ids[1].as_str());
+    assert_eq!(items[0]["title"], "Speedrun");
+    assert_eq!(items[0]["category"], "gaming");
+    assert_eq!(items[0]["stream_name"], "alice");
+    let epoch = now - 2 * hour;
+    assert_eq!(
+        items[0]["hls_url"],
+        format!("https://cdn.example/hls/alice/videos/{epoch}/master.m3u8")
+    );
+    assert_eq!(
+        items[0]["thumbnail_url"],
+        format!("https://cdn.example/hls/alice/videos/{epoch}/thumb.jpg")
+    );
+    assert!(
+        items[0].get("epoch").is_none(),
+        "internal fields stay inside"
+    );
+    let (_, page) = call(
+        &r,
+        Method::GET,
+        &format!("/api/streams/{stream}/videos?limit=1"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(page["more"], true);
+    let (s, _) = call(
+        &r,
+        Method::GET,
+        "/api/streams/aaaaaaaaaaaaaaaaaaaa/videos",
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, v) = call(
+        &r,
+        Method::GET,
+        &format!("/api/streams/{stream}/videos?limit=0"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+
+    // Only the owner deletes; a deleted video is gone at once and expires on the next round.
+    let one = format!("/api/videos/{}", ids[0]);
+    let (s, v) = call(&r, Method::GET, &one, None, None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["duration_ms"], hour);
+    let (s, _) = call(&r, Method::DELETE, &one, None, None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, _) = call(&r, Method::DELETE, &one, Some(&bob_token), None).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, _) = call(
+        &r,
+        Method::DELETE,
+        &format!("/api/videos/{keyed}"),
+        Some(&alice_token),
+        None,
+    )
+    .await;
+    assert_eq!(
+        s,
+        StatusCode::NOT_FOUND,
+        "past its retention: no longer shown"
+    );
+    assert!(api
+        .expired_videos(api::db::now_ms(), 100)
+        .await
+        .unwrap()
+        .iter()
+        .all(|v| v.id != ids[0]));
+    let (s, _) = call(&r, Method::DELETE, &one, Some(&alice_token), None).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, _) = call(&r, Method::GET, &one, None, None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (_, page) = call(
+        &r,
+        Method::GET,
+        &format!("/api/streams/{stream}/videos"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(page["items"].as_array().unwrap().len(), 1);
+
+    // Expired now: the deleted one. A day later: the config-key one too (ended 26 h ago).
+    let expired = api.expired_videos(api::db::now_ms(), 100).await.unwrap();
+    let mut names: Vec<(String, i64)> = expired.iter().map(|v| (v.id.clone(), v.epoch)).collect();
+    names.sort();
+    let mut want = vec![
+        (ids[0].clone(), now - 3 * hour),
+        (keyed.clone(), now - 30 * hour),
+    ];
+    want.sort();
+    assert_eq!(names, want);
+    assert_eq!(expired[0].renditions, renditions);
+    for v in &expired {
+        api.forget_video(&v.id).await.unwrap();
+    }
+    assert!(api
+        .expired_videos(api::db::now_ms(), 100)
+        .await
+        .unwrap()
+        .is_empty());
+    let later = api.expired_videos(now + 30 * hour, 100).await.unwrap();
+    assert_eq!(later.len(), 1);
+    assert_eq!(later[0].id, ids[1]);
 }

@@ -87,6 +87,8 @@ pub struct MediaHandle {
     metrics: Arc<Metrics>,
     events: broadcast::Sender<StreamEvent>,
     local_addr: SocketAddr,
+    /// Deletes expired replays (HLS on).
+    replays: Option<crate::hls::replay::Replays>,
 }
 
 /// The running media task.
@@ -108,10 +110,11 @@ pub async fn spawn(config: MediaConfig) -> std::io::Result<(MediaHandle, MediaTa
     let hls = match config.hls.clone() {
         Some(c) => {
             info!(dir = %c.dir.display(), segment_secs = c.segment.as_secs(), "HLS on");
-            Some(Hls::new(c, metrics.clone()).await)
+            Some(Hls::new(c, metrics.clone(), events.clone()).await)
         }
         None => None,
     };
+    let replays = hls.as_ref().map(Hls::replays);
     let join = tokio::spawn(run(socket, sfu, rx, events.clone(), hls));
     Ok((
         MediaHandle {
@@ -119,6 +122,7 @@ pub async fn spawn(config: MediaConfig) -> std::io::Result<(MediaHandle, MediaTa
             metrics,
             events,
             local_addr,
+            replays,
         },
         MediaTask { join },
     ))
@@ -259,6 +263,11 @@ impl MediaHandle {
     /// The bound UDP address.
     pub fn udp_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Deletes replays from the HLS store; `None` when HLS is off.
+    pub fn replays(&self) -> Option<&crate::hls::replay::Replays> {
+        self.replays.as_ref()
     }
 }
 

@@ -127,7 +127,12 @@ fn estimate_kbps(w: u32, h: u32, fps: f64) -> u32 {
 }
 
 /// The master playlist (RFC 8216 §4.3.4.2), renditions in `dir/index.m3u8`.
-pub fn master_playlist(renditions: &[Rendition], audio_kbps: u32) -> String {
+/// `uri` gives each rendition's media playlist URI from its name.
+pub fn master_playlist(
+    renditions: &[Rendition],
+    audio_kbps: u32,
+    uri: impl Fn(&str) -> String,
+) -> String {
     let mut m = String::from("#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-INDEPENDENT-SEGMENTS\n");
     for r in renditions {
         let average = (r.video_kbps + audio_kbps) as u64 * 1000;
@@ -135,8 +140,12 @@ pub fn master_playlist(renditions: &[Rendition], audio_kbps: u32) -> String {
         let peak = (r.video_kbps as u64 * 1250) + audio_kbps as u64 * 1000;
         let _ = writeln!(
             m,
-            "#EXT-X-STREAM-INF:BANDWIDTH={peak},AVERAGE-BANDWIDTH={average},RESOLUTION={}x{},FRAME-RATE={:.3},CODECS=\"{}\"\n{}/index.m3u8",
-            r.width, r.height, r.fps, r.codecs, r.name
+            "#EXT-X-STREAM-INF:BANDWIDTH={peak},AVERAGE-BANDWIDTH={average},RESOLUTION={}x{},FRAME-RATE={:.3},CODECS=\"{}\"\n{}",
+            r.width,
+            r.height,
+            r.fps,
+            r.codecs,
+            uri(&r.name)
         );
     }
     m
@@ -193,7 +202,7 @@ mod tests {
     #[test]
     fn master_playlist_lists_every_rendition() {
         let p = plan(&input((1280, 720), true), &default_ladder());
-        let m = master_playlist(&p, 128);
+        let m = master_playlist(&p, 128, |n| format!("{n}/index.m3u8"));
         assert!(m.starts_with("#EXTM3U\n"));
         assert_eq!(m.matches("#EXT-X-STREAM-INF:").count(), 3);
         assert!(m.contains(

@@ -6,6 +6,7 @@
 //!   audio as AAC, `hlssink2` per rendition, keyframes aligned).
 //! - `output.rs`: the `GOutputStream` hlssink2 writes each segment and playlist into.
 //! - `discontinuity.rs`: `#EXT-X-DISCONTINUITY` where a publisher reconnected.
+//! - `replay.rs`: a finished broadcast kept as video on demand, and its deletion when it expires.
 //! - `store.rs`: where objects go (a local directory by default), written by one uploader task.
 //! - `s3.rs`: S3 (or a compatible service) as the store.
 //!
@@ -13,12 +14,14 @@
 //! a full queue drops and counts). The tap's task waits for the first keyframe, measures the
 //! frame rate over ten frames, plans the renditions, writes `master.m3u8`, and starts the
 //! transcoder. When the stream goes offline the tap is dropped: the transcoder ends its
-//! playlists with `#EXT-X-ENDLIST`.
+//! playlists with `#EXT-X-ENDLIST`, and (replays on) the broadcast's VOD playlists are written
+//! and announced as [`StreamEvent::Replay`].
 
 pub mod discontinuity;
 pub mod ladder;
 pub mod output;
 pub mod probe;
+pub mod replay;
 pub mod s3;
 pub mod store;
 pub mod transcoder;
@@ -30,13 +33,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use rtc::rtp;
 use rtc::shared::marshal::Marshal;
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc};
 use tracing::{info, warn};
 
 use crate::codec::{self, MediaKind, PayloadFormat};
 use crate::metrics::Metrics;
-use crate::sfu::StreamTap;
-use ladder::{Input, Rung};
+use crate::sfu::{StreamEvent, StreamTap};
+use ladder::{Input, Rendition, Rung};
+use replay::{Replay, Replays};
 use store::{Kind, LocalDir, Uploads};
 use transcoder::{Settings, Transcoder, VideoInput};
 
@@ -51,10 +55,13 @@ pub struct HlsConfig {
     pub audio_kbps: u32,
     /// Store in S3 instead of `dir`.
     pub s3: Option<s3::S3Config>,
+    /// Keep each broadcast as a replay (its segments are not deleted when they leave the live
+    /// window; the platform deletes the replay when it expires).
+    pub replays: bool,
 }
 
 impl HlsConfig {
-    /// 2 s segments, a 6-segment live window, the default ladder, AAC at 128 kbit/s.
+    /// 2 s segments, a 6-segment live window, the default ladder, AAC at 128 kbit/s, replays.
     pub fn new(dir: PathBuf) -> Self {
         Self {
             dir,
@@ -63,6 +70,7 @@ impl HlsConfig {
             ladder: ladder::default_ladder(),
             audio_kbps: 128,
             s3: None,
+            replays: true,
         }
     }
 }
@@ -70,8 +78,10 @@ impl HlsConfig {
 /// Starts a transcoder task per live stream; owned by the media runtime.
 pub struct Hls {
     config: Arc<HlsConfig>,
+    store: Arc<dyn store::SegmentStore>,
     uploads: Uploads,
     metrics: Arc<Metrics>,
+    events: broadcast::Sender<StreamEvent>,
 }
 
 /// RTP packets a stream's tap may queue for its transcoder task.
@@ -82,7 +92,12 @@ const MAX_PENDING: usize = 4096;
 const FPS_FRAMES: usize = 10;
 
 impl Hls {
-    pub async fn new(config: HlsConfig, metrics: Arc<Metrics>) -> Self {
+    /// `events`: where finished broadcasts are announced as [`StreamEvent::Replay`].
+    pub async fn new(
+        config: HlsConfig,
+        metrics: Arc<Metrics>,
+        events: broadcast::Sender<StreamEvent>,
+    ) -> Self {
         let store: Arc<dyn store::SegmentStore> = match &config.s3 {
             Some(c) => {
                 info!(bucket = %c.bucket, endpoint = ?c.endpoint, prefix = %c.prefix, "HLS objects go to S3");
@@ -90,11 +105,20 @@ impl Hls {
             }
             None => Arc::new(LocalDir::new(config.dir.clone())),
         };
-        let uploads = store::spawn_uploader(store, metrics.clone());
+        let uploads = store::spawn_uploader(store.clone(), metrics.clone());
         Self {
+            store,
             config: Arc::new(config),
             uploads,
             metrics,
+            events,
+        }
+    }
+
+    /// Deletes expired replays.
+    pub fn replays(&self) -> Replays {
+        Replays {
+            store: self.store.clone(),
         }
     }
 
@@ -111,6 +135,7 @@ impl Hls {
             self.config.clone(),
             self.uploads.clone(),
             self.metrics.clone(),
+            self.events.clone(),
             rx,
         ));
         HlsTap {
@@ -203,6 +228,7 @@ async fn run(
     config: Arc<HlsConfig>,
     uploads: Uploads,
     metrics: Arc<Metrics>,
+    events: broadcast::Sender<StreamEvent>,
     mut rx: mpsc::Receiver<TapMsg>,
 ) {
     let mut pending: Vec<TapPacket> = Vec::new();
@@ -210,6 +236,8 @@ async fn run(
     let mut frame_times: Vec<u32> = Vec::new();
     let mut saw_audio = false;
     let mut running: Option<Transcoder> = None;
+    let mut planned: Vec<Rendition> = Vec::new();
+    let mut epoch = 0u64;
     let mut failed = false;
     let mut pushed = 0u64;
     while let Some(msg) = rx.recv().await {
@@ -297,7 +325,10 @@ async fn run(
         );
         uploads.put(
             format!("{stream}/master.m3u8"),
-            ladder::master_playlist(&renditions, config.audio_kbps).into(),
+            ladder::master_playlist(&renditions, config.audio_kbps, |name| {
+                format!("{name}/index.m3u8")
+            })
+            .into(),
             Kind::Playlist,
         );
         let settings = Settings {
@@ -305,11 +336,9 @@ async fn run(
             window: config.window,
             audio_kbps: config.audio_kbps,
             with_audio: saw_audio,
+            keep_segments: config.replays,
         };
-        let epoch = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        epoch = unix_ms();
         match Transcoder::start(
             video,
             &renditions,
@@ -329,6 +358,7 @@ async fn run(
                     };
                 }
                 running = Some(t);
+                planned = renditions;
             }
             Err(e) => {
                 warn!(%stream, error = %e, "HLS transcoder could not start");
@@ -338,9 +368,66 @@ async fn run(
     }
     if let Some(t) = running {
         Metrics::sub(&metrics.hls_transcoders, 1);
-        let _ = tokio::task::spawn_blocking(move || t.finish(Duration::from_secs(5))).await;
+        let finished = tokio::task::spawn_blocking(move || {
+            t.finish(Duration::from_secs(5));
+            t
+        })
+        .await;
         info!(%stream, "HLS ladder ended");
+        if let (true, Ok(t)) = (config.replays, finished) {
+            if let Some(replay) = store_replay(&stream, epoch, &t, &planned, &config, &uploads) {
+                info!(%stream, epoch, duration_ms = replay.duration_ms, "replay stored");
+                let _ = events.send(StreamEvent::Replay(replay));
+            }
+        }
     }
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Write a finished broadcast's VOD playlists (and its last thumbnail) beside its segments.
+fn store_replay(
+    stream: &str,
+    epoch: u64,
+    t: &Transcoder,
+    renditions: &[Rendition],
+    config: &HlsConfig,
+    uploads: &Uploads,
+) -> Option<Replay> {
+    let recordings = t.recordings();
+    let duration_ms = recordings.iter().map(|(_, r)| r.duration_ms()).max()?;
+    if duration_ms == 0 {
+        return None;
+    }
+    let dir = Replay::dir(stream, epoch);
+    for (name, r) in &recordings {
+        uploads.put(
+            format!("{dir}/{name}.m3u8"),
+            r.vod_playlist(&format!("../../{name}/")).into(),
+            Kind::Playlist,
+        );
+    }
+    uploads.put(
+        format!("{dir}/master.m3u8"),
+        ladder::master_playlist(renditions, config.audio_kbps, |name| format!("{name}.m3u8"))
+            .into(),
+        Kind::Playlist,
+    );
+    if let Some(jpeg) = t.thumbnail() {
+        uploads.put(format!("{dir}/thumb.jpg"), jpeg, Kind::Image);
+    }
+    Some(Replay {
+        stream: stream.to_owned(),
+        epoch,
+        ended_at_ms: unix_ms(),
+        duration_ms,
+        renditions: recordings.into_iter().map(|(name, _)| name).collect(),
+    })
 }
 
 #[cfg(test)]

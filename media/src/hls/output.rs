@@ -8,6 +8,7 @@ use gio::subclass::prelude::*;
 use std::sync::Arc;
 
 use super::discontinuity::Marks;
+use super::replay::Recording;
 use super::store::{Kind, Uploads};
 
 mod imp {
@@ -21,6 +22,8 @@ mod imp {
         pub buf: Mutex<Vec<u8>>,
         /// A media playlist: reconnect marks to add before it is stored.
         pub marks: Mutex<Option<Arc<Marks>>>,
+        /// A media playlist: the rendition's recording reads it.
+        pub recording: Mutex<Option<Arc<Recording>>>,
     }
 
     #[glib::object_subclass]
@@ -50,6 +53,14 @@ mod imp {
             if let Some(marks) = self.marks.lock().unwrap_or_else(|e| e.into_inner()).take() {
                 body = marks.apply(&String::from_utf8_lossy(&body)).into_bytes();
             }
+            if let Some(r) = self
+                .recording
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take()
+            {
+                r.observe(&String::from_utf8_lossy(&body));
+            }
             if let Some((path, kind, uploads)) =
                 self.target.lock().unwrap_or_else(|e| e.into_inner()).take()
             {
@@ -72,10 +83,16 @@ impl UploadStream {
         s
     }
 
-    /// A media playlist, stored with `marks` applied.
-    pub fn playlist(path: String, uploads: Uploads, marks: Arc<Marks>) -> Self {
+    /// A media playlist, stored with `marks` applied, and read by `recording`.
+    pub fn playlist(
+        path: String,
+        uploads: Uploads,
+        marks: Arc<Marks>,
+        recording: Arc<Recording>,
+    ) -> Self {
         let s = Self::new(path, Kind::Playlist, uploads);
         *s.imp().marks.lock().unwrap_or_else(|e| e.into_inner()) = Some(marks);
+        *s.imp().recording.lock().unwrap_or_else(|e| e.into_inner()) = Some(recording);
         s
     }
 }

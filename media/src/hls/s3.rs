@@ -9,6 +9,7 @@ use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region};
 use aws_sdk_s3::error::DisplayErrorContext;
 use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{Delete, ObjectIdentifier};
 use bytes::Bytes;
 
 use super::store::{Kind, SegmentStore, StoreFuture};
@@ -27,6 +28,8 @@ pub struct S3Config {
 
 /// Longest any one S3 call may take (a segment is a few MB).
 const OPERATION_TIMEOUT: Duration = Duration::from_secs(10);
+/// Rounds of (list 1,000, delete them) one prefix deletion may take.
+const MAX_DELETE_ROUNDS: usize = 1000;
 
 pub struct S3Store {
     client: aws_sdk_s3::Client,
@@ -91,6 +94,47 @@ impl SegmentStore for S3Store {
                 .await
                 .map(|_| ())
                 .map_err(|e| format!("S3 delete {path}: {}", DisplayErrorContext(e)))
+        })
+    }
+
+    fn delete_prefix<'a>(&'a self, prefix: &'a str) -> StoreFuture<'a> {
+        Box::pin(async move {
+            let err = |e: String| format!("S3 delete {prefix}*: {e}");
+            let full = format!("{}{prefix}", self.prefix);
+            // Deleted keys leave the listing, so each round lists from the start again.
+            for _ in 0..MAX_DELETE_ROUNDS {
+                let listed = self
+                    .client
+                    .list_objects_v2()
+                    .bucket(&self.bucket)
+                    .prefix(&full)
+                    .max_keys(1000)
+                    .send()
+                    .await
+                    .map_err(|e| err(DisplayErrorContext(e).to_string()))?;
+                let objects = listed
+                    .contents()
+                    .iter()
+                    .filter_map(|o| o.key())
+                    .filter_map(|k| ObjectIdentifier::builder().key(k).build().ok())
+                    .collect::<Vec<_>>();
+                if objects.is_empty() {
+                    return Ok(());
+                }
+                let delete = Delete::builder()
+                    .set_objects(Some(objects))
+                    .quiet(true)
+                    .build()
+                    .map_err(|e| err(e.to_string()))?;
+                self.client
+                    .delete_objects()
+                    .bucket(&self.bucket)
+                    .delete(delete)
+                    .send()
+                    .await
+                    .map_err(|e| err(DisplayErrorContext(e).to_string()))?;
+            }
+            Err(err("too many objects".into()))
         })
     }
 }

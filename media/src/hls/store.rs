@@ -1,5 +1,5 @@
 //! Where HLS objects go: one interface ([`SegmentStore`]) for the local directory (the embedded
-//! default, served by glint at `/hls/`) and, later, S3. Writes happen on the [`Uploader`] task,
+//! default, served by glint at `/hls/`) and S3 (`s3.rs`). Writes happen on the [`Uploader`] task,
 //! never on a GStreamer streaming thread or the media task: those hand objects over with
 //! [`Uploads::put`], which never blocks (a full queue drops the object and counts it).
 
@@ -59,6 +59,8 @@ pub type StoreFuture<'a> = Pin<Box<dyn Future<Output = Result<(), String>> + Sen
 pub trait SegmentStore: Send + Sync + 'static {
     fn put<'a>(&'a self, path: &'a str, body: Bytes, kind: Kind) -> StoreFuture<'a>;
     fn delete<'a>(&'a self, path: &'a str) -> StoreFuture<'a>;
+    /// Every object whose path starts with `prefix` (a replay's segments and playlists).
+    fn delete_prefix<'a>(&'a self, prefix: &'a str) -> StoreFuture<'a>;
 }
 
 /// A local directory; files are replaced atomically (write, then rename), so a reader never
@@ -103,6 +105,42 @@ impl SegmentStore for LocalDir {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
                 Err(e) => Err(format!("{path}: {e}")),
             }
+        })
+    }
+
+    fn delete_prefix<'a>(&'a self, prefix: &'a str) -> StoreFuture<'a> {
+        Box::pin(async move {
+            if prefix.is_empty() || prefix.split('/').any(|p| p == "..") {
+                return Err(format!("refusing to delete {prefix:?}"));
+            }
+            let (dir, name) = prefix.rsplit_once('/').unwrap_or(("", prefix));
+            let dir = self.root.join(dir);
+            let mut entries = match tokio::fs::read_dir(&dir).await {
+                Ok(e) => e,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+                Err(e) => return Err(format!("{}: {e}", dir.display())),
+            };
+            let fail = |e: std::io::Error| format!("{}: {e}", dir.display());
+            while let Some(entry) = entries.next_entry().await.map_err(fail)? {
+                if !entry.file_name().to_string_lossy().starts_with(name) {
+                    continue;
+                }
+                let path = entry.path();
+                let removed = if entry.file_type().await.map_err(fail)?.is_dir() {
+                    tokio::fs::remove_dir_all(&path).await
+                } else {
+                    tokio::fs::remove_file(&path).await
+                };
+                match removed {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(format!("{}: {e}", path.display())),
+                }
+            }
+            if name.is_empty() {
+                let _ = tokio::fs::remove_dir(&dir).await;
+            }
+            Ok(())
         })
     }
 }
@@ -220,6 +258,25 @@ mod tests {
         store.delete("s/source/index.m3u8").await.unwrap();
         store.delete("s/source/index.m3u8").await.unwrap();
         assert!(!root.join("s/source/index.m3u8").exists());
+        for f in [
+            "s/720p/seg-1-00000.ts",
+            "s/720p/seg-1-00001.ts",
+            "s/720p/seg-2-00000.ts",
+            "s/videos/1/master.m3u8",
+        ] {
+            store
+                .put(f, Bytes::from_static(b"x"), Kind::Segment)
+                .await
+                .unwrap();
+        }
+        store.delete_prefix("s/720p/seg-1-").await.unwrap();
+        store.delete_prefix("s/videos/1/").await.unwrap();
+        assert!(!root.join("s/720p/seg-1-00000.ts").exists());
+        assert!(!root.join("s/720p/seg-1-00001.ts").exists());
+        assert!(root.join("s/720p/seg-2-00000.ts").exists());
+        assert!(!root.join("s/videos/1").exists());
+        assert!(store.delete_prefix("s/../..").await.is_err());
+        store.delete_prefix("nothing/here-").await.unwrap();
         std::fs::remove_dir_all(root).unwrap();
     }
 }

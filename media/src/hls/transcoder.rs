@@ -23,6 +23,7 @@ use gstreamer_app as gst_app;
 use super::discontinuity::Marks;
 use super::ladder::Rendition;
 use super::output::UploadStream;
+use super::replay::Recording;
 use super::store::{Kind, Uploads};
 use crate::metrics::Metrics;
 use crate::pipeline;
@@ -40,6 +41,8 @@ pub struct Settings {
     pub window: u32,
     pub audio_kbps: u32,
     pub with_audio: bool,
+    /// Replays on: segments leaving the live window stay in the store.
+    pub keep_segments: bool,
 }
 
 pub struct Transcoder {
@@ -48,6 +51,10 @@ pub struct Transcoder {
     audio: Option<gst_app::AppSrc>,
     /// Per rendition: its hlssink2 and its reconnect marks.
     sinks: Vec<(gst::Element, Arc<Marks>)>,
+    /// Per rendition (by name): every segment its live playlists listed.
+    recordings: Vec<(String, Arc<Recording>)>,
+    /// The latest thumbnail (JPEG).
+    thumbnail: Arc<Mutex<Option<bytes::Bytes>>>,
 }
 
 /// A JPEG of the stream this often, stored as `<stream>/thumb.jpg`.
@@ -91,6 +98,7 @@ impl Transcoder {
             src.set_property_from_str("leaky-type", "downstream");
         }
         let mut sinks = Vec::new();
+        let mut recordings = Vec::new();
         for r in renditions {
             let sink = pipeline
                 .by_name(&format!("hls_{}", r.name))
@@ -98,12 +106,19 @@ impl Transcoder {
             let marks = Arc::new(Marks::default());
             sinks.push((sink.clone(), marks.clone()));
             let m1 = marks.clone();
+            let recording = Arc::new(Recording::default());
+            recordings.push((r.name.clone(), recording.clone()));
             let dir = format!("{prefix}/{}", r.name);
             let (u1, u2, u3) = (uploads.clone(), uploads.clone(), uploads.clone());
             let d1 = dir.clone();
             sink.connect("get-playlist-stream", false, move |args| {
                 let _location = args[1].get::<String>().ok()?;
-                let s = UploadStream::playlist(format!("{d1}/index.m3u8"), u1.clone(), m1.clone());
+                let s = UploadStream::playlist(
+                    format!("{d1}/index.m3u8"),
+                    u1.clone(),
+                    m1.clone(),
+                    recording.clone(),
+                );
                 Some(s.upcast::<gio::OutputStream>().to_value())
             });
             let d2 = dir.clone();
@@ -118,9 +133,12 @@ impl Transcoder {
                 Some(s.upcast::<gio::OutputStream>().to_value())
             });
             let d3 = dir.clone();
+            let keep = settings.keep_segments;
             sink.connect("delete-fragment", false, move |args| {
                 let location = args[1].get::<String>().ok()?;
-                u3.delete(format!("{d3}/{}", basename(&location)));
+                if !keep {
+                    u3.delete(format!("{d3}/{}", basename(&location)));
+                }
                 None // GStreamer 1.22's signal returns nothing
             });
             sink.set_property("location", format!("seg-{epoch}-%05d.ts"));
@@ -156,18 +174,22 @@ impl Transcoder {
             });
         }
         install_keyframe_alignment(&pipeline, input, renditions, settings.segment);
+        let thumbnail: Arc<Mutex<Option<bytes::Bytes>>> = Default::default();
         if let Some(sink) = pipeline
             .by_name("thumbnails")
             .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
         {
             let path = format!("{prefix}/thumb.jpg");
             let u = uploads.clone();
+            let latest = thumbnail.clone();
             sink.set_callbacks(
                 gst_app::AppSinkCallbacks::builder()
                     .new_sample(move |s| {
                         if let Ok(sample) = s.pull_sample() {
                             if let Some(map) = sample.buffer().and_then(|b| b.map_readable().ok()) {
                                 let jpeg = bytes::Bytes::copy_from_slice(map.as_slice());
+                                *latest.lock().unwrap_or_else(|e| e.into_inner()) =
+                                    Some(jpeg.clone());
                                 u.put(path.clone(), jpeg, Kind::Image);
                             }
                         }
@@ -201,7 +223,22 @@ impl Transcoder {
             video,
             audio,
             sinks,
+            recordings,
+            thumbnail,
         })
+    }
+
+    /// Each rendition's recording (name, recording).
+    pub fn recordings(&self) -> Vec<(String, Arc<Recording>)> {
+        self.recordings.clone()
+    }
+
+    /// The latest thumbnail taken, if any.
+    pub fn thumbnail(&self) -> Option<bytes::Bytes> {
+        self.thumbnail
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// One RTP packet of the stream (whole, header included). False when the pipeline refuses
@@ -244,7 +281,7 @@ impl Transcoder {
 
     /// End of stream: every hlssink2 closes its last segment and writes `#EXT-X-ENDLIST`.
     /// Waits up to `timeout` for that, then stops the pipeline.
-    pub fn finish(self, timeout: Duration) {
+    pub fn finish(&self, timeout: Duration) {
         let _ = self.video.end_of_stream();
         if let Some(a) = &self.audio {
             let _ = a.end_of_stream();
