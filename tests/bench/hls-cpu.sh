@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Benchmark (not a test): CPU of the default HLS ladder for a 720p30 H.264 + AAC input, glint
 # against ffmpeg producing the same ladder (source copied, 480p and 360p x264 veryfast, AAC) from
-# the same input. Both get the input in real time from `ffmpeg -re -c copy` (negligible CPU);
+# the same input, and glint without HLS (its RTMP ingest alone). All get the input in real time from `ffmpeg -re -c copy` (negligible CPU);
 # CPU time is read from /proc over the same window. Run inside a loopback-only netns:
 #   GLINT_BIN=$CARGO_TARGET_DIR/release/glint ip netns exec glint-bench tests/bench/hls-cpu.sh [seconds]
 set -euo pipefail
@@ -25,16 +25,21 @@ measure() { # pid → CPU % of one core over the window, after 10 s of warm-up
   echo "scale=1; ($t1 - $t0) * 100 / $hz / ($w1 - $w0)" | bc
 }
 
-# glint: RTMP in, HLS ladder out (its WebRTC side idle: no viewers).
-GLINT_HTTP=127.0.0.1:0 GLINT_UDP=127.0.0.1:0 GLINT_RTMP=127.0.0.1:19350 GLINT_DATA_DIR="$work/glint" \
-  GLINT_STREAM_KEYS=demo=k GLINT_LOG=warn "$GLINT_BIN" &
-glint=$!
-sleep 2
-ffmpeg -v error -re -stream_loop -1 -i "$work/in.flv" -c copy -f flv rtmp://127.0.0.1:19350/live/k &
-feeder=$!
-glint_cpu=$(measure $glint)
-ls "$work/glint/hls/demo" >&2
-kill $feeder $glint; wait $feeder $glint 2>/dev/null || true
+# glint: RTMP in, HLS ladder out (its WebRTC side idle: no viewers); $1 = GLINT_HLS.
+run_glint() {
+  rm -rf "$work/glint"
+  GLINT_HLS=$1 GLINT_HTTP=127.0.0.1:0 GLINT_UDP=127.0.0.1:0 GLINT_RTMP=127.0.0.1:19350 GLINT_DATA_DIR="$work/glint" \
+    GLINT_STREAM_KEYS=demo=k GLINT_LOG=error "$GLINT_BIN" &
+  local glint=$!
+  sleep 2
+  ffmpeg -v error -re -stream_loop -1 -i "$work/in.flv" -c copy -f flv rtmp://127.0.0.1:19350/live/k 2>/dev/null &
+  local feeder=$!
+  measure $glint
+  kill $feeder $glint; wait $feeder $glint 2>/dev/null || true
+}
+glint_cpu=$(run_glint true)
+# The same without HLS: what RTMP ingest and AAC -> Opus (for WebRTC viewers) cost on their own.
+glint_base_cpu=$(run_glint false)
 
 # ffmpeg: the same ladder from the same input.
 ffmpeg -v error -re -stream_loop -1 -i "$work/in.flv" \
@@ -48,4 +53,4 @@ ff=$!
 ff_cpu=$(measure $ff)
 kill $ff; wait $ff 2>/dev/null || true
 
-echo "{\"input\":\"720p30 H.264 3 Mbit/s + AAC\",\"ladder\":\"source (copied) + 480p 1.5 Mbit/s + 360p 0.8 Mbit/s, AAC 128k\",\"seconds\":$SECONDS_TO_MEASURE,\"glint_cpu_pct\":$glint_cpu,\"ffmpeg_cpu_pct\":$ff_cpu}"
+echo "{\"input\":\"720p30 H.264 3 Mbit/s + AAC\",\"ladder\":\"source (copied) + 480p 1.5 Mbit/s + 360p 0.8 Mbit/s, AAC 128k\",\"seconds\":$SECONDS_TO_MEASURE,\"glint_cpu_pct\":$glint_cpu,\"glint_without_hls_cpu_pct\":$glint_base_cpu,\"ffmpeg_cpu_pct\":$ff_cpu}"

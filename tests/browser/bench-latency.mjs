@@ -7,7 +7,7 @@
 // one clock. Usage (inside a loopback-only netns, see docs/benchmarks.md):
 //   node bench-latency.mjs [--viewers 1,10] [--seconds 20]
 import { startGlint, launchChromium, waitFor } from './lib.mjs';
-import { VIEW, BITS, pct } from './latency-probe.mjs';
+import { viewWhep, BITS, pct } from './latency-probe.mjs';
 
 const args = Object.fromEntries(process.argv.slice(2).reduce((acc, a, i, all) => (a.startsWith('--') ? [...acc, [a.slice(2), all[i + 1]]] : acc), []));
 const viewerCounts = (args.viewers ?? '1,10').split(',').map(Number);
@@ -61,7 +61,7 @@ try {
     for (let i = 0; i < n; i++) {
       const p = await browser.context.newPage();
       await p.goto(`${glint.base}/healthz`);
-      await p.evaluate(VIEW, { base: glint.base, bits: BITS });
+      await viewWhep(p, { base: glint.base, bits: BITS });
       pages.push(p);
     }
     await waitFor(async () => (await Promise.all(pages.map((p) => p.evaluate(() => window.firstFrameMs)))).every((x) => x !== null), 30000, 'all viewers show a frame');

@@ -1,18 +1,21 @@
 // Benchmark (not a test) of RTMP ingest. Run inside a loopback-only netns (docs/benchmarks.md).
 //
 //   node bench-rtmp.mjs latency [--seconds 20] [--source zerolatency|bframes|obs]
+//                               [--viewer webrtc|hls]
 //     Glass-to-glass: this script paints Date.now() into raw 640x360 frames as the block code of
 //     latency-probe.mjs, 30 per second, and pipes them to ffmpeg, which encodes them with x264
 //     (see X264 below) and publishes over RTMP; a Chromium WHEP viewer reads the code of every
-//     decoded frame. One machine, one clock.
+//     decoded frame (or an hls.js viewer of the stream's HLS master playlist, --viewer hls).
+//     One machine, one clock.
 //
 //   node bench-rtmp.mjs cpu [--streams 4] [--seconds 20]
 //     glint's CPU per RTMP stream (ffmpeg testsrc2 640x360 30 fps + 440 Hz sine): video only,
 //     video + AAC (the AAC → Opus transcode), and H.264 with B-frames + AAC (the re-encode).
 import { spawn, execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { startGlint, launchChromium, waitFor } from './lib.mjs';
-import { VIEW, BITS, BLOCK, pct } from './latency-probe.mjs';
+import { viewWhep, viewHls, BITS, BLOCK, pct } from './latency-probe.mjs';
 
 const [mode = 'latency', ...rest] = process.argv.slice(2);
 const args = Object.fromEntries(rest.reduce((acc, a, i, all) => (a.startsWith('--') ? [...acc, [a.slice(2), all[i + 1] && !all[i + 1].startsWith('--') ? all[i + 1] : true]] : acc), []));
@@ -28,6 +31,7 @@ const X264 = {
   obs: ['-preset', 'veryfast', '-profile:v', 'high', '-bf', '2'], // OBS's x264 defaults
 };
 const x264 = (bframes) => X264[bframes ? 'bframes' : 'zerolatency'];
+const viewer = args.viewer ?? 'webrtc';
 
 /** One gray frame carrying `t` as the block code, with a moving bar so frames differ. */
 function paint(frame, t) {
@@ -62,12 +66,31 @@ async function latency(glint) {
     await waitFor(async () => (await (await fetch(`${glint.base}/api/live`)).json()).some((s) => s.live), 20000, 'RTMP stream live');
     const page = await browser.context.newPage();
     await page.goto(`${glint.base}/healthz`);
-    await page.evaluate(VIEW, { base: glint.base, bits: BITS });
-    await waitFor(() => page.evaluate(() => window.samples.length > 30), 30000, 'viewer decodes frames');
+    if (viewer === 'hls') {
+      // The master playlist appears once the ladder has measured the input (~0.5-2 s after live).
+      await waitFor(async () => (await fetch(`${glint.base}/hls/demo/master.m3u8`)).ok, 30000, 'HLS master playlist');
+      await page.addScriptTag({ path: createRequire(import.meta.url).resolve('hls.js/dist/hls.min.js') });
+      await viewHls(page, { url: `${glint.base}/hls/demo/master.m3u8`, bits: BITS, config: {} }); // hls.js defaults
+    } else {
+      await viewWhep(page, { base: glint.base, bits: BITS });
+    }
+    await waitFor(() => page.evaluate(() => window.samples.length > 30), 60000, 'viewer decodes frames').catch(async (e) => {
+      console.log(JSON.stringify(await page.evaluate(() => {
+        const v = document.querySelector('video');
+        const h = window.view;
+        return { samples: window.samples.length, first: window.firstFrameMs, t: v.currentTime, ready: v.readyState, paused: v.paused,
+          buffered: [...Array(v.buffered.length).keys()].map((i) => [v.buffered.start(i), v.buffered.end(i)]),
+          levels: h.levels && h.levels.length, level: h.currentLevel, q: v.getVideoPlaybackQuality().totalVideoFrames };
+      })));
+      throw e;
+    });
     await page.evaluate(() => { window.samples = []; });
     await new Promise((r) => setTimeout(r, seconds * 1000)); // the measurement window
     const samples = await page.evaluate(() => window.samples);
-    console.log(JSON.stringify({ path: 'rtmp→webrtc', source, x264: X264[source].join(' '), samples: samples.length, median_ms: pct(samples, 50), p95_ms: pct(samples, 95) }));
+    const path = viewer === 'hls' ? 'rtmp→hls (hls.js defaults)' : 'rtmp→webrtc';
+    // hls.js: how far behind the live playlist's end it plays (the rest is the playlist's own lag).
+    const player = viewer === 'hls' ? await page.evaluate(() => ({ behind_live_edge_ms: Math.round(window.view.latency * 1000), target_ms: Math.round(window.view.targetLatency * 1000) })) : {};
+    console.log(JSON.stringify({ path, source, x264: X264[source].join(' '), samples: samples.length, median_ms: pct(samples, 50), p95_ms: pct(samples, 95), ...player }));
   } finally {
     running = false;
     ffmpeg.stdin.end();

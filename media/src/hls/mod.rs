@@ -90,6 +90,8 @@ const TAP_QUEUE: usize = 4096;
 const MAX_PENDING: usize = 4096;
 /// Frames measured for the frame rate.
 const FPS_FRAMES: usize = 10;
+/// How long (90 kHz video clock) a ladder waits for the stream's audio before starting without.
+const AUDIO_WAIT_90KHZ: u64 = 90_000 * 3 / 2;
 
 impl Hls {
     /// `events`: where finished broadcasts are announced as [`StreamEvent::Replay`].
@@ -237,6 +239,7 @@ async fn run(
     let mut saw_audio = false;
     let mut running: Option<Transcoder> = None;
     let mut planned: Vec<Rendition> = Vec::new();
+    let mut master: Option<Bytes> = None;
     let mut epoch = 0u64;
     let mut failed = false;
     let mut pushed = 0u64;
@@ -263,6 +266,11 @@ async fn run(
                 Metrics::add(&metrics.hls_packets_dropped, 1);
             }
             pushed += 1;
+            if master.is_some() && pushed.is_multiple_of(16) && t.playlists_ready() {
+                if let Some(body) = master.take() {
+                    uploads.put(format!("{stream}/master.m3u8"), body, Kind::Playlist);
+                }
+            }
             if pushed.is_multiple_of(256) {
                 if let Some(e) = t.error() {
                     warn!(%stream, error = %e, "HLS transcoder failed; no HLS for this stream until it restarts");
@@ -302,6 +310,14 @@ async fn run(
         if frame_times.len() <= FPS_FRAMES {
             continue;
         }
+        // A publisher's audio may start a little after its video (RTMP's AAC goes through a
+        // transcoder first); a ladder built without it would stay silent.
+        let waited = frame_times
+            .last()
+            .map_or(0, |last| last.wrapping_sub(frame_times[0]));
+        if !saw_audio && u64::from(waited) < AUDIO_WAIT_90KHZ {
+            continue;
+        }
         let Some((format, size, pli)) = input.clone() else {
             continue;
         };
@@ -323,13 +339,13 @@ async fn run(
             },
             &config.ladder,
         );
-        uploads.put(
-            format!("{stream}/master.m3u8"),
+        // Stored once every rendition has a playlist: a player given the master earlier would
+        // find its media playlists missing.
+        master = Some(
             ladder::master_playlist(&renditions, config.audio_kbps, |name| {
                 format!("{name}/index.m3u8")
             })
             .into(),
-            Kind::Playlist,
         );
         let settings = Settings {
             segment: config.segment,

@@ -199,10 +199,14 @@ impl Transcoder {
             );
         }
         for r in renditions.iter().filter(|r| !r.passthrough) {
-            if let Some(q) = pipeline.by_name(&format!("q_{}", r.name)) {
+            let last_warned: Arc<Mutex<Option<std::time::Instant>>> = Default::default();
+            for queue in [format!("qs_{}", r.name), format!("q_{}", r.name)] {
+                let Some(q) = pipeline.by_name(&queue) else {
+                    continue;
+                };
                 let m = metrics.clone();
                 let (stream, rendition) = (prefix.to_owned(), r.name.clone());
-                let last_warned: Mutex<Option<std::time::Instant>> = Mutex::new(None);
+                let last_warned = last_warned.clone();
                 q.connect("overrun", false, move |_| {
                     Metrics::add(&m.hls_frames_dropped, 1);
                     // Said at most every 10 s: the machine cannot keep up with the ladder.
@@ -226,6 +230,11 @@ impl Transcoder {
             recordings,
             thumbnail,
         })
+    }
+
+    /// Every rendition has written its first media playlist (its first segment is stored).
+    pub fn playlists_ready(&self) -> bool {
+        self.recordings.iter().all(|(_, r)| r.segments() > 0)
     }
 
     /// Each rendition's recording (name, recording).
@@ -349,6 +358,12 @@ fn basename(location: &str) -> &str {
     location.rsplit('/').next().unwrap_or(location)
 }
 
+/// `videoscale` options for pure resizing of 4:2:0 video in its own colorspace: planes scaled as
+/// they are, no colour-matrix, gamma, primaries or chroma-siting conversion, no dithering. Three
+/// times cheaper than the defaults (docs/benchmarks.md), the same picture.
+const SCALE_ONLY: &str =
+    "chroma-mode=none matrix-mode=none gamma-mode=none primaries-mode=none dither=none";
+
 /// The pipeline, in gst-launch syntax.
 fn describe(input: VideoInput, renditions: &[Rendition], s: &Settings) -> String {
     let seg_ns = s.segment.as_nanos();
@@ -378,6 +393,9 @@ fn describe(input: VideoInput, renditions: &[Rendition], s: &Settings) -> String
             THUMBNAIL_EVERY.as_secs()
         );
     }
+    // Each encoded rung scales from the one above it (720p → 480p → 360p), not all from the
+    // source: GStreamer's scaler costs per source pixel, and this halves its share.
+    let mut scale_from = "raw".to_string();
     for r in renditions {
         let sink = format!(
             "hlssink2 name=hls_{} target-duration={} playlist-length={} max-files={} send-keyframe-requests=false",
@@ -390,17 +408,24 @@ fn describe(input: VideoInput, renditions: &[Rendition], s: &Settings) -> String
             d += &format!("vt. ! queue ! h264parse config-interval=-1 ! {sink} ");
         } else {
             let fps = r.fps.round().max(1.0) as u32;
-            d += &format!(
-                "raw. ! queue name=q_{} leaky=downstream max-size-buffers=0 max-size-bytes=0 max-size-time={seg_ns} \
-                 ! videoscale ! videorate ! video/x-raw,width={},height={},framerate={fps}/1 \
-                 ! x264enc tune=zerolatency speed-preset=veryfast bitrate={} key-int-max={} option-string=scenecut=0 \
-                 ! video/x-h264,profile=main ! h264parse ! {sink} ",
-                r.name,
-                r.width,
-                r.height,
-                r.video_kbps,
-                fps * 10,
+            // Leaky queues, before the scaler and before the encoder: a stage behind real time
+            // drops frames rather than holding up the others.
+            let leaky = format!(
+                "leaky=downstream max-size-buffers=0 max-size-bytes=0 max-size-time={seg_ns}"
             );
+            d += &format!(
+                "{scale_from}. ! queue name=qs_{name} {leaky} \
+                 ! videoscale {SCALE_ONLY} ! videorate ! video/x-raw,width={w},height={h},framerate={fps}/1 ! tee name=scaled_{name} \
+                 scaled_{name}. ! queue name=q_{name} {leaky} \
+                 ! x264enc tune=zerolatency speed-preset=veryfast bitrate={kbps} key-int-max={gop} option-string=scenecut=0 \
+                 ! video/x-h264,profile=main ! h264parse ! {sink} ",
+                name = r.name,
+                w = r.width,
+                h = r.height,
+                kbps = r.video_kbps,
+                gop = fps * 10,
+            );
+            scale_from = format!("scaled_{}", r.name);
         }
     }
     if s.with_audio {
