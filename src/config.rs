@@ -45,6 +45,10 @@ pub struct Cli {
     /// [default: true]
     #[arg(long, env = "GLINT_HLS")]
     pub hls: Option<bool>,
+    /// HLS ladder below the source rendition, as HEIGHTpFPS:KBPS (comma separated), or `none`.
+    /// [default: 720p30:3000,480p30:1500,360p30:800]
+    #[arg(long, env = "GLINT_HLS_LADDER", value_delimiter = ',')]
+    pub hls_ladder: Vec<String>,
     /// Public base URL of the HLS objects in /api/live (a CDN in front of glint). [default: /hls]
     #[arg(long, env = "GLINT_HLS_PUBLIC_URL")]
     pub hls_public_url: Option<String>,
@@ -94,6 +98,7 @@ pub struct FileConfig {
     pub reconnect_grace_secs: Option<u64>,
     pub hls: Option<bool>,
     pub hls_segment_secs: Option<u64>,
+    pub hls_ladder: Option<Vec<String>>,
     pub hls_public_url: Option<String>,
     pub hls_s3_bucket: Option<String>,
     pub hls_s3_region: Option<String>,
@@ -195,6 +200,15 @@ impl Config {
             let mut hls = media::hls::HlsConfig::new(c.data_dir.join("hls"));
             if let Some(s) = file.hls_segment_secs.filter(|s| (1..=10).contains(s)) {
                 hls.segment = std::time::Duration::from_secs(s);
+            }
+            let ladder = if cli.hls_ladder.is_empty() {
+                file.hls_ladder
+            } else {
+                Some(cli.hls_ladder)
+            };
+            if let Some(rungs) = ladder {
+                hls.ladder =
+                    media::hls::ladder::parse_ladder(&rungs).map_err(anyhow::Error::msg)?;
             }
             if let Some(bucket) = cli.hls_s3_bucket.or(file.hls_s3_bucket) {
                 hls.s3 = Some(media::hls::s3::S3Config {
@@ -318,5 +332,41 @@ mod tests {
             .to_string();
         assert!(err.contains("stream name"), "{err}");
         assert!(load(&["--config", "/nonexistent/glint.toml"]).is_err());
+        let err = load(&["--hls-ladder", "720p30"]).unwrap_err().to_string();
+        assert!(err.contains("HEIGHTpFPS:KBPS"), "{err}");
+        let err = load(&["--replay-retention-hours=-1"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("retention"), "{err}");
+    }
+
+    #[test]
+    fn hls_ladder_and_replays_from_file_and_flags() {
+        let c = load(&[]).unwrap();
+        let hls = c.media.hls.as_ref().unwrap();
+        assert_eq!(hls.ladder, media::hls::ladder::default_ladder());
+        assert_eq!(c.replay_retention, DEFAULT_REPLAY_RETENTION);
+        let path = write(
+            "ladder",
+            "hls_ladder = [\"1080p60:6000\", \"540p30:1200\"]\nreplay_retention_hours = 0.5\n",
+        );
+        let c = load(&["--config", path.to_str().unwrap()]).unwrap();
+        let ladder = &c.media.hls.as_ref().unwrap().ladder;
+        assert_eq!(
+            (
+                ladder.len(),
+                ladder[0].height,
+                ladder[0].fps,
+                ladder[1].video_kbps
+            ),
+            (2, 1080, 60, 1200)
+        );
+        assert_eq!(c.replay_retention.as_secs(), 1800);
+        let c = load(&["--config", path.to_str().unwrap(), "--hls-ladder", "none"]).unwrap();
+        assert!(
+            c.media.hls.as_ref().unwrap().ladder.is_empty(),
+            "flag beats file"
+        );
+        std::fs::remove_file(path).unwrap();
     }
 }

@@ -16,6 +16,53 @@ pub struct Rung {
     pub video_kbps: u32,
 }
 
+impl Rung {
+    /// `720p30:3000` (height, frame rate, video kbit/s); the frame rate may be left out (30).
+    pub fn parse(text: &str) -> Result<Rung, String> {
+        let bad = || format!("ladder rung {text:?}: want HEIGHTpFPS:KBPS, e.g. 720p30:3000");
+        let (size, kbps) = text.trim().split_once(':').ok_or_else(bad)?;
+        let (height, fps) = size.split_once('p').ok_or_else(bad)?;
+        let height: u32 = height.parse().map_err(|_| bad())?;
+        let fps: u32 = if fps.is_empty() {
+            30
+        } else {
+            fps.parse().map_err(|_| bad())?
+        };
+        let video_kbps: u32 = kbps.parse().map_err(|_| bad())?;
+        if !(144..=2160).contains(&height) || height % 2 != 0 {
+            return Err(format!(
+                "ladder rung {text:?}: height must be even, 144-2160"
+            ));
+        }
+        if !(1..=120).contains(&fps) {
+            return Err(format!("ladder rung {text:?}: frame rate must be 1-120"));
+        }
+        if !(100..=50_000).contains(&video_kbps) {
+            return Err(format!(
+                "ladder rung {text:?}: bitrate must be 100-50000 kbit/s"
+            ));
+        }
+        Ok(Rung {
+            height,
+            fps,
+            video_kbps,
+        })
+    }
+}
+
+/// A configured ladder: rungs as [`Rung::parse`] reads them; `none` (or nothing) for the
+/// source rendition alone.
+pub fn parse_ladder<S: AsRef<str>>(rungs: &[S]) -> Result<Vec<Rung>, String> {
+    let mut out = Vec::new();
+    for r in rungs.iter().map(AsRef::as_ref) {
+        if r.trim().is_empty() || r.trim() == "none" {
+            continue;
+        }
+        out.push(Rung::parse(r)?);
+    }
+    Ok(out)
+}
+
 /// 720p30, 480p30, 360p30 at bitrates close to common streaming guidance.
 pub fn default_ladder() -> Vec<Rung> {
     vec![
@@ -154,6 +201,44 @@ pub fn master_playlist(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ladders_are_read_from_configuration() {
+        assert_eq!(
+            parse_ladder(&["1080p60:6000", "720p:3000", " 360p30:800 "]).unwrap(),
+            [
+                Rung {
+                    height: 1080,
+                    fps: 60,
+                    video_kbps: 6000
+                },
+                Rung {
+                    height: 720,
+                    fps: 30,
+                    video_kbps: 3000
+                },
+                Rung {
+                    height: 360,
+                    fps: 30,
+                    video_kbps: 800
+                },
+            ]
+        );
+        assert!(parse_ladder(&["none"]).unwrap().is_empty());
+        assert!(parse_ladder::<&str>(&[]).unwrap().is_empty());
+        for bad in [
+            "720",
+            "720p30",
+            "p30:100",
+            "721p30:3000",
+            "720p0:3000",
+            "720p30:10",
+            "720px:3000",
+            "9999p30:3000",
+        ] {
+            assert!(Rung::parse(bad).is_err(), "{bad}");
+        }
+    }
 
     fn input(size: Size, h264: bool) -> Input {
         Input {
