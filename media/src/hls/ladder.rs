@@ -29,7 +29,7 @@ impl Rung {
             fps.parse().map_err(|_| bad())?
         };
         let video_kbps: u32 = kbps.parse().map_err(|_| bad())?;
-        if !(144..=2160).contains(&height) || height % 2 != 0 {
+        if !(144..=2160).contains(&height) || !height.is_multiple_of(2) {
             return Err(format!(
                 "ladder rung {text:?}: height must be even, 144-2160"
             ));
