@@ -34,6 +34,7 @@ pub struct Server {
     media_task: media::MediaTask,
     sync_task: JoinHandle<()>,
     expiry_task: JoinHandle<()>,
+    chat_task: JoinHandle<()>,
 }
 
 /// Bind every socket and start serving.
@@ -66,6 +67,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Server> {
     let sync_task = platform::spawn_sync(media.clone(), api.clone(), config.replay_retention);
     let expiry_task =
         platform::spawn_replay_expiry(media.clone(), api.clone(), config.replay_retention);
+    let chat_task = platform::spawn_chat_pruning(api.clone());
     let rtmp_listener = tokio::net::TcpListener::bind(config.rtmp)
         .await
         .with_context(|| format!("binding RTMP {}", config.rtmp))?;
@@ -107,6 +109,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Server> {
         media_task,
         sync_task,
         expiry_task,
+        chat_task,
     })
 }
 
@@ -129,5 +132,6 @@ impl Server {
         }
         self.sync_task.abort();
         self.expiry_task.abort();
+        self.chat_task.abort();
     }
 }

@@ -130,6 +130,25 @@ pub fn spawn_replay_expiry(
     })
 }
 
+/// How often old chat messages are deleted.
+const CHAT_PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// Delete chat messages older than the chat retention, every hour, until aborted.
+pub fn spawn_chat_pruning(api: api::Api) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(CHAT_PRUNE_INTERVAL);
+        loop {
+            tick.tick().await;
+            let before = api::db::now_ms() - api::chat::RETENTION.as_millis() as i64;
+            match api.prune_chat(before).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(messages = n, "old chat messages deleted"),
+                Err(e) => tracing::warn!(error = %e, "could not prune chat messages"),
+            }
+        }
+    })
+}
+
 async fn keep_replay(api: &api::Api, replay: &media::hls::replay::Replay, retention: Duration) {
     let video = api::videos::NewVideo {
         stream_name: &replay.stream,

@@ -9,7 +9,7 @@ use crate::error::Result;
 pub type Db = Surreal<Any>;
 
 /// Bumped by each migration; stored in `meta:schema`.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// Tables, fields and indexes. Every statement is idempotent (`IF NOT EXISTS`), so start-up
 /// applies it every time; later versions add migrations keyed on `meta:schema.version`.
@@ -79,6 +79,31 @@ DEFINE FIELD IF NOT EXISTS expires_at ON video TYPE int;
 DEFINE FIELD IF NOT EXISTS deleted ON video TYPE bool;
 DEFINE INDEX IF NOT EXISTS video_stream ON video FIELDS stream;
 DEFINE INDEX IF NOT EXISTS video_expires ON video FIELDS expires_at;
+
+DEFINE TABLE IF NOT EXISTS chat_message SCHEMAFULL;
+DEFINE FIELD IF NOT EXISTS channel ON chat_message TYPE string;
+DEFINE FIELD IF NOT EXISTS author_id ON chat_message TYPE string;
+DEFINE FIELD IF NOT EXISTS author ON chat_message TYPE string;
+DEFINE FIELD IF NOT EXISTS text ON chat_message TYPE string;
+DEFINE FIELD IF NOT EXISTS at ON chat_message TYPE int;
+DEFINE FIELD IF NOT EXISTS deleted ON chat_message TYPE bool;
+DEFINE INDEX IF NOT EXISTS chat_message_channel ON chat_message FIELDS channel, at;
+DEFINE INDEX IF NOT EXISTS chat_message_at ON chat_message FIELDS at;
+
+DEFINE TABLE IF NOT EXISTS chat_moderator SCHEMAFULL;
+DEFINE FIELD IF NOT EXISTS channel ON chat_moderator TYPE string;
+DEFINE FIELD IF NOT EXISTS user ON chat_moderator TYPE string;
+DEFINE INDEX IF NOT EXISTS chat_moderator_channel ON chat_moderator FIELDS channel;
+
+DEFINE TABLE IF NOT EXISTS chat_restriction SCHEMAFULL;
+DEFINE FIELD IF NOT EXISTS channel ON chat_restriction TYPE string;
+DEFINE FIELD IF NOT EXISTS user ON chat_restriction TYPE string;
+DEFINE FIELD IF NOT EXISTS until ON chat_restriction TYPE option<int>;
+DEFINE INDEX IF NOT EXISTS chat_restriction_channel ON chat_restriction FIELDS channel;
+
+DEFINE TABLE IF NOT EXISTS chat_settings SCHEMAFULL;
+DEFINE FIELD IF NOT EXISTS slow_mode_secs ON chat_settings TYPE int;
+DEFINE FIELD IF NOT EXISTS followers_only ON chat_settings TYPE bool;
 
 DEFINE TABLE IF NOT EXISTS category SCHEMAFULL;
 DEFINE FIELD IF NOT EXISTS slug ON category TYPE string;

@@ -9,6 +9,7 @@
 pub mod auth;
 pub mod cache;
 pub mod categories;
+pub mod chat;
 pub mod db;
 pub mod error;
 pub mod follows;
@@ -51,6 +52,9 @@ pub struct ApiState {
     pub directory: Arc<cache::PageCache>,
     /// Base URL of HLS objects (`/hls`, or a CDN), for the URLs in stream and video JSON.
     pub hls_base: Option<Arc<str>>,
+    /// Chat rooms with readers.
+    pub chat: Arc<chat::room::Rooms>,
+    pub chat_config: chat::ChatConfig,
 }
 
 /// The caller if a valid token came with the request, else nobody (public endpoints that show
@@ -96,6 +100,8 @@ impl Api {
                 limiter: Arc::new(ratelimit::RateLimiter::default()),
                 directory: Arc::new(cache::PageCache::default()),
                 hls_base: None,
+                chat: Arc::default(),
+                chat_config: chat::ChatConfig::default(),
             },
         })
     }
@@ -109,6 +115,7 @@ impl Api {
             .merge(notifications::router())
             .merge(categories::router())
             .merge(videos::router())
+            .merge(chat::router())
             .merge(openapi::router())
             .route(
                 "/api/{*rest}",
@@ -212,6 +219,16 @@ impl Api {
         limit: u32,
     ) -> Result<Vec<videos::ExpiredVideo>> {
         videos::expired(&self.state, now_ms, limit).await
+    }
+
+    /// Chat limits (tests use small ones); before [`Api::router`].
+    pub fn set_chat_config(&mut self, config: chat::ChatConfig) {
+        self.state.chat_config = config;
+    }
+
+    /// Delete chat messages older than `before_ms`; how many.
+    pub async fn prune_chat(&self, before_ms: i64) -> Result<usize> {
+        chat::store::prune(&self.state, before_ms).await
     }
 
     /// Forget a video whose objects were deleted.

@@ -20,6 +20,7 @@ use crate::ApiState;
         crate::notifications::stream,
         crate::categories::list,
         crate::videos::list, crate::videos::get_one, crate::videos::remove,
+        crate::chat::moderators, crate::chat::add_moderator, crate::chat::remove_moderator,
     ),
     modifiers(&BearerAuth)
 )]

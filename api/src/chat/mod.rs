@@ -1,0 +1,497 @@
+//! Live chat: one room per channel over WebSocket at `GET /api/chat/{channel}` (the channel's
+//! username). Anyone may read; a logged-in user (`Authorization: Bearer` or `?access_token=`)
+//! may send. The server stamps id, author and time, keeps the last messages for new readers,
+//! and stores every message (pruned after [`RETENTION`]).
+//!
+//! - `room.rs`: a room's rules (bans, timeouts, slow mode, rate limit) and its broadcast: each
+//!   event is serialized once and the same bytes go to every reader.
+//! - `store.rs`: messages, moderators, restrictions and settings in SurrealDB.
+//! - this file: the protocol, the socket loop, the moderator endpoints.
+//!
+//! Protocol (JSON text frames). Client → server: `{"type":"send","text"}`,
+//! `{"type":"delete","id"}`, `{"type":"timeout","user_id","seconds"}`, `{"type":"ban","user_id"}`,
+//! `{"type":"unban","user_id"}`, `{"type":"settings","slow_mode_secs","followers_only"}` (the last
+//! five for the owner and moderators). Server → client: `hello` (history, settings, who you are),
+//! `message`, `delete`, `timeout`, `ban`, `unban`, `settings`, and `error` (`code`, `message`)
+//! to the sender alone. A reader too slow for the room is disconnected (close code 1008), never
+//! waited for.
+
+pub mod room;
+pub mod store;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::routing::{get, put};
+use axum::Router;
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast::error::RecvError;
+use utoipa::ToSchema;
+
+use crate::auth::AuthUser;
+use crate::db::{new_id, now_ms};
+use crate::error::{ApiError, Result};
+use crate::{validate, ApiState};
+use room::{Refusal, Restriction, Room};
+
+/// Messages are deleted from the database after this long.
+pub const RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
+/// Longest client frame accepted (a message is at most `max_len` characters).
+const MAX_FRAME_BYTES: usize = 8 * 1024;
+/// A frame that cannot be written to a reader's socket in this long drops the reader.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest timeout a moderator may give (two weeks).
+const MAX_TIMEOUT_SECS: u32 = 14 * 24 * 3600;
+
+/// Limits of every room.
+#[derive(Debug, Clone, Copy)]
+pub struct ChatConfig {
+    /// Messages a new reader gets on join.
+    pub history: usize,
+    /// Characters per message.
+    pub max_len: usize,
+    /// At most `.0` messages per user per `.1`.
+    pub rate: (usize, Duration),
+    /// Frames a reader may fall behind the room before it is dropped.
+    pub reader_buffer: usize,
+}
+
+impl Default for ChatConfig {
+    fn default() -> Self {
+        Self {
+            history: 50,
+            max_len: 500,
+            rate: (5, Duration::from_secs(5)),
+            reader_buffer: 256,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ChatMessage {
+    pub id: String,
+    pub author_id: String,
+    pub author: String,
+    /// Plain text: clients must render it as text, never as HTML.
+    pub text: String,
+    /// Unix ms.
+    pub at: i64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Settings {
+    /// Seconds a non-moderator waits between messages; 0: off.
+    pub slow_mode_secs: u32,
+    /// Only followers of the channel (and moderators) may send.
+    pub followers_only: bool,
+}
+
+/// Who a reader is, in `hello`.
+#[derive(Debug, Clone, Serialize)]
+pub struct You {
+    pub id: String,
+    pub name: String,
+    pub moderator: bool,
+}
+
+/// Server → client.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    Hello {
+        channel: String,
+        history: Vec<ChatMessage>,
+        settings: Settings,
+        you: Option<You>,
+    },
+    Message(ChatMessage),
+    Delete {
+        id: String,
+    },
+    Timeout {
+        user_id: String,
+        until: i64,
+    },
+    Ban {
+        user_id: String,
+    },
+    Unban {
+        user_id: String,
+    },
+    Settings(Settings),
+    Error {
+        code: &'static str,
+        message: String,
+    },
+}
+
+/// Client → server.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+enum Command {
+    Send { text: String },
+    Delete { id: String },
+    Timeout { user_id: String, seconds: u32 },
+    Ban { user_id: String },
+    Unban { user_id: String },
+    Settings(Settings),
+}
+
+pub fn router() -> Router<ApiState> {
+    Router::new()
+        .route("/api/chat/{channel}", get(join))
+        .route("/api/chat/{channel}/moderators", get(moderators))
+        .route(
+            "/api/chat/{channel}/moderators/{user_id}",
+            put(add_moderator).delete(remove_moderator),
+        )
+}
+
+/// The caller, if a token came; a token that does not verify is an error, not anonymity.
+struct Caller(Option<AuthUser>);
+
+impl FromRequestParts<ApiState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, st: &ApiState) -> Result<Self, ApiError> {
+        let has_token = parts
+            .headers
+            .contains_key(axum::http::header::AUTHORIZATION)
+            || parts
+                .uri
+                .query()
+                .is_some_and(|q| q.split('&').any(|kv| kv.starts_with("access_token=")));
+        if !has_token {
+            return Ok(Caller(None));
+        }
+        Ok(Caller(Some(AuthUser::from_request_parts(parts, st).await?)))
+    }
+}
+
+/// The channel's room, loaded from the database if nobody is reading it yet.
+async fn room(st: &ApiState, channel: &str) -> Result<Arc<Room>> {
+    let channel = validate::username(channel).map_err(|_| ApiError::NotFound("channel"))?;
+    let (id, name) = store::channel(st, &channel)
+        .await?
+        .ok_or(ApiError::NotFound("channel"))?;
+    if let Some(r) = st.chat.get(&id) {
+        return Ok(r);
+    }
+    let loaded = store::load(st, &id, st.chat_config.history).await?;
+    Ok(st.chat.insert(Room::new(id, name, loaded, st.chat_config)))
+}
+
+async fn join(
+    State(st): State<ApiState>,
+    Path(channel): Path<String>,
+    caller: Caller,
+    ws: WebSocketUpgrade,
+) -> Result<Response> {
+    let room = room(&st, &channel).await?;
+    let you = match caller.0 {
+        Some(u) => {
+            let user = crate::users::load_user(&st, &u.id)
+                .await?
+                .ok_or(ApiError::Unauthorized("account no longer exists"))?;
+            Some(You {
+                moderator: room.is_moderator(&user.id),
+                id: user.id,
+                name: user.username,
+            })
+        }
+        None => None,
+    };
+    Ok(ws
+        .max_message_size(MAX_FRAME_BYTES)
+        .on_upgrade(move |socket| async move {
+            serve(st.clone(), room.clone(), you, socket).await;
+            st.chat.release(&room);
+        }))
+}
+
+fn frame(event: &Event) -> Message {
+    Message::Text(Utf8Bytes::from(
+        serde_json::to_string(event).unwrap_or_default(),
+    ))
+}
+
+/// One reader: room events out, commands in, until either side ends.
+async fn serve(st: ApiState, room: Arc<Room>, you: Option<You>, mut socket: WebSocket) {
+    let mut events = room.subscribe();
+    let hello = Event::Hello {
+        channel: room.channel_name.clone(),
+        history: room.history(),
+        settings: room.settings(),
+        you: you.clone(),
+    };
+    if socket.send(frame(&hello)).await.is_err() {
+        return;
+    }
+    loop {
+        tokio::select! {
+            event = events.recv() => match event {
+                Ok(bytes) => {
+                    match tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Text(bytes))).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) => return,
+                        Err(_) => return close(socket, "too slow for this chat").await,
+                    }
+                }
+                Err(RecvError::Lagged(_)) => return close(socket, "too slow for this chat").await,
+                Err(RecvError::Closed) => return,
+            },
+            incoming = socket.recv() => match incoming {
+                Some(Ok(Message::Text(text))) => {
+                    let reply = match serde_json::from_str::<Command>(text.as_str()) {
+                        Ok(cmd) => handle(&st, &room, you.as_ref(), cmd).await,
+                        Err(e) => Err(Refusal::new("bad_request", format!("not a chat command: {e}"))),
+                    };
+                    if let Err(r) = reply {
+                        let error = Event::Error { code: r.code, message: r.message };
+                        if socket.send(frame(&error)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                Some(Ok(Message::Binary(_))) => {
+                    let error = Event::Error { code: "bad_request", message: "text frames only".into() };
+                    if socket.send(frame(&error)).await.is_err() {
+                        return;
+                    }
+                }
+                Some(Ok(_)) => {} // ping/pong are answered by the library
+                Some(Err(_)) | None => return,
+            },
+        }
+    }
+}
+
+async fn close(mut socket: WebSocket, reason: &'static str) {
+    tracing::debug!(reason, "chat reader dropped");
+    let _ = tokio::time::timeout(
+        Duration::from_secs(1),
+        socket.send(Message::Close(Some(CloseFrame {
+            code: 1008,
+            reason: Utf8Bytes::from_static(reason),
+        }))),
+    )
+    .await;
+}
+
+fn internal(e: ApiError) -> Refusal {
+    tracing::warn!(error = %e, "chat: database error");
+    Refusal::new("internal", "try again")
+}
+
+async fn handle(
+    st: &ApiState,
+    room: &Room,
+    you: Option<&You>,
+    cmd: Command,
+) -> std::result::Result<(), Refusal> {
+    let you = you.ok_or_else(|| Refusal::new("unauthorized", "log in to chat"))?;
+    let now = now_ms();
+    if let Command::Send { text } = cmd {
+        let text = clean(&text, st.chat_config.max_len)?;
+        if room.settings().followers_only
+            && !room.is_moderator(&you.id)
+            && !store::follows(st, &you.id, &room.channel_id)
+                .await
+                .map_err(internal)?
+        {
+            return Err(Refusal::new(
+                "followers_only",
+                "only followers may chat now",
+            ));
+        }
+        room.admit(&you.id, now)?;
+        let message = ChatMessage {
+            id: new_id(),
+            author_id: you.id.clone(),
+            author: you.name.clone(),
+            text,
+            at: now,
+        };
+        store::save(st, &room.channel_id, &message)
+            .await
+            .map_err(internal)?;
+        room.post(message);
+        return Ok(());
+    }
+    if !room.is_moderator(&you.id) {
+        return Err(Refusal::new(
+            "forbidden",
+            "only the channel's owner and moderators may do this",
+        ));
+    }
+    let target_ok = |user: &str| -> std::result::Result<(), Refusal> {
+        // The owner cannot be restricted; moderators only by the owner.
+        if user == room.channel_id || (room.is_moderator(user) && you.id != room.channel_id) {
+            return Err(Refusal::new("forbidden", "you may not restrict this user"));
+        }
+        Ok(())
+    };
+    match cmd {
+        Command::Send { .. } => Ok(()),
+        Command::Delete { id } => {
+            if !store::delete(st, &room.channel_id, &id)
+                .await
+                .map_err(internal)?
+            {
+                return Err(Refusal::new("not_found", "no such message"));
+            }
+            room.delete(&id);
+            Ok(())
+        }
+        Command::Timeout { user_id, seconds } => {
+            target_ok(&user_id)?;
+            if !(1..=MAX_TIMEOUT_SECS).contains(&seconds) {
+                return Err(Refusal::new("bad_request", "seconds: 1 to 1209600"));
+            }
+            let r = Restriction::TimedOut(now + i64::from(seconds) * 1000);
+            store::restrict(st, &room.channel_id, &user_id, Some(r))
+                .await
+                .map_err(internal)?;
+            room.restrict(&user_id, Some(r));
+            Ok(())
+        }
+        Command::Ban { user_id } => {
+            target_ok(&user_id)?;
+            store::restrict(st, &room.channel_id, &user_id, Some(Restriction::Banned))
+                .await
+                .map_err(internal)?;
+            room.restrict(&user_id, Some(Restriction::Banned));
+            Ok(())
+        }
+        Command::Unban { user_id } => {
+            store::restrict(st, &room.channel_id, &user_id, None)
+                .await
+                .map_err(internal)?;
+            room.restrict(&user_id, None);
+            Ok(())
+        }
+        Command::Settings(s) => {
+            if s.slow_mode_secs > 3600 {
+                return Err(Refusal::new("bad_request", "slow_mode_secs: 0 to 3600"));
+            }
+            store::save_settings(st, &room.channel_id, s)
+                .await
+                .map_err(internal)?;
+            room.set_settings(s);
+            Ok(())
+        }
+    }
+}
+
+/// Trimmed, control characters (but newlines) replaced by spaces, 1 to `max` characters.
+fn clean(text: &str, max: usize) -> std::result::Result<String, Refusal> {
+    let text: String = text
+        .trim()
+        .chars()
+        .map(|c| if c.is_control() && c != '\n' { ' ' } else { c })
+        .collect();
+    if text.is_empty() {
+        return Err(Refusal::new("empty", "say something"));
+    }
+    if text.chars().count() > max {
+        return Err(Refusal::new(
+            "too_long",
+            format!("at most {max} characters"),
+        ));
+    }
+    Ok(text)
+}
+
+/// The channel's owner, from the URL's channel name.
+async fn owner_of(st: &ApiState, channel: &str, user: &AuthUser) -> Result<String> {
+    let channel = validate::username(channel).map_err(|_| ApiError::NotFound("channel"))?;
+    let (id, _) = store::channel(st, &channel)
+        .await?
+        .ok_or(ApiError::NotFound("channel"))?;
+    if id != user.id {
+        return Err(ApiError::Forbidden("only the channel's owner may do this"));
+    }
+    Ok(id)
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct Moderator {
+    pub id: String,
+    pub username: String,
+}
+
+#[utoipa::path(get, path = "/api/chat/{channel}/moderators", params(("channel" = String, Path)),
+    responses((status = 200, body = Vec<Moderator>), (status = 403, body = crate::error::ErrorBody)), security(("bearer" = [])))]
+pub(crate) async fn moderators(
+    State(st): State<ApiState>,
+    user: AuthUser,
+    Path(channel): Path<String>,
+) -> Result<axum::Json<Vec<Moderator>>> {
+    let id = owner_of(&st, &channel, &user).await?;
+    Ok(axum::Json(store::moderators(&st, &id).await?))
+}
+
+#[utoipa::path(put, path = "/api/chat/{channel}/moderators/{user_id}", params(("channel" = String, Path), ("user_id" = String, Path)),
+    responses((status = 204), (status = 403, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody)), security(("bearer" = [])))]
+pub(crate) async fn add_moderator(
+    State(st): State<ApiState>,
+    user: AuthUser,
+    Path((channel, user_id)): Path<(String, String)>,
+) -> Result<StatusCode> {
+    let id = owner_of(&st, &channel, &user).await?;
+    validate::id(&user_id)?;
+    crate::users::load_user(&st, &user_id)
+        .await?
+        .ok_or(ApiError::NotFound("user"))?;
+    store::set_moderator(&st, &id, &user_id, true).await?;
+    if let Some(r) = st.chat.get(&id) {
+        r.set_moderator(&user_id, true);
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(delete, path = "/api/chat/{channel}/moderators/{user_id}", params(("channel" = String, Path), ("user_id" = String, Path)),
+    responses((status = 204), (status = 403, body = crate::error::ErrorBody)), security(("bearer" = [])))]
+pub(crate) async fn remove_moderator(
+    State(st): State<ApiState>,
+    user: AuthUser,
+    Path((channel, user_id)): Path<(String, String)>,
+) -> Result<StatusCode> {
+    let id = owner_of(&st, &channel, &user).await?;
+    validate::id(&user_id)?;
+    store::set_moderator(&st, &id, &user_id, false).await?;
+    if let Some(r) = st.chat.get(&id) {
+        r.set_moderator(&user_id, false);
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_is_cleaned_and_bounded() {
+        assert_eq!(clean("  hi\u{0}there\n ", 10).unwrap(), "hi there");
+        assert_eq!(clean(" ", 10).unwrap_err().code, "empty");
+        assert_eq!(clean(&"é".repeat(11), 10).unwrap_err().code, "too_long");
+        assert_eq!(clean("<b>x</b>", 10).unwrap(), "<b>x</b>", "stored as text");
+    }
+
+    #[test]
+    fn commands_parse_and_unknown_fields_are_refused() {
+        let c: Command = serde_json::from_str(r#"{"type":"send","text":"hi"}"#).unwrap();
+        assert!(matches!(c, Command::Send { text } if text == "hi"));
+        let c: Command =
+            serde_json::from_str(r#"{"type":"settings","slow_mode_secs":3,"followers_only":true}"#)
+                .unwrap();
+        assert!(matches!(c, Command::Settings(s) if s.slow_mode_secs == 3 && s.followers_only));
+        assert!(serde_json::from_str::<Command>(r#"{"type":"send","text":"a","x":1}"#).is_err());
+        assert!(serde_json::from_str::<Command>(r#"{"type":"nuke"}"#).is_err());
+    }
+}
