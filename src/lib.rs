@@ -85,6 +85,10 @@ pub async fn start(mut config: Config) -> anyhow::Result<Server> {
         .await
         .with_context(|| format!("binding HTTP {}", config.http))?;
     let http_addr = listener.local_addr()?;
+    // Small frames (chat, SSE, WHIP answers) go out at once, not after Nagle's wait for an ACK.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let (stop_http, stopped) = oneshot::channel::<()>();
     let http_task = tokio::spawn(async move {
         axum::serve(

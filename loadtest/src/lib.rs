@@ -26,6 +26,7 @@
 //! # }
 //! ```
 
+pub mod chat;
 pub mod codec;
 pub mod error;
 pub mod peer;

@@ -40,6 +40,59 @@ struct Cli {
 enum Command {
     /// Open many WHEP viewers on one stream for a bounded time and report.
     Viewers(ViewersArgs),
+    /// Many chat readers in one room, a few senders at a fixed rate: delivery latency and
+    /// server CPU (registers a channel and the senders as users).
+    Chat(ChatArgs),
+}
+
+#[derive(Debug, Args)]
+struct ChatArgs {
+    /// Server base URL.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    server: String,
+    /// Connected readers.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=20_000))]
+    readers: u64,
+    /// Sending users (each may send 5 messages per 5 s).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    senders: u64,
+    /// Messages per second, all senders together.
+    #[arg(long, default_value_t = 50.0)]
+    rate: f64,
+    /// Seconds of sending.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    duration: u64,
+    /// Readers connected per second.
+    #[arg(long, default_value_t = 1000.0)]
+    ramp: f64,
+    /// Pid of the server, to measure its CPU time.
+    #[arg(long)]
+    server_pid: Option<u32>,
+}
+
+async fn run_chat(args: ChatArgs) -> anyhow::Result<()> {
+    if !(0.1..=10_000.0).contains(&args.rate) || !(1.0..=100_000.0).contains(&args.ramp) {
+        bail!("--rate 0.1-10000, --ramp 1-100000");
+    }
+    let limit = rlimit::raise_open_files_limit().context("raising the open-files limit")?;
+    if limit < args.readers + args.senders + FD_HEADROOM {
+        bail!(
+            "open-files limit {limit} is too low for {} readers",
+            args.readers
+        );
+    }
+    let report = loadtest::chat::run(loadtest::chat::ChatLoad {
+        server: args.server,
+        readers: args.readers as usize,
+        senders: args.senders as usize,
+        rate: args.rate,
+        duration: Duration::from_secs(args.duration),
+        server_pid: args.server_pid,
+        ramp: args.ramp,
+    })
+    .await?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
 }
 
 #[derive(Debug, Args)]
@@ -112,6 +165,15 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Viewers(args) => run_viewers(args).await,
+        Command::Chat(args) => {
+            return match run_chat(args).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(2)
+                }
+            }
+        }
     };
     match result {
         Ok(report) => {
