@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
@@ -14,6 +14,7 @@ use signaling::{SignalingState, StreamAuthorizer};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::trace::TraceLayer;
 
+use crate::audience::HlsAudience;
 use crate::config::Config;
 
 const WATCH_PAGE: &str = include_str!("pages/watch.html");
@@ -25,6 +26,7 @@ pub fn router(
     media: MediaHandle,
     authorizer: Arc<dyn StreamAuthorizer>,
     api: &api::Api,
+    audience: Arc<HlsAudience>,
 ) -> Router {
     let signaling = signaling::router(SignalingState {
         media: media.clone(),
@@ -42,7 +44,8 @@ pub fn router(
             get({
                 // Where players fetch HLS: this server's /hls, or a CDN in front of the store.
                 let hls = config.hls_base().map(Arc::<str>::from);
-                move |State(media): State<MediaHandle>| live(media, hls)
+                let audience = audience.clone();
+                move |State(media): State<MediaHandle>| live(media, hls, audience)
             }),
         )
         .with_state(media);
@@ -51,7 +54,7 @@ pub fn router(
         app = app.merge(
             Router::new()
                 .route("/hls/{*path}", get(hls_object))
-                .with_state(Arc::new(hls.dir.clone())),
+                .with_state((Arc::new(hls.dir.clone()), audience)),
         );
     }
     app.layer(cors(config)).layer(TraceLayer::new_for_http())
@@ -106,7 +109,9 @@ fn cors(config: &Config) -> CorsLayer {
 
 /// HLS objects from the local store, with the Content-Type and Cache-Control a CDN needs.
 async fn hls_object(
-    State(dir): State<Arc<std::path::PathBuf>>,
+    State((dir, audience)): State<(Arc<std::path::PathBuf>, Arc<HlsAudience>)>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    headers: axum::http::HeaderMap,
     Path(path): Path<String>,
 ) -> Response {
     use media::hls::store::Kind;
@@ -117,14 +122,26 @@ async fn hls_object(
         return (StatusCode::NOT_FOUND, "no such HLS object").into_response();
     };
     match tokio::fs::read(dir.join(&path)).await {
-        Ok(body) => (
-            [
-                (header::CONTENT_TYPE, kind.content_type()),
-                (header::CACHE_CONTROL, kind.cache_control()),
-            ],
-            body,
-        )
-            .into_response(),
+        Ok(body) => {
+            // A media playlist (`<stream>/<rendition>/index.m3u8`): a player watching.
+            if let (Kind::Playlist, [stream, _, _]) =
+                (kind, path.split('/').collect::<Vec<_>>().as_slice())
+            {
+                let ua = headers
+                    .get(header::USER_AGENT)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
+                audience.seen(stream, peer.ip(), ua, std::time::Instant::now());
+            }
+            (
+                [
+                    (header::CONTENT_TYPE, kind.content_type()),
+                    (header::CACHE_CONTROL, kind.cache_control()),
+                ],
+                body,
+            )
+                .into_response()
+        }
         Err(_) => (StatusCode::NOT_FOUND, "no such HLS object").into_response(),
     }
 }
@@ -141,7 +158,10 @@ struct LiveStream {
     live: bool,
     /// The publisher dropped and may come back within the reconnect grace.
     reconnecting: bool,
+    /// WebRTC and HLS viewers.
     viewers: usize,
+    webrtc_viewers: usize,
+    hls_viewers: usize,
     codecs: Vec<String>,
     /// The HLS master playlist and the latest thumbnail (when HLS is on).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -150,7 +170,8 @@ struct LiveStream {
     thumbnail_url: Option<String>,
 }
 
-async fn live(media: MediaHandle, hls: Option<Arc<str>>) -> Response {
+async fn live(media: MediaHandle, hls: Option<Arc<str>>, audience: Arc<HlsAudience>) -> Response {
+    let now = std::time::Instant::now();
     match media.streams().await {
         Ok(streams) => Json(
             streams
@@ -158,7 +179,9 @@ async fn live(media: MediaHandle, hls: Option<Arc<str>>) -> Response {
                 .map(|s| LiveStream {
                     live: s.live,
                     reconnecting: s.reconnecting,
-                    viewers: s.viewers,
+                    viewers: s.viewers + audience.count(&s.name, now),
+                    webrtc_viewers: s.viewers,
+                    hls_viewers: audience.count(&s.name, now),
                     hls_url: hls.as_ref().map(|b| format!("{b}/{}/master.m3u8", s.name)),
                     thumbnail_url: hls.as_ref().map(|b| format!("{b}/{}/thumb.jpg", s.name)),
                     name: s.name,

@@ -2,6 +2,7 @@
 //! process. `main.rs` parses configuration and calls [`start`]; tests call [`start`] directly
 //! with port 0.
 
+pub mod audience;
 pub mod config;
 mod http;
 mod keys;
@@ -64,7 +65,13 @@ pub async fn start(mut config: Config) -> anyhow::Result<Server> {
     let config_keys = (!config.stream_keys.is_empty())
         .then(|| signaling::StaticKeys::new(config.stream_keys.clone()));
     let authorizer = platform::authorizer(config_keys, api.clone());
-    let sync_task = platform::spawn_sync(media.clone(), api.clone(), config.replay_retention);
+    let audience = std::sync::Arc::new(audience::HlsAudience::default());
+    let sync_task = platform::spawn_sync(
+        media.clone(),
+        api.clone(),
+        audience.clone(),
+        config.replay_retention,
+    );
     let expiry_task =
         platform::spawn_replay_expiry(media.clone(), api.clone(), config.replay_retention);
     let chat_task = platform::spawn_chat_pruning(api.clone());
@@ -80,7 +87,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Server> {
             api: api.clone(),
         }),
     );
-    let app = http::router(&config, media.clone(), authorizer, &api);
+    let app = http::router(&config, media.clone(), authorizer, &api, audience);
     let listener = tokio::net::TcpListener::bind(config.http)
         .await
         .with_context(|| format!("binding HTTP {}", config.http))?;

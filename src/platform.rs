@@ -10,7 +10,7 @@ use signaling::{AuthError, AuthFuture, StaticKeys, StreamAuthorizer};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::task::JoinHandle;
 
-/// How often viewer counts are copied into the database (for listing by viewers).
+/// How often viewer counts (WebRTC + HLS) are copied into the database and to chat rooms.
 const VIEWER_COUNT_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Config keys, then each channel's own key in the database.
@@ -81,7 +81,12 @@ const EXPIRY_BATCH: u32 = 100;
 
 /// Follow the media core's stream events and viewer counts into the database until the media
 /// core stops; replays are kept for `replay_retention`.
-pub fn spawn_sync(media: MediaHandle, api: api::Api, replay_retention: Duration) -> JoinHandle<()> {
+pub fn spawn_sync(
+    media: MediaHandle,
+    api: api::Api,
+    audience: std::sync::Arc<crate::audience::HlsAudience>,
+    replay_retention: Duration,
+) -> JoinHandle<()> {
     let mut events = media.subscribe();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(VIEWER_COUNT_INTERVAL);
@@ -96,8 +101,11 @@ pub fn spawn_sync(media: MediaHandle, api: api::Api, replay_retention: Duration)
                 },
                 _ = tick.tick() => {
                     let Ok(streams) = media.streams().await else { return };
+                    let now = std::time::Instant::now();
+                    audience.prune(now);
                     for s in streams.iter().filter(|s| s.live) {
-                        if let Err(e) = api.set_viewers(&s.name, s.viewers).await {
+                        let viewers = s.viewers + audience.count(&s.name, now);
+                        if let Err(e) = api.set_viewers(&s.name, viewers).await {
                             tracing::warn!(stream = %s.name, error = %e, "could not record viewer count");
                         }
                     }

@@ -175,6 +175,9 @@ impl Api {
             .await?
             .check()?;
         self.state.directory.invalidate();
+        if let (false, Some(room)) = (live, self.state.chat.by_name(name)) {
+            room.set_viewers(0);
+        }
         tracing::info!(stream = name, live, "stream state recorded");
         if live && !stream.live {
             return notifications::fan_out_live(
@@ -188,8 +191,11 @@ impl Api {
         Ok(0)
     }
 
-    /// Current viewer count of a live stream (for sorting and display).
+    /// Current viewer count of a live stream (for sorting and display; pushed to its chat).
     pub async fn set_viewers(&self, name: &str, viewers: usize) -> Result<()> {
+        if let Some(room) = self.state.chat.by_name(name) {
+            room.set_viewers(viewers);
+        }
         self.state
             .db
             .query("UPDATE stream SET viewers = $n WHERE name = $name")

@@ -12,7 +12,7 @@
 //! `{"type":"delete","id"}`, `{"type":"timeout","user_id","seconds"}`, `{"type":"ban","user_id"}`,
 //! `{"type":"unban","user_id"}`, `{"type":"settings","slow_mode_secs","followers_only"}` (the last
 //! five for the owner and moderators). Server → client: `hello` (history, settings, who you are),
-//! `message`, `delete`, `timeout`, `ban`, `unban`, `settings`, and `error` (`code`, `message`)
+//! `message`, `delete`, `timeout`, `ban`, `unban`, `settings`, `viewers`, and `error` (`code`, `message`)
 //! to the sender alone. A reader too slow for the room is disconnected (close code 1008), never
 //! waited for.
 
@@ -112,6 +112,7 @@ pub enum Event {
         history: Vec<ChatMessage>,
         settings: Settings,
         you: Option<You>,
+        viewers: usize,
     },
     Message(ChatMessage),
     Delete {
@@ -128,6 +129,10 @@ pub enum Event {
         user_id: String,
     },
     Settings(Settings),
+    /// The stream's live viewers (WebRTC + HLS), every few seconds while it is live.
+    Viewers {
+        count: usize,
+    },
     Error {
         code: &'static str,
         message: String,
@@ -236,6 +241,7 @@ async fn serve(st: ApiState, room: Arc<Room>, you: Option<You>, mut socket: WebS
         history: room.history(),
         settings: room.settings(),
         you: you.clone(),
+        viewers: room.viewers(),
     };
     if socket.send(frame(&hello)).await.is_err() {
         return;

@@ -43,6 +43,7 @@ pub struct Room {
     tx: broadcast::Sender<Utf8Bytes>,
     state: Mutex<State>,
     config: ChatConfig,
+    viewers: std::sync::atomic::AtomicUsize,
 }
 
 pub(crate) struct Loaded {
@@ -89,6 +90,23 @@ impl Room {
                 sent: HashMap::new(),
             }),
             config,
+            viewers: Default::default(),
+        }
+    }
+
+    /// The stream's viewers, as last told.
+    pub fn viewers(&self) -> usize {
+        self.viewers.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Tell every reader the stream's viewer count (only when it changed).
+    pub fn set_viewers(&self, count: usize) {
+        if self
+            .viewers
+            .swap(count, std::sync::atomic::Ordering::Relaxed)
+            != count
+        {
+            self.publish(&Event::Viewers { count });
         }
     }
 
@@ -271,6 +289,14 @@ impl Rooms {
                 }
             }
         }
+    }
+
+    /// The room of the channel named `name`, if it has readers.
+    pub fn by_name(&self, name: &str) -> Option<Arc<Room>> {
+        lock(&self.rooms)
+            .values()
+            .find(|r| r.channel_name == name)
+            .cloned()
     }
 
     /// Readers per channel id.
