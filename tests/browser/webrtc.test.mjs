@@ -39,7 +39,9 @@ test('Chromium WHIP publisher to Chromium WHEP viewer', { timeout: 90000 }, asyn
     const live = await (await fetch(`${glint.base}/api/live`)).json();
     assert.equal(live.length, 1);
     assert.equal(live[0].name, 'demo');
-    assert.equal(live[0].viewers, 1);
+    assert.equal(live[0].webrtc_viewers, 1);
+    assert.equal(live[0].hls_viewers, 1, 'this test, fetching the media playlist, counts as an HLS viewer');
+    assert.equal(live[0].viewers, 2);
 
     // The publisher stops: the viewer is told (its tracks end) and the server drops both sessions.
     await pub.evaluate(() => document.getElementById('stop').click());
