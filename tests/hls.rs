@@ -256,29 +256,14 @@ async fn a_finished_broadcast_is_a_replay_until_it_expires() {
     })
     .await;
     let b = base(&server);
-    let c = reqwest::Client::new();
-    let r = c
-        .post(format!("{b}/api/users/register"))
-        .json(&serde_json::json!({"username": "vera", "email": "vera@example.com", "password": "a good password"}))
-        .send()
-        .await
-        .unwrap();
-    let token = r.json::<serde_json::Value>().await.unwrap()["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let stream: serde_json::Value = c
-        .post(format!("{b}/api/streams"))
-        .bearer_auth(&token)
-        .json(&serde_json::json!({"title": "Speedrun", "category": "gaming"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = stream["id"].as_str().unwrap().to_owned();
-    let key = stream["stream_key"].as_str().unwrap().to_owned();
+    let Channel {
+        stream_id: id, key, ..
+    } = create_channel(
+        &server,
+        "vera",
+        serde_json::json!({"title": "Speedrun", "category": "gaming"}),
+    )
+    .await;
 
     // 9 s of video, then ffmpeg ends the stream.
     let url = format!("rtmp://{}/live/{key}", server.rtmp_addr);

@@ -26,30 +26,9 @@ async fn webrtc_and_hls_viewers_are_counted_and_pushed_to_chat() {
     .await;
     let b = base(&server);
     let c = reqwest::Client::new();
-    let r = c
-        .post(format!("{b}/api/users/register"))
-        .json(
-            &json!({"username": "vic", "email": "vic@example.com", "password": "a good password"}),
-        )
-        .send()
-        .await
-        .unwrap();
-    let token = r.json::<Value>().await.unwrap()["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let stream: Value = c
-        .post(format!("{b}/api/streams"))
-        .bearer_auth(&token)
-        .json(&json!({"title": "Counting"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = stream["id"].as_str().unwrap().to_owned();
-    let key = stream["stream_key"].as_str().unwrap().to_owned();
+    let Channel {
+        stream_id: id, key, ..
+    } = create_channel(&server, "vic", json!({"title": "Counting"})).await;
     // ffmpeg over RTMP with the channel's key: real H.264, so the HLS ladder runs too.
     let url = format!("rtmp://{}/live/{key}", server.rtmp_addr);
     let mut ffmpeg = ffmpeg_rtmp(&url, "320x240", 120, &["-tune", "zerolatency", "-g", "60"]);

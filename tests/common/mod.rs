@@ -92,6 +92,47 @@ where
     panic!("timed out waiting for: {what}");
 }
 
+/// A channel made through the API: a user `name` (registered) and their stream with `stream`
+/// as its metadata (title, category, ...).
+pub struct Channel {
+    pub token: String,
+    pub stream_id: String,
+    pub key: String,
+}
+
+pub async fn create_channel(server: &Server, name: &str, stream: serde_json::Value) -> Channel {
+    let b = base(server);
+    let c = reqwest::Client::new();
+    let user: serde_json::Value = c
+        .post(format!("{b}/api/users/register"))
+        .json(&serde_json::json!({"username": name, "email": format!("{name}@example.com"), "password": "a good password"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = user["access_token"]
+        .as_str()
+        .expect("registered")
+        .to_owned();
+    let s: serde_json::Value = c
+        .post(format!("{b}/api/streams"))
+        .bearer_auth(&token)
+        .json(&stream)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    Channel {
+        token,
+        stream_id: s["id"].as_str().expect("stream created").to_owned(),
+        key: s["stream_key"].as_str().unwrap().to_owned(),
+    }
+}
+
 /// ffmpeg publishing `testsrc2` (`size`, 30 fps) and a 440 Hz sine as H.264 + AAC over RTMP to
 /// `url` for `seconds`, in real time; `x264` adds the encoder's options (profile, GOP, ...).
 pub fn ffmpeg_rtmp(url: &str, size: &str, seconds: u32, x264: &[&str]) -> std::process::Child {

@@ -489,16 +489,7 @@ pub(crate) async fn add_moderator(
     user: AuthUser,
     Path((channel, user_id)): Path<(String, String)>,
 ) -> Result<StatusCode> {
-    let id = owner_of(&st, &channel, &user).await?;
-    validate::id(&user_id)?;
-    crate::users::load_user(&st, &user_id)
-        .await?
-        .ok_or(ApiError::NotFound("user"))?;
-    store::set_moderator(&st, &id, &user_id, true).await?;
-    if let Some(r) = st.chat.get(&id) {
-        r.set_moderator(&user_id, true);
-    }
-    Ok(StatusCode::NO_CONTENT)
+    set_moderator(&st, &user, &channel, &user_id, true).await
 }
 
 #[utoipa::path(delete, path = "/api/chat/{channel}/moderators/{user_id}", params(("channel" = String, Path), ("user_id" = String, Path)),
@@ -508,11 +499,27 @@ pub(crate) async fn remove_moderator(
     user: AuthUser,
     Path((channel, user_id)): Path<(String, String)>,
 ) -> Result<StatusCode> {
-    let id = owner_of(&st, &channel, &user).await?;
-    validate::id(&user_id)?;
-    store::set_moderator(&st, &id, &user_id, false).await?;
+    set_moderator(&st, &user, &channel, &user_id, false).await
+}
+
+/// The owner names (`on`) or un-names a moderator: stored, and applied to the live room.
+async fn set_moderator(
+    st: &ApiState,
+    user: &AuthUser,
+    channel: &str,
+    user_id: &str,
+    on: bool,
+) -> Result<StatusCode> {
+    let id = owner_of(st, channel, user).await?;
+    validate::id(user_id)?;
+    if on {
+        crate::users::load_user(st, user_id)
+            .await?
+            .ok_or(ApiError::NotFound("user"))?;
+    }
+    store::set_moderator(st, &id, user_id, on).await?;
     if let Some(r) = st.chat.get(&id) {
-        r.set_moderator(&user_id, false);
+        r.set_moderator(user_id, on);
     }
     Ok(StatusCode::NO_CONTENT)
 }
