@@ -176,16 +176,19 @@ async fn live(media: MediaHandle, hls: Option<Arc<str>>, audience: Arc<HlsAudien
         Ok(streams) => Json(
             streams
                 .into_iter()
-                .map(|s| LiveStream {
-                    live: s.live,
-                    reconnecting: s.reconnecting,
-                    viewers: s.viewers + audience.count(&s.name, now),
-                    webrtc_viewers: s.viewers,
-                    hls_viewers: audience.count(&s.name, now),
-                    hls_url: hls.as_ref().map(|b| format!("{b}/{}/master.m3u8", s.name)),
-                    thumbnail_url: hls.as_ref().map(|b| format!("{b}/{}/thumb.jpg", s.name)),
-                    name: s.name,
-                    codecs: s.codecs,
+                .map(|s| {
+                    let hls_viewers = audience.count(&s.name, now);
+                    LiveStream {
+                        live: s.live,
+                        reconnecting: s.reconnecting,
+                        viewers: s.viewers + hls_viewers,
+                        webrtc_viewers: s.viewers,
+                        hls_viewers,
+                        hls_url: hls.as_ref().map(|b| format!("{b}/{}/master.m3u8", s.name)),
+                        thumbnail_url: hls.as_ref().map(|b| format!("{b}/{}/thumb.jpg", s.name)),
+                        name: s.name,
+                        codecs: s.codecs,
+                    }
                 })
                 .collect::<Vec<_>>(),
         )

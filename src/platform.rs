@@ -182,14 +182,10 @@ async fn expire_replays(api: &api::Api, replays: &media::hls::replay::Replays) {
         }
     };
     for v in expired {
-        let replay = media::hls::replay::Replay {
-            stream: v.stream_name.clone(),
-            epoch: v.epoch as u64,
-            ended_at_ms: 0,
-            duration_ms: 0,
-            renditions: v.renditions,
-        };
-        if let Err(e) = replays.delete(&replay).await {
+        if let Err(e) = replays
+            .delete(&v.stream_name, v.epoch as u64, &v.renditions)
+            .await
+        {
             // Kept in the database: the next round tries again.
             tracing::warn!(video = %v.id, error = %e, "could not delete an expired replay's objects");
             continue;

@@ -87,11 +87,12 @@ async fn webrtc_and_hls_viewers_are_counted_and_pushed_to_chat() {
     let players = tokio::spawn({
         let (c, playlist) = (c.clone(), playlist.clone());
         async move {
+            let mut reload = tokio::time::interval(Duration::from_secs(1)); // a player's reload
             loop {
+                reload.tick().await;
                 for ua in ["player-a", "player-b"] {
                     let _ = c.get(&playlist).header("user-agent", ua).send().await;
                 }
-                tokio::time::sleep(Duration::from_secs(1)).await; // a player's reload interval
             }
         }
     });

@@ -382,3 +382,23 @@ async fn a_slow_reader_is_dropped_and_never_holds_up_the_room() {
     assert!(closed.is_some(), "the slow reader was disconnected");
     assert!(got < N, "it did not get everything: {got}");
 }
+
+#[tokio::test]
+async fn old_messages_are_pruned() {
+    let api = api::Api::connect("mem://", SECRET).await.unwrap();
+    for (id, at) in [("m1", 1_000), ("m2", 2_000), ("m3", 3_000)] {
+        let m = api::chat::ChatMessage {
+            id: id.into(),
+            author_id: "u".into(),
+            author: "u".into(),
+            text: "hi".into(),
+            at,
+        };
+        api::chat::store::save(api.state(), "chan", &m)
+            .await
+            .unwrap();
+    }
+    assert_eq!(api.prune_chat(2_500).await.unwrap(), 2);
+    assert_eq!(api.prune_chat(2_500).await.unwrap(), 0);
+    assert_eq!(api.prune_chat(10_000).await.unwrap(), 1);
+}

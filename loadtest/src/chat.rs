@@ -47,6 +47,9 @@ pub struct ChatReport {
     pub server_rss_mib: Option<f64>,
 }
 
+/// Longest wait for messages still in flight after the last send.
+const DRAIN: Duration = Duration::from_secs(5);
+
 fn unix_micros() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -167,8 +170,12 @@ pub async fn run(cfg: ChatLoad) -> anyhow::Result<ChatReport> {
     }
     let window = started.elapsed();
     let after = cfg.server_pid.and_then(|p| procfs::sample(p).ok());
-    // Let the last messages arrive, then stop counting.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Let the last messages arrive (every one, or a bounded wait), then stop counting.
+    let expected = sent * connected as u64;
+    let deadline = Instant::now() + DRAIN;
+    while deliveries.load(Ordering::Relaxed) < expected && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     measuring.store(false, Ordering::Relaxed);
     for mut s in senders {
         let _ = s.close().await;

@@ -102,30 +102,33 @@ pub struct Channel {
 
 pub async fn create_channel(server: &Server, name: &str, stream: serde_json::Value) -> Channel {
     let b = base(server);
-    let c = reqwest::Client::new();
-    let user: serde_json::Value = c
-        .post(format!("{b}/api/users/register"))
-        .json(&serde_json::json!({"username": name, "email": format!("{name}@example.com"), "password": "a good password"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let post = |path: &str, token: Option<&str>, body: serde_json::Value| {
+        let mut req = reqwest::Client::new()
+            .post(format!("{b}{path}"))
+            .json(&body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        async move {
+            req.send()
+                .await
+                .unwrap()
+                .json::<serde_json::Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let user = post(
+        "/api/users/register",
+        None,
+        serde_json::json!({"username": name, "email": format!("{name}@example.com"), "password": "a good password"}),
+    )
+    .await;
     let token = user["access_token"]
         .as_str()
         .expect("registered")
         .to_owned();
-    let s: serde_json::Value = c
-        .post(format!("{b}/api/streams"))
-        .bearer_auth(&token)
-        .json(&stream)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let s = post("/api/streams", Some(&token), stream).await;
     Channel {
         token,
         stream_id: s["id"].as_str().expect("stream created").to_owned(),

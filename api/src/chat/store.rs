@@ -187,13 +187,14 @@ pub async fn follows(st: &ApiState, user: &str, channel: &str) -> Result<bool> {
     Ok(!found.is_empty())
 }
 
-/// Delete messages older than `before` (Unix ms); how many.
+/// Delete messages older than `before` (Unix ms); how many (counted by id, not by reading
+/// every message back).
 pub async fn prune(st: &ApiState, before: i64) -> Result<usize> {
     let mut res = st
         .db
-        .query("DELETE chat_message WHERE at < $before RETURN BEFORE")
-        .bind(("before", before))
+        .query("DELETE chat_message WHERE at < $cutoff RETURN VALUE record::id($before.id)")
+        .bind(("cutoff", before))
         .await?;
-    let gone: Vec<serde_json::Value> = res.take(0)?;
+    let gone: Vec<String> = res.take(0)?;
     Ok(gone.len())
 }

@@ -420,6 +420,13 @@ fn store_replay(
     if duration_ms == 0 {
         return None;
     }
+    let replay = Replay {
+        stream: stream.to_owned(),
+        epoch,
+        ended_at_ms: unix_ms(),
+        duration_ms,
+        renditions: recordings.iter().map(|(name, _)| name.clone()).collect(),
+    };
     let dir = Replay::dir(stream, epoch);
     for (name, r) in &recordings {
         uploads.put(
@@ -429,21 +436,15 @@ fn store_replay(
         );
     }
     uploads.put(
-        format!("{dir}/master.m3u8"),
+        replay.master_path(),
         ladder::master_playlist(renditions, config.audio_kbps, |name| format!("{name}.m3u8"))
             .into(),
         Kind::Playlist,
     );
     if let Some(jpeg) = t.thumbnail() {
-        uploads.put(format!("{dir}/thumb.jpg"), jpeg, Kind::Image);
+        uploads.put(replay.thumbnail_path(), jpeg, Kind::Image);
     }
-    Some(Replay {
-        stream: stream.to_owned(),
-        epoch,
-        ended_at_ms: unix_ms(),
-        duration_ms,
-        renditions: recordings.into_iter().map(|(name, _)| name).collect(),
-    })
+    Some(replay)
 }
 
 #[cfg(test)]

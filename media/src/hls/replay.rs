@@ -38,20 +38,26 @@ impl Replay {
         format!("{}/master.m3u8", Self::dir(&self.stream, self.epoch))
     }
 
+    /// Its last thumbnail, relative to the HLS root.
     pub fn thumbnail_path(&self) -> String {
         format!("{}/thumb.jpg", Self::dir(&self.stream, self.epoch))
     }
 
     /// Object prefixes that hold everything of this replay.
     pub fn prefixes(&self) -> Vec<String> {
-        let mut p: Vec<String> = self
-            .renditions
-            .iter()
-            .map(|r| format!("{}/{r}/{}", self.stream, segment_prefix(self.epoch)))
-            .collect();
-        p.push(format!("{}/", Self::dir(&self.stream, self.epoch)));
-        p
+        prefixes(&self.stream, self.epoch, &self.renditions)
     }
+}
+
+/// Object prefixes of the broadcast of `stream` that started at `epoch`: its segments in each
+/// rendition's folder, and its VOD folder.
+fn prefixes(stream: &str, epoch: u64, renditions: &[String]) -> Vec<String> {
+    let mut p: Vec<String> = renditions
+        .iter()
+        .map(|r| format!("{stream}/{r}/{}", segment_prefix(epoch)))
+        .collect();
+    p.push(format!("{}/", Replay::dir(stream, epoch)));
+    p
 }
 
 /// Segment names of the broadcast that started at `epoch`: `seg-<epoch>-00000.ts`, ...
@@ -66,9 +72,15 @@ pub struct Replays {
 }
 
 impl Replays {
-    /// Delete every object of `replay`; an error leaves it for the next try.
-    pub async fn delete(&self, replay: &Replay) -> Result<(), String> {
-        for prefix in replay.prefixes() {
+    /// Delete every object of the broadcast of `stream` that started at `epoch`; an error
+    /// leaves it for the next try.
+    pub async fn delete(
+        &self,
+        stream: &str,
+        epoch: u64,
+        renditions: &[String],
+    ) -> Result<(), String> {
+        for prefix in prefixes(stream, epoch, renditions) {
             self.store.delete_prefix(&prefix).await?;
         }
         Ok(())

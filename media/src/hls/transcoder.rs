@@ -141,7 +141,10 @@ impl Transcoder {
                 }
                 None // GStreamer 1.22's signal returns nothing
             });
-            sink.set_property("location", format!("seg-{epoch}-%05d.ts"));
+            sink.set_property(
+                "location",
+                format!("{}%05d.ts", super::replay::segment_prefix(epoch)),
+            );
         }
         let mut segmenters = Vec::new();
         for (sink, marks) in &sinks {
