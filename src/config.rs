@@ -126,6 +126,8 @@ pub struct Config {
     pub hls_public_url: Option<String>,
     /// How long replays are kept; zero: no replays.
     pub replay_retention: std::time::Duration,
+    /// How often a live broadcast is sampled for analytics.
+    pub analytics_interval: std::time::Duration,
 }
 
 /// Replays are kept a week by default.
@@ -145,6 +147,7 @@ impl Default for Config {
             cors_origins: Vec::new(),
             hls_public_url: None,
             replay_retention: DEFAULT_REPLAY_RETENTION,
+            analytics_interval: crate::analytics::DEFAULT_INTERVAL,
         }
     }
 }

@@ -2,6 +2,7 @@
 //! process. `main.rs` parses configuration and calls [`start`]; tests call [`start`] directly
 //! with port 0.
 
+pub mod analytics;
 pub mod audience;
 pub mod config;
 mod http;
@@ -71,6 +72,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Server> {
         api.clone(),
         audience.clone(),
         config.replay_retention,
+        config.analytics_interval,
     );
     let expiry_task =
         platform::spawn_replay_expiry(media.clone(), api.clone(), config.replay_retention);

@@ -1,6 +1,7 @@
 //! Where the media core and the platform API meet: WHIP stream keys are checked against config
 //! first, then the database; stream go-live/offline, viewer counts and replays flow from media to
-//! the API; expired replays are deleted from the HLS store and the database.
+//! the API; broadcasts are sampled for analytics; expired replays are deleted from the HLS
+//! store and the database.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -80,25 +81,46 @@ fn expiry_interval(retention: Duration) -> Duration {
 const EXPIRY_BATCH: u32 = 100;
 
 /// Follow the media core's stream events and viewer counts into the database until the media
-/// core stops; replays are kept for `replay_retention`.
+/// core stops; replays are kept for `replay_retention`; broadcasts are sampled for analytics
+/// every `analytics_interval`.
 pub fn spawn_sync(
     media: MediaHandle,
     api: api::Api,
     audience: std::sync::Arc<crate::audience::HlsAudience>,
     replay_retention: Duration,
+    analytics_interval: Duration,
 ) -> JoinHandle<()> {
     let mut events = media.subscribe();
     tokio::spawn(async move {
+        match api.close_dangling_broadcasts().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(broadcasts = n, "closed broadcasts the last run left open"),
+            Err(e) => tracing::warn!(error = %e, "could not close broadcasts left open"),
+        }
+        let mut sampler = crate::analytics::Sampler::default();
         let mut tick = tokio::time::interval(VIEWER_COUNT_INTERVAL);
+        let mut sample_tick = tokio::time::interval(analytics_interval);
+        sample_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 ev = events.recv() => match ev {
-                    Ok(StreamEvent::Live { stream }) => record(&api, &stream, true).await,
-                    Ok(StreamEvent::Offline { stream }) => record(&api, &stream, false).await,
+                    Ok(StreamEvent::Live { stream }) => {
+                        record(&api, &stream, true).await;
+                        sampler.begin(&api, &audience, &stream, api::db::now_ms()).await;
+                    }
+                    Ok(StreamEvent::Offline { stream }) => {
+                        sampler.end(&api, &audience, &stream, api::db::now_ms()).await;
+                        record(&api, &stream, false).await;
+                    }
                     Ok(StreamEvent::Replay(replay)) => keep_replay(&api, &replay, replay_retention).await,
                     Err(RecvError::Lagged(n)) => tracing::warn!(missed = n, "stream events lagged"),
                     Err(RecvError::Closed) => return,
                 },
+                _ = sample_tick.tick() => {
+                    let Ok(streams) = media.streams().await else { return };
+                    let now = std::time::Instant::now();
+                    sampler.sample(&api, &audience, &streams, now, api::db::now_ms()).await;
+                }
                 _ = tick.tick() => {
                     let Ok(streams) = media.streams().await else { return };
                     let now = std::time::Instant::now();

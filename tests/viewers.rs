@@ -1,6 +1,8 @@
 //! Live viewer counts: str0m WHEP viewers and HLS players (distinct clients fetching a media
 //! playlist) add up in `/api/live`, in the stream's API record, and in its chat room, and the
-//! count falls when a viewer leaves.
+//! count falls when a viewer leaves. The broadcast's analytics then match what happened: its
+//! duration, peak and unique viewers, chat messages, follows gained, ingest bitrate and
+//! keyframe interval.
 
 mod common;
 
@@ -19,25 +21,35 @@ async fn json_of(c: &reqwest::Client, url: &str) -> Option<Value> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn webrtc_and_hls_viewers_are_counted_and_pushed_to_chat() {
+async fn viewers_are_counted_pushed_to_chat_and_kept_in_analytics() {
     let (server, _dir) = start_server_with(|c| {
         c.media.hls = Some(media::hls::HlsConfig::new(c.data_dir.join("hls")));
+        c.analytics_interval = Duration::from_millis(500);
     })
     .await;
     let b = base(&server);
     let c = reqwest::Client::new();
     let Channel {
-        stream_id: id, key, ..
+        stream_id: id,
+        key,
+        token,
     } = create_channel(&server, "vic", json!({"title": "Counting"})).await;
+    let before_start = api::db::now_ms();
     // ffmpeg over RTMP with the channel's key: real H.264, so the HLS ladder runs too.
     let url = format!("rtmp://{}/live/{key}", server.rtmp_addr);
-    let mut ffmpeg = ffmpeg_rtmp(&url, "320x240", 120, &["-tune", "zerolatency", "-g", "60"]);
+    let mut ffmpeg = ffmpeg_rtmp(
+        &url,
+        "320x240",
+        120,
+        &["-tune", "zerolatency", "-g", "60", "-sc_threshold", "0"],
+    );
     eventually("live", WAIT, || async {
         json_of(&c, &format!("{b}/api/streams/{id}"))
             .await
             .is_some_and(|s| s["live"] == true)
     })
     .await;
+    let live_seen = std::time::Instant::now();
 
     let (chat, _) =
         tokio_tungstenite::connect_async(format!("ws://{}/api/chat/vic", server.http_addr))
@@ -79,6 +91,7 @@ async fn webrtc_and_hls_viewers_are_counted_and_pushed_to_chat() {
     let playlist = format!("{b}/hls/vic/source/index.m3u8");
     eventually("HLS playlist", WAIT, || async {
         c.get(&playlist)
+            .header("user-agent", "player-a") // the first player's first fetch
             .send()
             .await
             .is_ok_and(|r| r.status().is_success())
@@ -123,7 +136,137 @@ async fn webrtc_and_hls_viewers_are_counted_and_pushed_to_chat() {
     viewers_in_chat(3).await;
     players.abort();
     second.stop().await.unwrap();
-    let _ = ffmpeg.kill();
+
+    // Three chat messages from the streamer, one new follower.
+    let (mut talk, _) = tokio_tungstenite::connect_async(format!(
+        "ws://{}/api/chat/vic?access_token={token}",
+        server.http_addr
+    ))
+    .await
+    .unwrap();
+    for text in ["hello", "thanks for watching", "bye"] {
+        let send = json!({"type": "send", "text": text}).to_string();
+        futures_util::SinkExt::send(&mut talk, Message::text(send))
+            .await
+            .unwrap();
+    }
+    let mut echoed = 0;
+    while echoed < 3 {
+        let msg = tokio::time::timeout(WAIT, talk.next())
+            .await
+            .expect("own messages echoed")
+            .unwrap()
+            .unwrap();
+        if let Message::Text(t) = msg {
+            let v: Value = serde_json::from_str(t.as_str()).unwrap();
+            assert_ne!(v["type"], "error", "{v}");
+            echoed += usize::from(v["type"] == "message");
+        }
+    }
+    let owner = json_of(&c, &stream_url).await.unwrap()["owner"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let fan = create_channel(&server, "fan", json!({"title": "Fan"})).await;
+    let followed = c
+        .post(format!("{b}/api/follows"))
+        .bearer_auth(&fan.token)
+        .json(&json!({"channel_id": owner}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(followed.status(), 201);
+
+    // The streamer stops: ffmpeg ends the publish and the stream goes offline at once.
+    let on_air_at_least = live_seen.elapsed();
+    assert!(signal(&ffmpeg, SIGTERM));
     let _ = ffmpeg.wait();
+    let analytics_url = format!("{b}/api/streams/{id}/analytics");
+    let finished = eventually_some("the broadcast closed", WAIT, || async {
+        let page: Value = c
+            .get(&analytics_url)
+            .bearer_auth(&token)
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        let b = page["items"].as_array()?.first()?.clone();
+        b["ended_at"].is_i64().then_some(b)
+    })
+    .await;
+    let after_end = api::db::now_ms();
+    let (started, ended) = (
+        finished["started_at"].as_i64().unwrap(),
+        finished["ended_at"].as_i64().unwrap(),
+    );
+    assert!(before_start <= started && ended <= after_end, "{finished}");
+    let duration = finished["duration_ms"].as_i64().unwrap();
+    assert_eq!(duration, ended - started);
+    assert!(
+        duration >= on_air_at_least.as_millis() as i64,
+        "on air {on_air_at_least:?} at least: {finished}"
+    );
+    assert_eq!(finished["peak_viewers"], 4, "{finished}");
+    assert_eq!(
+        finished["unique_viewers"], 4,
+        "2 WebRTC + 2 HLS: {finished}"
+    );
+    assert_eq!(finished["chat_messages"], 3, "{finished}");
+    assert_eq!(finished["follows_gained"], 1, "{finished}");
+    let average = finished["average_viewers"].as_f64().unwrap();
+    assert!(average > 0.0 && average < 4.0, "{finished}");
+
+    // Its series: one sample per interval, with the publisher's bitrate and GOP (-g 60 at 30 fps).
+    let detail: Value = c
+        .get(format!(
+            "{analytics_url}/{}",
+            finished["id"].as_str().unwrap()
+        ))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let samples = detail["samples"].as_array().unwrap();
+    let expected = duration / 500;
+    assert!(
+        samples.len() as i64 >= expected / 2 && samples.len() as i64 <= expected + 2,
+        "{} samples in {duration} ms",
+        samples.len()
+    );
+    let peak = samples.iter().map(|s| s["viewers"].as_u64().unwrap()).max();
+    assert_eq!(peak, Some(4));
+    assert!(samples
+        .windows(2)
+        .all(|w| w[0]["at"].as_i64() < w[1]["at"].as_i64()));
+    let kbps: Vec<u64> = samples
+        .iter()
+        .filter_map(|s| s["ingest_kbps"].as_u64())
+        .collect();
+    assert!(kbps.len() >= samples.len() / 2, "{samples:?}");
+    assert!(kbps.iter().any(|&k| k > 20), "ingest bitrate: {kbps:?}");
+    let gops: Vec<u64> = samples
+        .iter()
+        .filter_map(|s| s["keyframe_interval_ms"].as_u64())
+        .collect();
+    assert!(!gops.is_empty(), "{samples:?}");
+    assert!(
+        gops.iter().all(|g| (1900..=2100).contains(g)),
+        "keyframe intervals: {gops:?}"
+    );
+
+    // Only the owner sees them.
+    let theirs = c
+        .get(&analytics_url)
+        .bearer_auth(&fan.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(theirs.status(), 403);
+    assert_eq!(c.get(&analytics_url).send().await.unwrap().status(), 401);
     server.shutdown().await;
 }

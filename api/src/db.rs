@@ -9,7 +9,7 @@ use crate::error::Result;
 pub type Db = Surreal<Any>;
 
 /// Bumped by each migration; stored in `meta:schema`.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// Tables, fields and indexes. Every statement is idempotent (`IF NOT EXISTS`), so start-up
 /// applies it every time; later versions add migrations keyed on `meta:schema.version`.
@@ -104,6 +104,32 @@ DEFINE INDEX IF NOT EXISTS chat_restriction_channel ON chat_restriction FIELDS c
 DEFINE TABLE IF NOT EXISTS chat_settings SCHEMAFULL;
 DEFINE FIELD IF NOT EXISTS slow_mode_secs ON chat_settings TYPE int;
 DEFINE FIELD IF NOT EXISTS followers_only ON chat_settings TYPE bool;
+
+DEFINE TABLE IF NOT EXISTS broadcast SCHEMAFULL;
+DEFINE FIELD IF NOT EXISTS stream ON broadcast TYPE string;
+DEFINE FIELD IF NOT EXISTS owner ON broadcast TYPE string;
+DEFINE FIELD IF NOT EXISTS title ON broadcast TYPE string;
+DEFINE FIELD IF NOT EXISTS category ON broadcast TYPE option<string>;
+DEFINE FIELD IF NOT EXISTS started_at ON broadcast TYPE int;
+DEFINE FIELD IF NOT EXISTS ended_at ON broadcast TYPE option<int>;
+DEFINE FIELD IF NOT EXISTS duration_ms ON broadcast TYPE int;
+DEFINE FIELD IF NOT EXISTS peak_viewers ON broadcast TYPE int;
+DEFINE FIELD IF NOT EXISTS average_viewers ON broadcast TYPE float;
+DEFINE FIELD IF NOT EXISTS unique_viewers ON broadcast TYPE int;
+DEFINE FIELD IF NOT EXISTS chat_messages ON broadcast TYPE int;
+DEFINE FIELD IF NOT EXISTS follows_gained ON broadcast TYPE int;
+DEFINE INDEX IF NOT EXISTS broadcast_stream ON broadcast FIELDS stream, started_at;
+
+DEFINE TABLE IF NOT EXISTS broadcast_sample SCHEMAFULL;
+DEFINE FIELD IF NOT EXISTS broadcast ON broadcast_sample TYPE string;
+DEFINE FIELD IF NOT EXISTS at ON broadcast_sample TYPE int;
+DEFINE FIELD IF NOT EXISTS viewers ON broadcast_sample TYPE int;
+DEFINE FIELD IF NOT EXISTS webrtc_viewers ON broadcast_sample TYPE int;
+DEFINE FIELD IF NOT EXISTS hls_viewers ON broadcast_sample TYPE int;
+DEFINE FIELD IF NOT EXISTS unique_viewers ON broadcast_sample TYPE int;
+DEFINE FIELD IF NOT EXISTS ingest_kbps ON broadcast_sample TYPE option<int>;
+DEFINE FIELD IF NOT EXISTS keyframe_interval_ms ON broadcast_sample TYPE option<int>;
+DEFINE INDEX IF NOT EXISTS broadcast_sample_broadcast ON broadcast_sample FIELDS broadcast, at;
 
 DEFINE TABLE IF NOT EXISTS category SCHEMAFULL;
 DEFINE FIELD IF NOT EXISTS slug ON category TYPE string;

@@ -1,11 +1,12 @@
 //! Glint's platform API under `/api`: users and sessions, streams and stream keys, follows,
-//! go-live notifications (stored + Server-Sent Events), categories, replays (videos), and the
-//! OpenAPI document.
+//! go-live notifications (stored + Server-Sent Events), categories, replays (videos), chat,
+//! stream analytics, and the OpenAPI document.
 //! Backed by SurrealDB through one `Surreal<Any>` handle (`mem://`, `surrealkv://`, `ws://`).
 //!
 //! Each area has a `router()`; [`Api`] is what the binary holds: it builds the router, checks
 //! WHIP stream keys for the media core, and records streams going live or offline.
 
+pub mod analytics;
 pub mod auth;
 pub mod cache;
 pub mod categories;
@@ -115,6 +116,7 @@ impl Api {
             .merge(notifications::router())
             .merge(categories::router())
             .merge(videos::router())
+            .merge(analytics::router())
             .merge(chat::router())
             .merge(openapi::router())
             .route(
@@ -205,6 +207,27 @@ impl Api {
             .check()?;
         self.state.directory.invalidate();
         Ok(())
+    }
+
+    /// The stream named `name` went on air at `now_ms`: open its broadcast for analytics.
+    /// `None` for a stream that is not in the database.
+    pub async fn begin_broadcast(&self, name: &str, now_ms: i64) -> Result<Option<String>> {
+        analytics::begin(&self.state, name, now_ms).await
+    }
+
+    /// Broadcast `id` ended at `now_ms`: its summary is computed and stored.
+    pub async fn end_broadcast(&self, id: &str, now_ms: i64) -> Result<()> {
+        analytics::end(&self.state, id, Some(now_ms)).await
+    }
+
+    /// Close broadcasts the last run left open (at start-up, when nothing is on air).
+    pub async fn close_dangling_broadcasts(&self) -> Result<usize> {
+        analytics::close_dangling(&self.state, None).await
+    }
+
+    /// Write samples of live broadcasts (broadcast id, sample) in one batch.
+    pub async fn record_samples(&self, samples: Vec<(String, analytics::Sample)>) -> Result<()> {
+        analytics::record(&self.state, samples).await
     }
 
     /// Where players fetch HLS (`/hls` on this server, or a CDN); `None`: HLS is off.

@@ -9,7 +9,7 @@ use crate::ApiState;
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Glint API", description = "Users, streams, follows, notifications, categories and replays of a Glint server."),
+    info(title = "Glint API", description = "Users, streams, follows, notifications, categories, replays, chat and analytics of a Glint server."),
     paths(
         crate::users::register, crate::users::login, crate::users::refresh, crate::users::logout,
         crate::users::me, crate::users::profile,
@@ -20,6 +20,7 @@ use crate::ApiState;
         crate::notifications::stream,
         crate::categories::list,
         crate::videos::list, crate::videos::get_one, crate::videos::remove,
+        crate::analytics::list, crate::analytics::get_one,
         crate::chat::moderators, crate::chat::add_moderator, crate::chat::remove_moderator,
     ),
     modifiers(&BearerAuth)

@@ -749,3 +749,132 @@ async fn replays_are_listed_until_deleted_or_expired() {
     assert_eq!(later.len(), 1);
     assert_eq!(later[0].id, ids[1]);
 }
+
+fn sample(at: i64, viewers: u32, unique: u32) -> api::analytics::Sample {
+    api::analytics::Sample {
+        at,
+        viewers,
+        webrtc_viewers: viewers,
+        hls_viewers: 0,
+        unique_viewers: unique,
+        ingest_kbps: Some(2500),
+        keyframe_interval_ms: Some(2000),
+    }
+}
+
+#[tokio::test]
+async fn broadcast_analytics_summaries_series_and_left_open_ones() {
+    let (api, r) = app().await;
+    let (_alice, alice_token, _) = register(&r, "alice").await;
+    let (_bob, bob_token, _) = register(&r, "bob").await;
+    let (_, v) = call(
+        &r,
+        Method::POST,
+        "/api/streams",
+        Some(&alice_token),
+        Some(json!({"title": "Speedrun"})),
+    )
+    .await;
+    let stream = v["id"].as_str().unwrap().to_owned();
+    let url = format!("/api/streams/{stream}/analytics");
+    assert!(
+        api.begin_broadcast("demo", 0).await.unwrap().is_none(),
+        "configured by key"
+    );
+
+    // A broadcast on air: its figures so far.
+    let t0 = api::db::now_ms() - 60_000;
+    let first = api.begin_broadcast("alice", t0).await.unwrap().unwrap();
+    let samples = [(1, 0, 0), (2, 3, 3), (3, 5, 6), (4, 4, 7)]
+        .map(|(i, v, u)| (first.clone(), sample(t0 + i * 10_000, v, u)));
+    api.record_samples(samples.to_vec()).await.unwrap();
+    let (s, page) = call(&r, Method::GET, &url, Some(&alice_token), None).await;
+    assert_eq!(s, StatusCode::OK, "{page}");
+    let live = &page["items"][0];
+    assert_eq!(live["id"], first.as_str());
+    assert_eq!(live["ended_at"], serde_json::Value::Null);
+    assert!(live["duration_ms"].as_i64().unwrap() >= 60_000, "{live}");
+    assert_eq!(live["peak_viewers"], 5);
+    assert_eq!(live["unique_viewers"], 7);
+    assert_eq!(live["average_viewers"], 3.0);
+
+    // The server stops; the next start closes it at its last sample, with its summary stored.
+    assert_eq!(api.close_dangling_broadcasts().await.unwrap(), 1);
+    assert_eq!(api.close_dangling_broadcasts().await.unwrap(), 0);
+    let second = api
+        .begin_broadcast("alice", t0 + 50_000)
+        .await
+        .unwrap()
+        .unwrap();
+    api.end_broadcast(&second, t0 + 55_000).await.unwrap();
+    let (_, page) = call(&r, Method::GET, &url, Some(&alice_token), None).await;
+    let items = page["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2, "{page}");
+    assert_eq!(items[0]["id"], second.as_str(), "latest first");
+    assert_eq!(items[0]["duration_ms"], 5_000);
+    assert_eq!(items[0]["peak_viewers"], 0, "no samples");
+    assert_eq!(items[1]["ended_at"], t0 + 40_000);
+    assert_eq!(items[1]["duration_ms"], 40_000);
+    assert_eq!(items[1]["peak_viewers"], 5);
+    let (_, page) = call(
+        &r,
+        Method::GET,
+        &format!("{url}?limit=1&page=2"),
+        Some(&alice_token),
+        None,
+    )
+    .await;
+    assert_eq!(page["items"][0]["id"], first.as_str());
+    assert_eq!(page["more"], false);
+
+    // One broadcast's series, oldest first.
+    let (s, detail) = call(
+        &r,
+        Method::GET,
+        &format!("{url}/{first}"),
+        Some(&alice_token),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{detail}");
+    let series = detail["samples"].as_array().unwrap();
+    assert_eq!(series.len(), 4);
+    assert_eq!(series[0]["at"], t0 + 10_000);
+    assert_eq!(series[3]["viewers"], 4);
+    assert_eq!(series[3]["ingest_kbps"], 2500);
+    assert_eq!(series[3]["keyframe_interval_ms"], 2000);
+    assert_eq!(detail["peak_viewers"], 5);
+
+    // Owner only; unknown ids are 404.
+    let (s, _) = call(&r, Method::GET, &url, Some(&bob_token), None).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, _) = call(&r, Method::GET, &format!("{url}/{first}"), None, None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, _) = call(
+        &r,
+        Method::GET,
+        &format!("{url}/nosuchbroadcast0000"),
+        Some(&alice_token),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _) = call(
+        &r,
+        Method::GET,
+        &format!("{url}/bad$id"),
+        Some(&alice_token),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _) = call(
+        &r,
+        Method::GET,
+        "/api/streams/nosuchstream00000000/analytics",
+        Some(&alice_token),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+}

@@ -143,6 +143,12 @@ pub struct StreamSummary {
     pub reconnecting: bool,
     pub viewers: usize,
     pub codecs: Vec<String>,
+    /// RTP payload bytes received from publishers (a counter; rates are its differences).
+    pub bytes_in: u64,
+    /// Time between the publisher's last two keyframes.
+    pub keyframe_interval_ms: Option<u32>,
+    /// Viewers whose connection came up since the stream went on air.
+    pub viewers_served: u64,
 }
 
 struct Peer {
@@ -256,6 +262,7 @@ impl Sfu {
         entry.publisher = Some(id);
         entry.tracks = tracks;
         entry.video_ssrc = None;
+        entry.ingest.new_source();
         entry.live = false;
         info!(stream, session = %id, codecs = ?codec_names(&entry.tracks), resumed, "publisher offered");
         self.insert_peer(
@@ -492,6 +499,9 @@ impl Sfu {
                     .filter(|v| self.peers.get(v).is_some_and(|p| p.connected))
                     .count(),
                 codecs: codec_names(&s.tracks),
+                bytes_in: s.ingest.bytes,
+                keyframe_interval_ms: s.ingest.keyframe_interval_ms,
+                viewers_served: s.viewers_served,
             })
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -611,6 +621,9 @@ impl Sfu {
                 }
                 Role::Viewer => {
                     debug!(stream = %stream, session = %id, "viewer connected");
+                    if let Some(s) = self.streams.get_mut(&*stream) {
+                        s.viewers_served += 1;
+                    }
                     wants_keyframe = true;
                 }
             }
@@ -646,10 +659,12 @@ impl Sfu {
             let clock_rate = track.codec.rtp_codec.clock_rate;
             Metrics::add(&self.metrics.packets_received, 1);
             Metrics::add(&self.metrics.bytes_received, packet.payload.len() as u64);
+            s.ingest.bytes += packet.payload.len() as u64;
             if kind == MediaKind::Video {
                 s.video_ssrc = Some(packet.header.ssrc);
                 if track.format.is_keyframe(&packet.payload) {
                     s.keyframes.keyframe_arrived();
+                    s.ingest.keyframe(packet.header.timestamp, clock_rate);
                 }
             }
             // Header extension ids are per connection; viewers negotiated their own. Dropping them
@@ -887,6 +902,13 @@ impl Sfu {
     fn go_on_air(&mut self, stream: &str) {
         if let Some(s) = self.streams.get_mut(stream) {
             if !std::mem::replace(&mut s.on_air, true) {
+                // A new broadcast: those already watching (waiting for it) count once.
+                let peers = &self.peers;
+                s.viewers_served = s
+                    .viewers
+                    .iter()
+                    .filter(|v| peers.get(v).is_some_and(|p| p.connected))
+                    .count() as u64;
                 self.events.push_back(StreamEvent::Live {
                     stream: stream.to_owned(),
                 });
@@ -917,6 +939,7 @@ impl Sfu {
         entry.publisher = Some(id);
         entry.tracks = tracks;
         entry.video_ssrc = None;
+        entry.ingest.new_source();
         entry.live = true;
         self.ingest.insert(id, Arc::from(stream));
         Metrics::add(&self.metrics.publishers, 1);

@@ -32,6 +32,41 @@ pub(crate) struct Stream {
     /// With a tap: how often the publisher is asked for a keyframe, and when next.
     pub tap_keyframe_interval: Duration,
     pub tap_next_keyframe: Option<Instant>,
+    /// What the publisher sends, for analytics.
+    pub ingest: IngestStats,
+    /// Viewers whose connection came up since the stream last went on air.
+    pub viewers_served: u64,
+}
+
+/// Counters of what a publisher sends: the hot path adds to them and never allocates.
+#[derive(Default)]
+pub(crate) struct IngestStats {
+    /// RTP payload bytes received since the stream was created.
+    pub bytes: u64,
+    last_keyframe_ts: Option<u32>,
+    /// Time between the last two keyframes.
+    pub keyframe_interval_ms: Option<u32>,
+}
+
+impl IngestStats {
+    /// A packet of a keyframe with this RTP timestamp (a presentation time) arrived.
+    pub fn keyframe(&mut self, rtp_ts: u32, clock_rate: u32) {
+        if let Some(last) = self.last_keyframe_ts {
+            if last == rtp_ts {
+                return; // another packet of the same keyframe
+            }
+            let ms = u64::from(rtp_ts.wrapping_sub(last)) * 1000 / u64::from(clock_rate.max(1));
+            if (1..=60_000).contains(&ms) {
+                self.keyframe_interval_ms = Some(ms as u32);
+            }
+        }
+        self.last_keyframe_ts = Some(rtp_ts);
+    }
+
+    /// A new publisher: its timestamps start anywhere.
+    pub fn new_source(&mut self) {
+        self.last_keyframe_ts = None;
+    }
 }
 
 impl Stream {
@@ -51,6 +86,8 @@ impl Stream {
             tap: None,
             tap_keyframe_interval: Duration::ZERO,
             tap_next_keyframe: None,
+            ingest: IngestStats::default(),
+            viewers_served: 0,
         }
     }
 
@@ -66,5 +103,27 @@ impl Stream {
     /// No publisher and no viewers: nothing to keep.
     pub fn is_idle(&self) -> bool {
         !self.is_active() && self.viewers.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::IngestStats;
+
+    #[test]
+    fn keyframe_interval_from_rtp_timestamps() {
+        let mut s = IngestStats::default();
+        s.keyframe(1000, 90_000);
+        s.keyframe(1000, 90_000); // the same keyframe's next packet
+        assert_eq!(s.keyframe_interval_ms, None);
+        s.keyframe(1000 + 180_000, 90_000);
+        assert_eq!(s.keyframe_interval_ms, Some(2000));
+        s.keyframe(u32::MAX - 44_999, 90_000); // a jump (no interval)...
+        assert_eq!(s.keyframe_interval_ms, Some(2000));
+        s.keyframe(45_000, 90_000); // ...then a wrap: 1 s
+        assert_eq!(s.keyframe_interval_ms, Some(1000));
+        s.new_source();
+        s.keyframe(7, 90_000);
+        assert_eq!(s.keyframe_interval_ms, Some(1000));
     }
 }
