@@ -84,6 +84,10 @@ pub struct ListQuery {
     pub live: Option<String>,
     /// Category slug.
     pub category: Option<String>,
+    /// Search: streams whose name or title contains this (case-insensitive, ≤ 50 characters).
+    pub q: Option<String>,
+    /// Exactly this stream name (the channel page's lookup).
+    pub name: Option<String>,
     /// 1-based page.
     pub page: Option<u32>,
     pub limit: Option<u32>,
@@ -153,6 +157,14 @@ pub(crate) async fn list(
     if let Some(c) = &q.category {
         validate::slug("category", c)?;
     }
+    let search = match q.q.as_deref().map(str::trim) {
+        Some(s) if s.chars().count() > 50 => {
+            return Err(ApiError::validation("q", "at most 50 characters"))
+        }
+        Some(s) if !s.is_empty() => Some(s.to_lowercase()),
+        _ => None,
+    };
+    let name = q.name.as_deref().map(str::to_lowercase);
     let key = raw.unwrap_or_default();
     let json = |body: Bytes| ([(header::CONTENT_TYPE, "application/json")], body).into_response();
     if let Some(body) = st.directory.get(&key, Instant::now()) {
@@ -169,6 +181,14 @@ pub(crate) async fn list(
     if q.category.is_some() {
         conditions.push("category = $category");
     }
+    if search.is_some() {
+        conditions.push(
+            "(string::contains(name, $q) OR string::contains(string::lowercase(title), $q))",
+        );
+    }
+    if name.is_some() {
+        conditions.push("name = $name");
+    }
     let filter = if conditions.is_empty() {
         String::new()
     } else {
@@ -180,6 +200,8 @@ pub(crate) async fn list(
         .db
         .query(sql)
         .bind(("category", q.category.clone()))
+        .bind(("q", search))
+        .bind(("name", name))
         .bind(("limit", limit + 1))
         .bind(("start", (page - 1) * limit))
         .await?;

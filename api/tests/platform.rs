@@ -225,7 +225,29 @@ async fn listing_live_streams_by_viewers_category_and_page() {
     assert_eq!(p2["items"].as_array().unwrap().len(), 1);
     assert_eq!(p2["more"], false);
 
+    // Search (names and titles, any case, offline too with live=all) and the lookup by name.
+    let names_of = |v: &serde_json::Value| -> Vec<String> {
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let (_, v) = call(&r, Method::GET, "/api/streams?live=all&q=DAN", None, None).await;
+    assert_eq!(names_of(&v), ["dan"]);
+    let (_, v) = call(&r, Method::GET, "/api/streams?live=all&q=%20live", None, None).await;
+    assert_eq!(names_of(&v).len(), 4, "every title says live");
+    let (_, v) = call(&r, Method::GET, "/api/streams?q=an", None, None).await;
+    assert_eq!(names_of(&v), ["ann"], "dan is offline");
+    let (_, v) = call(&r, Method::GET, "/api/streams?live=all&name=Cat", None, None).await;
+    assert_eq!(names_of(&v), ["cat"]);
+    let (_, v) = call(&r, Method::GET, "/api/streams?live=all&name=ca", None, None).await;
+    assert_eq!(names_of(&v), Vec::<String>::new());
+    let long = format!("/api/streams?q={}", "x".repeat(51));
+
     for bad in [
+        long.as_str(),
         "/api/streams?limit=0",
         "/api/streams?limit=1000",
         "/api/streams?page=0",
