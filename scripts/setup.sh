@@ -44,6 +44,7 @@ if ! command -v st >/dev/null || ! python3 -c 'import moto.server, flask' 2>/dev
   python3 -m pip install --quiet --disable-pip-version-check schemathesis 'moto[server]' || pip3 install --quiet --break-system-packages schemathesis 'moto[server]'
 fi
 
-if [ ! -d tests/browser/node_modules/playwright-core ]; then
+# npm packages of the browser tests (the web app's are installed by scripts/build-web.sh).
+if [ ! -f tests/browser/node_modules/.package-lock.json ] || [ tests/browser/package-lock.json -nt tests/browser/node_modules/.package-lock.json ]; then
   (cd tests/browser && npm ci --no-audit --no-fund --silent)
 fi

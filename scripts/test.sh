@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Every test of Glint: the Rust workspace (unit, integration, str0m interop) and the real-browser
-# tests (Chromium over WHIP/WHEP). WebRTC tests run in a private network namespace that has only
+# Every test of Glint: the Rust workspace (unit, integration, str0m interop), the web app's type
+# check and lint, and the real-browser tests (Chromium over WHIP/WHEP, the web app end to end;
+# screenshots go to tests/browser/artifacts/). WebRTC tests run in a private network namespace that has only
 # `lo`, so media cannot leave loopback (needs root; without it they run on the host network).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,6 +11,13 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/glint-target}"
 export CARGO_TERM_COLOR=never
 
 cargo build --workspace --all-targets --locked
+
+echo "== Web app: type check, lint, build"
+(cd web && [ -f node_modules/.package-lock.json ] && [ ! package-lock.json -nt node_modules/.package-lock.json ] || npm ci --no-audit --no-fund --silent)
+(cd web && npm run --silent typecheck && npm run --silent lint)
+# The web app's build, for tests/browser/webapp.test.mjs (other tests use the built-in pages).
+GLINT_WEB_BUILD=$(scripts/build-web.sh)
+export GLINT_WEB_BUILD
 
 NS=""
 cleanup() { [ -n "$NS" ] && ip netns delete "$NS" 2>/dev/null || true; }

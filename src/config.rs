@@ -75,6 +75,9 @@ pub struct Cli {
     /// STUN/TURN URLs offered to clients in Link headers (comma separated).
     #[arg(long, env = "GLINT_ICE_SERVERS", value_delimiter = ',')]
     pub ice_server: Vec<String>,
+    /// The web app's build (`web/out`), served at `/`; without it, minimal built-in pages.
+    #[arg(long, env = "GLINT_WEB_DIR")]
+    pub web_dir: Option<PathBuf>,
 }
 
 /// The file format; every field optional.
@@ -106,6 +109,7 @@ pub struct FileConfig {
     pub hls_s3_prefix: Option<String>,
     pub hls_s3_path_style: Option<bool>,
     pub replay_retention_hours: Option<f64>,
+    pub web_dir: Option<PathBuf>,
 }
 
 /// The resolved configuration the server runs with.
@@ -128,6 +132,8 @@ pub struct Config {
     pub replay_retention: std::time::Duration,
     /// How often a live broadcast is sampled for analytics.
     pub analytics_interval: std::time::Duration,
+    /// The web app's static export; `None`: the built-in pages.
+    pub web_dir: Option<PathBuf>,
 }
 
 /// Replays are kept a week by default.
@@ -148,6 +154,7 @@ impl Default for Config {
             hls_public_url: None,
             replay_retention: DEFAULT_REPLAY_RETENTION,
             analytics_interval: crate::analytics::DEFAULT_INTERVAL,
+            web_dir: None,
         }
     }
 }
@@ -231,6 +238,14 @@ impl Config {
             c.media.hls = Some(hls);
         }
         c.hls_public_url = cli.hls_public_url.or(file.hls_public_url);
+        c.web_dir = cli.web_dir.or(file.web_dir);
+        if let Some(dir) = &c.web_dir {
+            anyhow::ensure!(
+                dir.join("index.html").is_file(),
+                "web dir {}: no index.html (build the web app: cd web && npm ci && npm run build)",
+                dir.display()
+            );
+        }
         if let Some(h) = cli.replay_retention_hours.or(file.replay_retention_hours) {
             if !(0.0..=24.0 * 3650.0).contains(&h) {
                 anyhow::bail!("replay retention: {h} hours is not between 0 and 87600");

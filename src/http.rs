@@ -1,6 +1,7 @@
 //! The HTTP surface of the binary: WHIP/WHEP (from `signaling`), the platform API (`/api`, from
-//! `api`), `/metrics`, `/api/live`, `/hls/` (the local HLS store), and
-//! the built-in watch and publish pages; CORS, body limits and request tracing around them.
+//! `api`), `/metrics`, `/api/live`, `/api/ingest`, `/hls/` (the local HLS store), and the web
+//! app (`crate::web`) or, without its build, the built-in pages; CORS, body limits and request
+//! tracing around them.
 
 use std::sync::Arc;
 
@@ -27,16 +28,19 @@ pub fn router(
     authorizer: Arc<dyn StreamAuthorizer>,
     api: &api::Api,
     audience: Arc<HlsAudience>,
+    rtmp_port: u16,
 ) -> Router {
     let signaling = signaling::router(SignalingState {
         media: media.clone(),
         authorizer,
         ice_servers: config.ice_servers.clone(),
     });
-    let pages = Router::new()
-        .route("/", get(|| async { Html(INDEX_PAGE) }))
-        .route("/watch/{stream}", get(page_for(WATCH_PAGE)))
+    let mut pages = Router::new()
         .route("/publish/{stream}", get(page_for(PUBLISH_PAGE)))
+        .route(
+            "/api/ingest",
+            get(move || async move { Json(serde_json::json!({ "rtmp_port": rtmp_port })) }),
+        )
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))
         .route(
@@ -49,7 +53,15 @@ pub fn router(
             }),
         )
         .with_state(media);
+    if config.web_dir.is_none() {
+        pages = pages
+            .route("/", get(|| async { Html(INDEX_PAGE) }))
+            .route("/watch/{stream}", get(page_for(WATCH_PAGE)));
+    }
     let mut app = signaling.merge(pages).merge(api.router());
+    if let Some(dir) = &config.web_dir {
+        app = app.fallback_service(crate::web::service(dir.clone()));
+    }
     if let Some(hls) = &config.media.hls {
         app = app.merge(
             Router::new()

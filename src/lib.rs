@@ -9,6 +9,7 @@ mod http;
 mod keys;
 mod platform;
 mod secrets;
+pub mod web;
 
 use std::net::SocketAddr;
 
@@ -89,7 +90,14 @@ pub async fn start(mut config: Config) -> anyhow::Result<Server> {
             api: api.clone(),
         }),
     );
-    let app = http::router(&config, media.clone(), authorizer, &api, audience);
+    let app = http::router(
+        &config,
+        media.clone(),
+        authorizer,
+        &api,
+        audience,
+        rtmp_addr.port(),
+    );
     let listener = tokio::net::TcpListener::bind(config.http)
         .await
         .with_context(|| format!("binding HTTP {}", config.http))?;

@@ -182,9 +182,8 @@ pub(crate) async fn list(
         conditions.push("category = $category");
     }
     if search.is_some() {
-        conditions.push(
-            "(string::contains(name, $q) OR string::contains(string::lowercase(title), $q))",
-        );
+        conditions
+            .push("(string::contains(name, $q) OR string::contains(string::lowercase(title), $q))");
     }
     if name.is_some() {
         conditions.push("name = $name");
@@ -290,6 +289,7 @@ pub(crate) async fn create(
     let s = load(&st, &id)
         .await?
         .ok_or(ApiError::Internal("created stream vanished".into()))?;
+    st.directory.invalidate(); // listings show it at once
     Ok((StatusCode::CREATED, axum::Json(s)))
 }
 
@@ -340,6 +340,7 @@ pub(crate) async fn update(
         .bind(("m", meta))
         .await?
         .check()?;
+    st.directory.invalidate();
     Ok(axum::Json(
         load(&st, &id).await?.ok_or(ApiError::NotFound("stream"))?,
     ))

@@ -236,11 +236,25 @@ async fn listing_live_streams_by_viewers_category_and_page() {
     };
     let (_, v) = call(&r, Method::GET, "/api/streams?live=all&q=DAN", None, None).await;
     assert_eq!(names_of(&v), ["dan"]);
-    let (_, v) = call(&r, Method::GET, "/api/streams?live=all&q=%20live", None, None).await;
+    let (_, v) = call(
+        &r,
+        Method::GET,
+        "/api/streams?live=all&q=%20live",
+        None,
+        None,
+    )
+    .await;
     assert_eq!(names_of(&v).len(), 4, "every title says live");
     let (_, v) = call(&r, Method::GET, "/api/streams?q=an", None, None).await;
     assert_eq!(names_of(&v), ["ann"], "dan is offline");
-    let (_, v) = call(&r, Method::GET, "/api/streams?live=all&name=Cat", None, None).await;
+    let (_, v) = call(
+        &r,
+        Method::GET,
+        "/api/streams?live=all&name=Cat",
+        None,
+        None,
+    )
+    .await;
     assert_eq!(names_of(&v), ["cat"]);
     let (_, v) = call(&r, Method::GET, "/api/streams?live=all&name=ca", None, None).await;
     assert_eq!(names_of(&v), Vec::<String>::new());

@@ -16,12 +16,14 @@ export const CHROMIUM_ARGS = [
   '--disable-features=WebRtcHideLocalIpsWithMdns',
 ];
 
-/** Start glint on 127.0.0.1 with ephemeral ports; resolves once it logs its addresses. */
+/** Start glint on 127.0.0.1 with ephemeral ports; resolves once it logs its addresses. Serves
+ * the built-in pages unless `extraEnv` names a web build (GLINT_WEB_DIR). */
 export async function startGlint(extraEnv = {}) {
   const dataDir = mkdtempSync(join(tmpdir(), 'glint-data-'));
+  const { GLINT_WEB_DIR: _ignored, ...inherited } = process.env;
   const proc = spawn(GLINT_BIN, [], {
     env: {
-      ...process.env, GLINT_HTTP: '127.0.0.1:0', GLINT_UDP: '127.0.0.1:0', GLINT_RTMP: '127.0.0.1:0', GLINT_DATA_DIR: dataDir,
+      ...inherited, GLINT_HTTP: '127.0.0.1:0', GLINT_UDP: '127.0.0.1:0', GLINT_RTMP: '127.0.0.1:0', GLINT_DATA_DIR: dataDir,
       GLINT_STREAM_KEYS: 'demo=test-key', GLINT_LOG: 'info,media=debug', ...extraEnv,
     },
     stdio: ['ignore', 'pipe', 'pipe'],

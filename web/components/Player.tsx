@@ -131,13 +131,19 @@ export default function Player({ stream, hlsUrl, vod = false }: { stream: string
     if (Hls.isSupported()) {
       hls = new Hls({
         liveSyncDurationCount: 2,
-        // The master playlist appears a few seconds after the stream goes live: keep asking.
+        // The master playlist appears a few seconds after the stream goes live (once every
+        // rendition has a segment): keep asking, 404s included (hls.js gives up on 4xx).
         manifestLoadPolicy: {
           default: {
             maxTimeToFirstByteMs: 10000,
             maxLoadTimeMs: 20000,
             timeoutRetry: { maxNumRetry: 5, retryDelayMs: 1000, maxRetryDelayMs: 4000 },
-            errorRetry: { maxNumRetry: 30, retryDelayMs: 1000, maxRetryDelayMs: 4000 },
+            errorRetry: {
+              maxNumRetry: 30,
+              retryDelayMs: 1000,
+              maxRetryDelayMs: 2000,
+              shouldRetry: (cfg, count) => !!cfg && count < cfg.maxNumRetry,
+            },
           },
         },
       });
