@@ -176,6 +176,30 @@ test('sign up, go live from the dashboard, watch over WebRTC, follow, toast, cha
     await screenshots(studio, 'dashboard');
     assert.deepEqual(await axeViolations(studio), [], 'dashboard accessibility');
 
+    // Stream info saved from the dashboard shows on the channel page.
+    await studio.getByLabel('Title').fill('Glint, second take');
+    await studio.getByLabel('Tags (comma separated)').fill('rust, webrtc');
+    await studio.getByRole('button', { name: 'Save' }).click();
+    await studio.getByText('Saved.').waitFor({ timeout: 10000 });
+    await fan.goto(`${glint.base}/watch/streamer/`);
+    await fan.getByRole('heading', { name: 'Glint, second take' }).waitFor({ timeout: 10000 });
+    assert.match(await fan.locator('.channel-info').textContent(), /rust.*webrtc/);
+
+    // An expired access token is refreshed quietly: the following page still loads.
+    const before = await fan.evaluate(() => {
+      const s = JSON.parse(localStorage.getItem('glint.session'));
+      const old = s.refresh_token;
+      s.access_token = 'expired';
+      s.expires_at = Date.now() - 1000;
+      localStorage.setItem('glint.session', JSON.stringify(s));
+      return old;
+    });
+    await fan.goto(`${glint.base}/following/`);
+    await fan.locator('.follow-list').getByText('streamer').waitFor({ timeout: 10000 });
+    const after = await fan.evaluate(() => JSON.parse(localStorage.getItem('glint.session')));
+    assert.notEqual(after.access_token, 'expired');
+    assert.notEqual(after.refresh_token, before, 'refresh tokens rotate');
+
     await fan.goto(`${glint.base}/login/`);
     assert.deepEqual(await axeViolations(fan), [], 'login page accessibility');
     await screenshots(fan, 'login');
