@@ -27,6 +27,7 @@
 //! ```
 
 pub mod chat;
+pub mod clip;
 pub mod codec;
 pub mod error;
 pub mod peer;
@@ -42,4 +43,6 @@ pub use error::{Error, Result};
 pub use peer::{publish, view, PublishConfig, PublisherHandle, ViewConfig, ViewerHandle};
 pub use reqwest::StatusCode;
 pub use source::VideoShape;
-pub use stats::{EndReason, PublisherStats, TrackStats, ViewerStats};
+pub use stats::{
+    EndReason, LatencyHistogram, LatencyRecorder, PublisherStats, TrackStats, ViewerStats,
+};

@@ -1,8 +1,10 @@
 //! Synthetic media sources: which frames and packets a publisher sends, and when. Pure; the
 //! caller passes the current time in, so tests step through a minute of media instantly.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::clip::Clip;
 use crate::codec::{h264, opus, pattern, vp8, VideoCodec};
 
 /// RTP clock rate of every video codec we send (RFC 6184 §8.2.1, RFC 7741 §6.1).
@@ -98,9 +100,48 @@ pub struct VideoSource {
     picture_id: u16,
     last_keyframe: Option<Instant>,
     keyframe_requested: bool,
+    /// Frames from a clip (looped) instead of synthetic ones, and the next frame's index.
+    clip: Option<(Arc<Clip>, usize)>,
+    /// H.264: a capture-time SEI before every frame; the Unix time (µs) at an instant.
+    capture_clock: Option<(Instant, u64)>,
+}
+
+/// Largest RTP payload of a clip's packets (FU-A beyond).
+const CLIP_MAX_PAYLOAD: usize = 1200;
+
+/// Unix time in µs now, paired with `Instant::now()`.
+pub fn unix_clock() -> (Instant, u64) {
+    let unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    (Instant::now(), unix.as_micros() as u64)
+}
+
+/// Unix µs at `at`, from a clock pairing.
+pub fn unix_micros_at(clock: (Instant, u64), at: Instant) -> u64 {
+    let (base, unix) = clock;
+    if at >= base {
+        unix + at.duration_since(base).as_micros() as u64
+    } else {
+        unix.saturating_sub(base.duration_since(at).as_micros() as u64)
+    }
 }
 
 impl VideoSource {
+    /// Send the frames of `clip` (H.264), looped, instead of synthetic ones. A keyframe request
+    /// is answered by the clip's next keyframe (every second).
+    pub fn with_clip(mut self, clip: Arc<Clip>) -> Self {
+        self.codec = VideoCodec::H264;
+        self.clip = Some((clip, 0));
+        self
+    }
+
+    /// Put a capture-time SEI before every H.264 frame (Unix time from `clock`).
+    pub fn with_capture_time(mut self, clock: (Instant, u64)) -> Self {
+        self.capture_clock = Some(clock);
+        self
+    }
+
     /// A source whose first frame is due at `start` with RTP time `rtp_base`.
     pub fn new(
         codec: VideoCodec,
@@ -123,6 +164,8 @@ impl VideoSource {
             picture_id: (rtp_base as u16) % VP8_PICTURE_ID_MODULO,
             last_keyframe: None,
             keyframe_requested: false,
+            clip: None,
+            capture_clock: None,
         }
     }
 
@@ -147,6 +190,19 @@ impl VideoSource {
         let rtp_time = self
             .rtp_base
             .wrapping_add(rtp_ticks(tick, VIDEO_CLOCK_HZ, VIDEO_FPS));
+        let mut payloads = Vec::new();
+        if let (Some(clock), VideoCodec::H264) = (self.capture_clock, self.codec) {
+            payloads.push(h264::capture_sei(unix_micros_at(clock, now)));
+        }
+        if let Some((clip, next)) = &mut self.clip {
+            let au = &clip.video[*next % clip.video.len()];
+            *next = (*next + 1) % clip.video.len();
+            for nal in &au.nals {
+                payloads.extend(h264::packetize(nal, CLIP_MAX_PAYLOAD));
+            }
+            self.counter += payloads.len() as u64;
+            return Some(frame_of(au.keyframe, payloads, rtp_time));
+        }
         let keyframe = self.keyframe_requested
             || self
                 .last_keyframe
@@ -155,21 +211,11 @@ impl VideoSource {
             self.keyframe_requested = false;
             self.last_keyframe = Some(now);
         }
-        let payloads = match self.codec {
+        payloads.extend(match self.codec {
             VideoCodec::H264 => self.h264_payloads(keyframe),
             VideoCodec::Vp8 => self.vp8_payloads(keyframe),
-        };
-        let last = payloads.len() - 1;
-        let packets = payloads
-            .into_iter()
-            .enumerate()
-            .map(|(i, payload)| MediaPacket {
-                payload,
-                marker: i == last,
-                rtp_time,
-            })
-            .collect();
-        Some(Frame { keyframe, packets })
+        });
+        Some(frame_of(keyframe, payloads, rtp_time))
     }
 
     /// Keyframe: STAP-A with SPS and PPS, then the IDR slice; delta frame: a non-IDR slice.
@@ -244,6 +290,21 @@ impl VideoSource {
     }
 }
 
+/// A frame of `payloads`, the marker on the last.
+fn frame_of(keyframe: bool, payloads: Vec<Vec<u8>>, rtp_time: u32) -> Frame {
+    let last = payloads.len().saturating_sub(1);
+    let packets = payloads
+        .into_iter()
+        .enumerate()
+        .map(|(i, payload)| MediaPacket {
+            payload,
+            marker: i == last,
+            rtp_time,
+        })
+        .collect();
+    Frame { keyframe, packets }
+}
+
 /// Opus audio, one 20 ms packet at a time.
 #[derive(Debug, Clone)]
 pub struct AudioSource {
@@ -251,9 +312,17 @@ pub struct AudioSource {
     clock: Clock,
     rtp_base: u32,
     counter: u64,
+    /// Packets from a clip (looped) instead of synthetic ones.
+    clip: Option<Arc<Clip>>,
 }
 
 impl AudioSource {
+    /// Send the Opus packets of `clip`, looped, instead of synthetic ones.
+    pub fn with_clip(mut self, clip: Arc<Clip>) -> Self {
+        self.clip = Some(clip).filter(|c| !c.audio.is_empty());
+        self
+    }
+
     /// A source whose first packet is due at `start` with RTP time `rtp_base`.
     pub fn new(payload_bytes: usize, start: Instant, rtp_base: u32) -> Self {
         AudioSource {
@@ -265,6 +334,7 @@ impl AudioSource {
             },
             rtp_base,
             counter: 0,
+            clip: None,
         }
     }
 
@@ -284,9 +354,15 @@ impl AudioSource {
         let rtp_time =
             self.rtp_base
                 .wrapping_add(rtp_ticks(tick, AUDIO_CLOCK_HZ, AUDIO_PACKETS_PER_SEC));
-        let mut payload = vec![opus::TOC_CELT_FB_20MS];
-        let len = self.payload_bytes.saturating_sub(opus::HEADER_LEN);
-        pattern::write(self.counter, len, &mut payload);
+        let payload = match &self.clip {
+            Some(clip) => clip.audio[(self.counter % clip.audio.len() as u64) as usize].clone(),
+            None => {
+                let mut payload = vec![opus::TOC_CELT_FB_20MS];
+                let len = self.payload_bytes.saturating_sub(opus::HEADER_LEN);
+                pattern::write(self.counter, len, &mut payload);
+                payload
+            }
+        };
         // RFC 3551 §4.1: the marker flags the first packet of a talkspurt; we talk throughout.
         let marker = self.counter == 0;
         self.counter += 1;

@@ -349,3 +349,132 @@ mod tests {
         assert_eq!(v["ended"]["detail"], "boom");
     }
 }
+
+/// Glass-to-glass latency, recorded by many viewers at once (atomics; no copying per sample):
+/// 1 ms buckets below 100 ms, 10 ms below 1 s, 100 ms below 10 s, and one above.
+#[derive(Debug)]
+pub struct LatencyRecorder {
+    buckets: Vec<std::sync::atomic::AtomicU64>,
+}
+
+const LATENCY_BUCKETS: usize = 100 + 90 + 90 + 1;
+
+impl Default for LatencyRecorder {
+    fn default() -> Self {
+        LatencyRecorder {
+            buckets: (0..LATENCY_BUCKETS)
+                .map(|_| std::sync::atomic::AtomicU64::new(0))
+                .collect(),
+        }
+    }
+}
+
+fn latency_bucket(us: u64) -> usize {
+    let ms = us / 1000;
+    match ms {
+        0..100 => ms as usize,
+        100..1000 => 100 + (ms as usize - 100) / 10,
+        1000..10_000 => 190 + (ms as usize - 1000) / 100,
+        _ => LATENCY_BUCKETS - 1,
+    }
+}
+
+/// The upper bound of a bucket, in µs.
+fn latency_bucket_top(b: usize) -> u64 {
+    let ms = match b {
+        0..100 => b as u64 + 1,
+        100..190 => 100 + (b as u64 - 100 + 1) * 10,
+        190..280 => 1000 + (b as u64 - 190 + 1) * 100,
+        _ => 10_000,
+    };
+    ms * 1000
+}
+
+impl LatencyRecorder {
+    pub fn record(&self, latency: Duration) {
+        let b = latency_bucket(latency.as_micros() as u64);
+        self.buckets[b].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> LatencyHistogram {
+        LatencyHistogram {
+            buckets: self
+                .buckets
+                .iter()
+                .map(|b| b.load(std::sync::atomic::Ordering::Relaxed))
+                .collect(),
+        }
+    }
+}
+
+/// A copy of a [`LatencyRecorder`]'s counts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LatencyHistogram {
+    buckets: Vec<u64>,
+}
+
+impl LatencyHistogram {
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().sum()
+    }
+
+    /// The samples recorded since `earlier` (a snapshot of the same recorder).
+    pub fn since(&self, earlier: &LatencyHistogram) -> LatencyHistogram {
+        LatencyHistogram {
+            buckets: self
+                .buckets
+                .iter()
+                .enumerate()
+                .map(|(i, n)| n.saturating_sub(earlier.buckets.get(i).copied().unwrap_or(0)))
+                .collect(),
+        }
+    }
+
+    /// The latency `p` (0–100) percent of samples are at or below (a bucket's upper bound).
+    pub fn percentile(&self, p: f64) -> Option<Duration> {
+        let total = self.count();
+        if total == 0 {
+            return None;
+        }
+        let rank = ((p / 100.0) * total as f64).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (b, n) in self.buckets.iter().enumerate() {
+            seen += n;
+            if seen >= rank {
+                return Some(Duration::from_micros(latency_bucket_top(b)));
+            }
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod latency_tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_from_buckets() {
+        let r = LatencyRecorder::default();
+        assert_eq!(r.snapshot().percentile(50.0), None);
+        for ms in 1..=100u64 {
+            r.record(Duration::from_micros(ms * 1000 - 500)); // 0.5 … 99.5 ms
+        }
+        let h = r.snapshot();
+        assert_eq!(h.count(), 100);
+        assert_eq!(h.percentile(50.0), Some(Duration::from_millis(50)));
+        assert_eq!(h.percentile(99.0), Some(Duration::from_millis(99)));
+        r.record(Duration::from_millis(250));
+        r.record(Duration::from_secs(3));
+        r.record(Duration::from_secs(60));
+        let later = r.snapshot();
+        let new = later.since(&h);
+        assert_eq!(new.count(), 3);
+        assert_eq!(new.percentile(1.0), Some(Duration::from_millis(260)));
+        assert_eq!(new.percentile(50.0), Some(Duration::from_millis(3100)));
+        assert_eq!(
+            new.percentile(100.0),
+            Some(Duration::from_secs(10)),
+            "the overflow bucket"
+        );
+    }
+}

@@ -7,6 +7,8 @@ pub const NAL_SLICE: u8 = 1;
 pub const NAL_IDR: u8 = 5;
 /// Sequence parameter set.
 pub const NAL_SPS: u8 = 7;
+/// Supplemental enhancement information.
+pub const NAL_SEI: u8 = 6;
 /// Picture parameter set.
 pub const NAL_PPS: u8 = 8;
 /// Single-time aggregation packet (RFC 6184 §5.7.1).
@@ -95,6 +97,40 @@ pub fn fu_a(nal_header: u8, fragments: &[&[u8]]) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// UUID of the capture-time SEI (`user_data_unregistered`, H.264 D.1.6) publishers put before
+/// every frame; ASCII, so no emulation prevention is ever needed.
+pub const CAPTURE_UUID: [u8; 16] = *b"glint-capture-ts";
+/// SEI payload type `user_data_unregistered`.
+const SEI_USER_DATA_UNREGISTERED: u8 = 5;
+/// UUID + 16 hex digits.
+const CAPTURE_PAYLOAD_LEN: u8 = 32;
+const CAPTURE_NAL_LEN: usize = 3 + CAPTURE_PAYLOAD_LEN as usize + 1;
+
+/// A SEI NAL unit carrying the frame's capture time (Unix µs, as 16 hex digits), so viewers
+/// measure glass-to-glass latency through servers that rewrite RTP headers and drop header
+/// extensions.
+pub fn capture_sei(unix_micros: u64) -> Vec<u8> {
+    let mut nal = Vec::with_capacity(CAPTURE_NAL_LEN);
+    nal.extend([NAL_SEI, SEI_USER_DATA_UNREGISTERED, CAPTURE_PAYLOAD_LEN]);
+    nal.extend(CAPTURE_UUID);
+    nal.extend(format!("{unix_micros:016x}").as_bytes());
+    nal.push(0x80); // rbsp_trailing_bits
+    nal
+}
+
+/// The capture time of a single-NAL-unit packet holding [`capture_sei`], if it is one.
+pub fn parse_capture_sei(payload: &[u8]) -> Option<u64> {
+    if payload.len() < CAPTURE_NAL_LEN
+        || nal_type(payload[0]) != NAL_SEI
+        || payload[1] != SEI_USER_DATA_UNREGISTERED
+        || payload[2] != CAPTURE_PAYLOAD_LEN
+        || payload[3..19] != CAPTURE_UUID
+    {
+        return None;
+    }
+    u64::from_str_radix(std::str::from_utf8(&payload[19..35]).ok()?, 16).ok()
+}
+
 /// Packetizes one NAL unit (header byte included): a single NAL unit packet when it fits in
 /// `max_payload` bytes, otherwise FU-A fragments of at most `max_payload` bytes each.
 pub fn packetize(nal: &[u8], max_payload: usize) -> Vec<Vec<u8>> {
@@ -160,6 +196,7 @@ pub fn content(payload: &[u8]) -> Content<'_> {
     };
     match nal_type(header) {
         NAL_SPS | NAL_PPS => Content::ParameterSets,
+        NAL_SEI => Content::Other,
         1..=23 => Content::Slice(&payload[SINGLE_NAL_HEADER_LEN..]),
         STAP_A => {
             let mut types = stap_a_types(payload).peekable();

@@ -3,6 +3,7 @@
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use reqwest::{Client, Url};
@@ -16,6 +17,7 @@ use tokio::task::JoinHandle;
 
 use super::driver::{Command, Driver, MediaWrite, Role};
 use super::{bind, build_rtc, wait_for, Codecs};
+use crate::clip::Clip;
 use crate::codec::VideoCodec;
 use crate::error::{Error, Result};
 use crate::signal::{self, Endpoint};
@@ -44,6 +46,10 @@ pub struct PublishConfig {
     pub http_timeout: Duration,
     /// Shared client for many peers; a new one is built when `None`.
     pub http: Option<Client>,
+    /// Loop this pre-encoded clip (H.264 + Opus) instead of synthetic payloads.
+    pub clip: Option<Arc<Clip>>,
+    /// H.264: a capture-time SEI before every frame, for viewers' glass-to-glass latency.
+    pub capture_time: bool,
 }
 
 impl PublishConfig {
@@ -65,6 +71,8 @@ impl PublishConfig {
             connect_timeout: Duration::from_secs(10),
             http_timeout: Duration::from_secs(10),
             http: None,
+            clip: None,
+            capture_time: true,
         }
     }
 }
@@ -82,8 +90,11 @@ pub struct PublisherHandle {
 
 /// Starts a WHIP publisher: returns once the server answered `201 Created` and the answer
 /// is applied; media starts flowing when ICE and DTLS are up.
-pub async fn publish(cfg: PublishConfig) -> Result<PublisherHandle> {
+pub async fn publish(mut cfg: PublishConfig) -> Result<PublisherHandle> {
     let post_started = Instant::now();
+    if cfg.clip.is_some() {
+        cfg.video_codec = VideoCodec::H264; // the clip is H.264
+    }
     let http = super::http_client(cfg.http.clone(), cfg.http_timeout)?;
     let endpoint = signal::endpoint_url(&cfg.server, Endpoint::Whip, &cfg.stream)?;
     let socket = bind(cfg.local_ip).await?;
@@ -369,20 +380,31 @@ impl Role for Publisher {
         if let Some(track) = &mut self.video {
             let base = track.rtp_base();
             track.source.get_or_insert_with(|| {
-                VideoSource::new(
+                let mut source = VideoSource::new(
                     self.cfg.video_codec,
                     self.cfg.video_shape,
                     self.cfg.keyframe_interval,
                     now,
                     base,
-                )
+                );
+                if let Some(clip) = &self.cfg.clip {
+                    source = source.with_clip(clip.clone());
+                }
+                if self.cfg.capture_time {
+                    source = source.with_capture_time(crate::source::unix_clock());
+                }
+                source
             });
         }
         if let Some(track) = &mut self.audio {
             let base = track.rtp_base();
-            track
-                .source
-                .get_or_insert_with(|| AudioSource::new(self.cfg.audio_payload_bytes, now, base));
+            track.source.get_or_insert_with(|| {
+                let source = AudioSource::new(self.cfg.audio_payload_bytes, now, base);
+                match &self.cfg.clip {
+                    Some(clip) => source.with_clip(clip.clone()),
+                    None => source,
+                }
+            });
         }
     }
 

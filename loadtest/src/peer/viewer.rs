@@ -1,8 +1,9 @@
 //! WHEP viewer: offers recvonly Opus + H.264 + VP8, then counts what arrives per kind,
 //! checks every payload's pattern, times connection and first keyframe, and notices when
-//! the tracks end.
+//! the tracks end; records glass-to-glass latency from the publisher's capture-time SEI.
 
 use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use reqwest::{Client, Url};
@@ -18,10 +19,10 @@ use tokio::task::JoinHandle;
 
 use super::driver::{Command, Driver, Role};
 use super::{bind, build_rtc, wait_for, Codecs};
-use crate::codec::{self, VideoCodec};
+use crate::codec::{self, h264, VideoCodec};
 use crate::error::{Error, Result};
 use crate::signal::{self, Endpoint};
-use crate::stats::{EndReason, TrackCounter, ViewerStats};
+use crate::stats::{EndReason, LatencyHistogram, LatencyRecorder, TrackCounter, ViewerStats};
 
 /// With `request_keyframes`, how often a viewer repeats its PLI until a keyframe arrives.
 pub const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500);
@@ -54,6 +55,12 @@ pub struct ViewConfig {
     /// Simulated network loss: drop every Nth SRTP/SRTCP datagram before str0m sees it
     /// (str0m then NACKs the missing video; audio is not retransmitted).
     pub drop_every_nth_rtp: Option<u32>,
+    /// Check each payload against the synthetic publisher's pattern (off for a clip, whose
+    /// payloads are real video).
+    pub check_patterns: bool,
+    /// Where glass-to-glass latency (from the publisher's capture-time SEI) is recorded;
+    /// several viewers may share one. A recorder of its own when `None`.
+    pub latency: Option<Arc<LatencyRecorder>>,
 }
 
 impl ViewConfig {
@@ -71,6 +78,8 @@ impl ViewConfig {
             http: None,
             dtls_cert: None,
             drop_every_nth_rtp: None,
+            check_patterns: true,
+            latency: None,
         }
     }
 }
@@ -84,6 +93,7 @@ pub struct ViewerHandle {
     commands: mpsc::Sender<Command>,
     task: JoinHandle<Result<()>>,
     stats: watch::Receiver<ViewerStats>,
+    latency: Arc<LatencyRecorder>,
 }
 
 /// Starts a WHEP viewer: returns once the server answered `201 Created` and the answer is
@@ -118,8 +128,12 @@ pub async fn view(cfg: ViewConfig) -> Result<ViewerHandle> {
     }
 
     let (stats_tx, stats_rx) = watch::channel(ViewerStats::default());
+    let latency = cfg.latency.clone().unwrap_or_default();
     let role = Viewer {
         post_started,
+        check_patterns: cfg.check_patterns,
+        latency: latency.clone(),
+        unix_clock: crate::source::unix_clock(),
         audio_mid,
         video_mid,
         request_keyframes: cfg.request_keyframes,
@@ -149,10 +163,16 @@ pub async fn view(cfg: ViewConfig) -> Result<ViewerHandle> {
         commands,
         task,
         stats: stats_rx,
+        latency,
     })
 }
 
 impl ViewerHandle {
+    /// Glass-to-glass latency recorded so far (shared with other viewers if configured so).
+    pub fn latency(&self) -> LatencyHistogram {
+        self.latency.snapshot()
+    }
+
     /// The session URL from `Location`, made absolute.
     pub fn resource_url(&self) -> &Url {
         &self.resource_url
@@ -225,6 +245,10 @@ impl ViewerHandle {
 
 struct Viewer {
     post_started: Instant,
+    check_patterns: bool,
+    latency: Arc<LatencyRecorder>,
+    /// Unix time at an instant, for capture times.
+    unix_clock: (Instant, u64),
     audio_mid: Mid,
     video_mid: Mid,
     request_keyframes: bool,
@@ -266,7 +290,11 @@ impl Viewer {
             Some(Codec::H264) => VideoCodec::H264,
             Some(Codec::Vp8) => VideoCodec::Vp8,
             Some(Codec::Opus) => {
-                let check = codec::check_audio(payload);
+                let check = if self.check_patterns {
+                    codec::check_audio(payload)
+                } else {
+                    codec::Check::NoPattern
+                };
                 self.audio
                     .record(ssrc, seq, rtp_time, payload.len(), check, false, since_post);
                 self.dirty = true;
@@ -275,7 +303,18 @@ impl Viewer {
             // Not a payload type we offered: nothing to check it against.
             _ => return,
         };
-        let check = codec::check_video(video_codec, payload, &mut self.scratch);
+        if video_codec == VideoCodec::H264 {
+            if let Some(captured) = h264::parse_capture_sei(payload) {
+                let now_us = crate::source::unix_micros_at(self.unix_clock, now);
+                self.latency
+                    .record(Duration::from_micros(now_us.saturating_sub(captured)));
+            }
+        }
+        let check = if self.check_patterns {
+            codec::check_video(video_codec, payload, &mut self.scratch)
+        } else {
+            codec::Check::NoPattern
+        };
         let keyframe = codec::is_keyframe(video_codec, payload);
         // A keyframe spans packets (STAP-A with SPS, then the IDR's first fragment): count
         // it once per RTP timestamp.
