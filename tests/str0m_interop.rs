@@ -22,7 +22,7 @@ async fn av_through_the_server(codec: VideoCodec) {
     publisher.wait_connected(WAIT).await.unwrap();
     let viewer = view(ViewConfig::new(&b, "demo")).await.unwrap();
     let stats = viewer
-        .wait_until(|s| s.video.packets >= 200 && s.audio.packets >= 100, WAIT)
+        .wait_until(|s| s.video.pattern_ok >= 200 && s.audio.packets >= 100, WAIT)
         .await
         .unwrap();
 
@@ -35,6 +35,12 @@ async fn av_through_the_server(codec: VideoCodec) {
     assert_eq!(stats.audio.lost, 0, "{stats:?}");
     assert!(stats.first_keyframe_after.is_some());
     assert!(stats.video.keyframes >= 1);
+    if codec == VideoCodec::H264 {
+        // The publisher's capture-time SEI went through the SFU: glass-to-glass latency.
+        let latency = viewer.latency();
+        assert!(latency.count() >= 30, "{latency:?}");
+        assert!(latency.percentile(95.0).unwrap() < Duration::from_millis(300));
+    }
 
     let live = server.media.streams().await.unwrap();
     assert_eq!(live.len(), 1);
