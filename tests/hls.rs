@@ -396,3 +396,60 @@ fn walk(root: &std::path::Path) -> Vec<String> {
     }
     out
 }
+
+/// A WHIP publisher's H.264 and Opus (str0m, the load-test clip: payload types 108/111, not
+/// the pipeline's 96) become the ladder too: every rendition gets segments that decode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whip_publisher_becomes_an_hls_ladder() {
+    let (server, dir) = start_server_with(|c| {
+        c.media.hls = Some(media::hls::HlsConfig::new(c.data_dir.join("hls")));
+    })
+    .await;
+    let b = base(&server);
+    let publisher = loadtest::publish(loadtest::PublishConfig {
+        clip: Some(loadtest::clip::builtin()),
+        ..loadtest::PublishConfig::new(&b, "demo", KEY)
+    })
+    .await
+    .unwrap();
+    publisher.wait_connected(WAIT).await.unwrap();
+    let master = eventually_some("the master playlist", WAIT, || async {
+        get(&format!("{b}/hls/demo/master.m3u8")).await
+    })
+    .await;
+    let master = String::from_utf8_lossy(&master.2).into_owned();
+    let renditions: Vec<String> = master
+        .lines()
+        .filter(|l| l.ends_with("index.m3u8"))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(
+        renditions.len(),
+        3,
+        "source, 480p, 360p below 720p: {master}"
+    );
+    for r in &renditions {
+        let url = format!("{b}/hls/demo/{r}");
+        let segs = eventually_some("a segment of each rendition", WAIT, || async {
+            let (_, _, body) = get(&url).await?;
+            let segs = segments(&String::from_utf8_lossy(&body));
+            (!segs.is_empty()).then_some(segs)
+        })
+        .await;
+        let rendition = r.trim_end_matches("/index.m3u8");
+        let file = dir.path.join("hls/demo").join(rendition).join(&segs[0].1);
+        let probe = ffprobe(&file);
+        let kinds: Vec<&str> = probe["streams"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["codec_type"].as_str().unwrap())
+            .collect();
+        assert!(
+            kinds.contains(&"video") && kinds.contains(&"audio"),
+            "{rendition}: {probe}"
+        );
+    }
+    publisher.stop().await.unwrap();
+    server.shutdown().await;
+}

@@ -22,7 +22,10 @@ async fn av_through_the_server(codec: VideoCodec) {
     publisher.wait_connected(WAIT).await.unwrap();
     let viewer = view(ViewConfig::new(&b, "demo")).await.unwrap();
     let stats = viewer
-        .wait_until(|s| s.video.pattern_ok >= 200 && s.audio.packets >= 100, WAIT)
+        .wait_until(
+            |s| s.video.pattern_ok >= 200 && s.audio.packets >= 100,
+            WAIT,
+        )
         .await
         .unwrap();
 

@@ -26,14 +26,18 @@
 //! # }
 //! ```
 
+pub mod charts;
 pub mod chat;
 pub mod clip;
 pub mod codec;
 pub mod error;
+pub mod hls;
 pub mod peer;
 pub mod procfs;
 pub mod report;
 pub mod rlimit;
+pub mod rtmp;
+pub mod scenario;
 pub mod signal;
 pub mod source;
 pub mod stats;

@@ -1,6 +1,7 @@
-//! `glint-loadtest`: opens many WHEP viewers (and optionally one synthetic WHIP publisher)
-//! against a running Glint server for a bounded time, then reports delivery, loss, payload
-//! integrity, startup latency and, given its pid, the server's CPU and memory cost.
+//! `glint-loadtest`: load against a running Glint server, for a bounded time, with a report.
+//! `run` plays a scenario (TOML file or flags: WHIP/RTMP publishers, WebRTC and HLS viewers,
+//! chat clients) with a live progress line, a JSON report and SVG charts; `capacity` adds
+//! WebRTC viewers until quality degrades; `viewers` and `chat` are the single-purpose tools.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::process::ExitCode;
@@ -11,6 +12,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use tokio::task::JoinSet;
 
 use loadtest::report::{Report, RunInfo, ServerUsage, ViewerOutcome};
+use loadtest::scenario::{
+    CapacityConfig, Media, Point, Progress, PublisherKind, PublisherSpec, Scenario,
+};
 use loadtest::{procfs, rlimit};
 use loadtest::{publish, view, PublishConfig, VideoCodec, ViewConfig, ViewerHandle};
 
@@ -38,11 +42,290 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Play a scenario: publishers, WebRTC viewers, HLS viewers and chat clients together.
+    Run(RunArgs),
+    /// Add WebRTC viewers step by step until loss or latency degrade; report the count.
+    Capacity(CapacityArgs),
     /// Open many WHEP viewers on one stream for a bounded time and report.
     Viewers(ViewersArgs),
     /// Many chat readers in one room, a few senders at a fixed rate: delivery latency and
     /// server CPU (registers a channel and the senders as users).
     Chat(ChatArgs),
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// Scenario file (TOML; see docs/benchmarks.md); flags below override it.
+    #[arg(long)]
+    scenario: Option<std::path::PathBuf>,
+    /// Server base URL.
+    #[arg(long)]
+    server: Option<String>,
+    /// Stream the viewers watch.
+    #[arg(long)]
+    stream: Option<String>,
+    /// Seconds to hold once everything is started.
+    #[arg(long)]
+    duration: Option<u64>,
+    /// Sessions started per second.
+    #[arg(long)]
+    ramp: Option<f64>,
+    #[arg(long)]
+    webrtc_viewers: Option<usize>,
+    #[arg(long)]
+    hls_viewers: Option<usize>,
+    #[arg(long)]
+    chat_clients: Option<usize>,
+    /// A WHIP publisher of the clip: STREAM=KEY (repeatable).
+    #[arg(long, value_name = "STREAM=KEY")]
+    whip_publish: Vec<String>,
+    /// An RTMP publisher (ffmpeg, the clip's FLV): STREAM=KEY (repeatable).
+    #[arg(long, value_name = "STREAM=KEY")]
+    rtmp_publish: Vec<String>,
+    /// What WHIP publishers send.
+    #[arg(long, value_enum)]
+    media: Option<MediaArg>,
+    /// Pid of the server, to sample its CPU and RSS.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Write the JSON report here (default: stdout).
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
+    /// Write SVG charts of the timeline into this directory.
+    #[arg(long)]
+    charts: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct CapacityArgs {
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    server: String,
+    #[arg(long, default_value = "demo")]
+    stream: String,
+    /// Publish the clip over WHIP to the stream with this key first.
+    #[arg(long, value_name = "KEY")]
+    publish: Option<String>,
+    #[arg(long, value_enum, default_value_t = MediaArg::Clip)]
+    media: MediaArg,
+    /// Viewers added per step.
+    #[arg(long, default_value_t = 50)]
+    step: usize,
+    /// Seconds each step is held (the first 2 let new viewers settle).
+    #[arg(long, default_value_t = 10)]
+    step_secs: u64,
+    #[arg(long, default_value_t = 2000)]
+    max_viewers: usize,
+    /// Degraded above this video loss (%).
+    #[arg(long, default_value_t = 1.0)]
+    max_loss: f64,
+    /// Degraded above this glass-to-glass p95 (ms).
+    #[arg(long, default_value_t = 300.0)]
+    max_p95_ms: f64,
+    #[arg(long)]
+    server_pid: Option<u32>,
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
+    #[arg(long)]
+    charts: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum MediaArg {
+    Clip,
+    Synthetic,
+}
+
+impl From<MediaArg> for Media {
+    fn from(m: MediaArg) -> Self {
+        match m {
+            MediaArg::Clip => Media::Clip,
+            MediaArg::Synthetic => Media::Synthetic,
+        }
+    }
+}
+
+fn publisher_specs(kind: PublisherKind, pairs: &[String]) -> anyhow::Result<Vec<PublisherSpec>> {
+    pairs
+        .iter()
+        .map(|p| {
+            let (stream, key) = p
+                .split_once('=')
+                .with_context(|| format!("publisher {p:?}: want STREAM=KEY"))?;
+            Ok(PublisherSpec {
+                kind,
+                stream: stream.to_owned(),
+                key: key.to_owned(),
+            })
+        })
+        .collect()
+}
+
+/// One line a second on stderr: rewritten in place on a terminal.
+fn progress_line() -> Progress {
+    use std::io::IsTerminal;
+    let tty = std::io::stderr().is_terminal();
+    Box::new(move |p: &Point| {
+        let f = |v: Option<f64>| v.map_or("—".into(), |v| format!("{v:.0}"));
+        let line = format!(
+            "{:>5.0} s  webrtc {:>5}  hls {:>5}  pub {}  latency p50/p95 {}/{} ms  loss {} %  rx {:.1} Mbit/s  server CPU {} %",
+            p.t,
+            p.webrtc_connected,
+            p.hls_playing,
+            p.publishers_up,
+            f(p.latency_p50_ms),
+            f(p.latency_p95_ms),
+            p.video_loss_pct.map_or("—".into(), |v| format!("{v:.2}")),
+            p.webrtc_rx_mbps,
+            f(p.server_cpu_pct),
+        );
+        if tty {
+            eprint!("\r\x1b[2K{line}");
+        } else if p.t as u64 % 5 == 0 {
+            eprintln!("{line}");
+        }
+    })
+}
+
+fn write_outputs(
+    json: &impl serde::Serialize,
+    json_path: Option<&std::path::Path>,
+    charts: Option<&std::path::Path>,
+    timeline: &[Point],
+) -> anyhow::Result<()> {
+    let text = serde_json::to_string_pretty(json)?;
+    match json_path {
+        Some(p) => std::fs::write(p, text).with_context(|| format!("writing {}", p.display()))?,
+        None => println!("{text}"),
+    }
+    if let Some(dir) = charts {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        for (name, svg) in loadtest::charts::timeline_charts(timeline) {
+            std::fs::write(dir.join(name), svg)?;
+        }
+        eprintln!("charts in {}", dir.display());
+    }
+    Ok(())
+}
+
+async fn run_scenario(args: RunArgs) -> anyhow::Result<()> {
+    let mut s = match &args.scenario {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            toml::from_str::<Scenario>(&text).with_context(|| format!("{}", path.display()))?
+        }
+        None => Scenario::default(),
+    };
+    if let Some(v) = args.server {
+        s.server = v;
+    }
+    if let Some(v) = args.stream {
+        s.stream = v;
+    }
+    if let Some(v) = args.duration {
+        s.duration_secs = v;
+    }
+    if let Some(v) = args.ramp {
+        s.ramp_per_sec = v;
+    }
+    if let Some(v) = args.webrtc_viewers {
+        s.webrtc_viewers = v;
+    }
+    if let Some(v) = args.hls_viewers {
+        s.hls_viewers = v;
+    }
+    if let Some(v) = args.chat_clients {
+        s.chat_clients = v;
+    }
+    if let Some(v) = args.media {
+        s.media = v.into();
+    }
+    if let Some(v) = args.server_pid {
+        s.server_pid = Some(v);
+    }
+    s.publishers
+        .extend(publisher_specs(PublisherKind::Whip, &args.whip_publish)?);
+    s.publishers
+        .extend(publisher_specs(PublisherKind::Rtmp, &args.rtmp_publish)?);
+    s.validate().map_err(anyhow::Error::msg)?;
+    let needed = (s.webrtc_viewers * 2 + s.hls_viewers + s.chat_clients) as u64 + FD_HEADROOM;
+    let limit = rlimit::raise_open_files_limit().context("raising the open-files limit")?;
+    if limit < needed {
+        bail!("open-files limit {limit} is too low for this scenario (~{needed})");
+    }
+    let report = loadtest::scenario::run(s, Some(progress_line()))
+        .await
+        .map_err(anyhow::Error::msg)?;
+    eprintln!();
+    eprint!("{}", report.human());
+    write_outputs(
+        &report,
+        args.json.as_deref(),
+        args.charts.as_deref(),
+        &report.timeline,
+    )?;
+    let s = &report.scenario;
+    if report.webrtc.connected < s.webrtc_viewers || report.hls.playing < s.hls_viewers {
+        bail!("not every viewer connected and played");
+    }
+    Ok(())
+}
+
+async fn run_capacity(args: CapacityArgs) -> anyhow::Result<()> {
+    let limit = rlimit::raise_open_files_limit().context("raising the open-files limit")?;
+    if limit < args.max_viewers as u64 * 2 + FD_HEADROOM {
+        bail!(
+            "open-files limit {limit} is too low for {} viewers",
+            args.max_viewers
+        );
+    }
+    let cfg = CapacityConfig {
+        server: args.server,
+        publishers: args
+            .publish
+            .iter()
+            .map(|key| PublisherSpec {
+                kind: PublisherKind::Whip,
+                stream: args.stream.clone(),
+                key: key.clone(),
+            })
+            .collect(),
+        stream: args.stream,
+        media: args.media.into(),
+        step: args.step,
+        step_secs: args.step_secs,
+        max_viewers: args.max_viewers,
+        max_loss_pct: args.max_loss,
+        max_p95_ms: args.max_p95_ms,
+        server_pid: args.server_pid,
+    };
+    let report = loadtest::scenario::capacity(cfg, Some(progress_line()))
+        .await
+        .map_err(anyhow::Error::msg)?;
+    eprintln!();
+    for s in &report.steps {
+        eprintln!(
+            "{:>6} viewers  {:>6} connected  loss {:>6.2} %  p95 {:>6} ms  {:>5} Mbit/s each  server CPU {:>5} %  {}",
+            s.viewers,
+            s.connected,
+            s.video_loss_pct,
+            s.latency_p95_ms.map_or("—".into(), |v| format!("{v:.0}")),
+            s.rx_mbps_per_viewer.map_or("—".into(), |v| format!("{v:.2}")),
+            s.server_cpu_pct.map_or("—".into(), |v| format!("{v:.0}")),
+            if s.ok { "ok" } else { "DEGRADED" }
+        );
+    }
+    eprintln!(
+        "capacity: {} viewers ({})",
+        report.capacity, report.stopped_because
+    );
+    write_outputs(
+        &report,
+        args.json.as_deref(),
+        args.charts.as_deref(),
+        &report.timeline,
+    )?;
+    Ok(())
 }
 
 #[derive(Debug, Args)]
@@ -164,6 +447,8 @@ async fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Run(args) => return exit_code(run_scenario(args).await),
+        Command::Capacity(args) => return exit_code(run_capacity(args).await),
         Command::Viewers(args) => run_viewers(args).await,
         Command::Chat(args) => {
             return match run_chat(args).await {
@@ -191,6 +476,16 @@ async fn main() -> ExitCode {
         Err(e) => {
             eprintln!("glint-loadtest: {e:#}");
             ExitCode::from(2)
+        }
+    }
+}
+
+fn exit_code(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("glint-loadtest: {e:#}");
+            ExitCode::from(1)
         }
     }
 }

@@ -252,6 +252,16 @@ impl TrackCounter {
 }
 
 /// Serialises an optional duration as fractional milliseconds (or null).
+/// A duration as milliseconds (JSON reports).
+pub fn ser_ms<S: Serializer>(value: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(value.as_secs_f64() * 1000.0)
+}
+
+/// An optional duration as milliseconds.
+pub fn ser_opt_ms<S: Serializer>(value: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    millis(value, s)
+}
+
 fn millis<S: Serializer>(value: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
     match value {
         Some(d) => s.serialize_some(&(d.as_secs_f64() * 1000.0)),

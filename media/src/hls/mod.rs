@@ -86,6 +86,11 @@ pub struct Hls {
 
 /// RTP packets a stream's tap may queue for its transcoder task.
 const TAP_QUEUE: usize = 4096;
+/// Payload types of the pipeline's RTP caps. Publishers negotiate their own (Chromium, str0m
+/// and OBS differ), so the tap rewrites each packet's to these: rtpjitterbuffer drops packets
+/// whose payload type differs from its caps.
+pub(crate) const VIDEO_CAPS_PT: u8 = 96;
+pub(crate) const AUDIO_CAPS_PT: u8 = 111;
 /// Packets kept from the first keyframe while the frame rate is measured.
 const MAX_PENDING: usize = 4096;
 /// Frames measured for the frame rate.
@@ -171,7 +176,17 @@ pub struct HlsTap {
 
 impl StreamTap for HlsTap {
     fn rtp(&mut self, kind: MediaKind, format: PayloadFormat, packet: &rtp::Packet) {
-        let Ok(rtp) = packet.marshal() else { return };
+        let Ok(mut rtp) = packet.marshal() else {
+            return;
+        };
+        let pt = match kind {
+            MediaKind::Video => VIDEO_CAPS_PT,
+            MediaKind::Audio => AUDIO_CAPS_PT,
+        };
+        // RFC 3550 §5.1: the second byte is the marker bit and the 7-bit payload type.
+        if let Some(b) = rtp.get_mut(1) {
+            *b = (*b & 0x80) | pt;
+        }
         let keyframe = format.is_keyframe(&packet.payload);
         let size = if keyframe {
             picture_size(format, &packet.payload)

@@ -377,8 +377,9 @@ fn describe(input: VideoInput, renditions: &[Rendition], s: &Settings) -> String
     };
     d += &format!(
         "appsrc name=video format=time is-live=true do-timestamp=true \
-         caps=\"application/x-rtp,media=video,encoding-name={caps},clock-rate=90000,payload=96\" \
-         ! rtpjitterbuffer latency=200 ! {depay} ! tee name=vt "
+         caps=\"application/x-rtp,media=video,encoding-name={caps},clock-rate=90000,payload={pt}\" \
+         ! rtpjitterbuffer latency=200 ! {depay} ! tee name=vt ",
+        pt = super::VIDEO_CAPS_PT
     );
     let decoder = match input {
         VideoInput::H264 => "avdec_h264",
@@ -434,9 +435,10 @@ fn describe(input: VideoInput, renditions: &[Rendition], s: &Settings) -> String
     if s.with_audio {
         d += &format!(
             "appsrc name=audio format=time is-live=true do-timestamp=true \
-             caps=\"application/x-rtp,media=audio,encoding-name=OPUS,clock-rate=48000,payload=111\" \
+             caps=\"application/x-rtp,media=audio,encoding-name=OPUS,clock-rate=48000,payload={}\" \
              ! rtpjitterbuffer latency=200 ! rtpopusdepay ! opusdec ! audioconvert ! audioresample \
              ! audio/x-raw,rate=48000,channels=2 ! avenc_aac bitrate={} ! aacparse ! tee name=at ",
+            super::AUDIO_CAPS_PT,
             s.audio_kbps * 1000
         );
         for r in renditions {
