@@ -431,8 +431,8 @@ pub async fn run(scenario: Scenario, progress: Option<Progress>) -> Result<Scena
         let load = crate::chat::ChatLoad {
             server: scenario.server.clone(),
             readers: scenario.chat_clients,
-            // The server lets a user send 5 messages per 5 s: one sender per message a second.
-            senders: (scenario.chat_rate.ceil() as usize).clamp(1, 1000),
+            // The server lets a user send 5 messages per 5 s: senders to spare at that limit.
+            senders: ((scenario.chat_rate * 1.5).ceil() as usize + 1).clamp(1, 1000),
             rate: scenario.chat_rate,
             duration: Duration::from_secs(scenario.duration_secs),
             server_pid: None,
@@ -995,4 +995,45 @@ pub async fn capacity(
         steps,
         timeline,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scenarios_parse_and_are_bounded() {
+        let s = Scenario::from_toml(
+            r#"
+            server = "http://127.0.0.1:9"
+            duration_secs = 5
+            webrtc_viewers = 10
+            hls_viewers = 5
+            hls_rendition = "highest"
+            [[publishers]]
+            stream = "demo"
+            key = "k"
+            [[publishers]]
+            kind = "rtmp"
+            stream = "other"
+            key = "k2"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(s.publishers[0].kind, PublisherKind::Whip);
+        assert_eq!(s.publishers[1].kind, PublisherKind::Rtmp);
+        assert_eq!(s.hls_rendition, Rendition::Highest);
+        assert_eq!(s.media, Media::Clip);
+        for bad in [
+            "duration_secs = 0\nwebrtc_viewers = 1",
+            "duration_secs = 99999\nwebrtc_viewers = 1",
+            "webrtc_viewers = 30000",
+            "max_sessions = 10\nwebrtc_viewers = 11",
+            "ramp_per_sec = 0\nwebrtc_viewers = 1",
+            "",
+            "webrtc_viewers = 1\nbogus = 1",
+        ] {
+            assert!(Scenario::from_toml(bad).is_err(), "{bad:?}");
+        }
+    }
 }
