@@ -18,7 +18,7 @@ async fn a_mixed_scenario_runs_and_reports() {
     .await;
     let scenario = Scenario {
         server: base(&server),
-        duration_secs: 8,
+        duration_secs: 12,
         ramp_per_sec: 20.0,
         stream: "demo".into(),
         webrtc_viewers: 3,
@@ -62,7 +62,7 @@ async fn a_mixed_scenario_runs_and_reports() {
     assert!(h.startup_p50_ms.is_some());
     let chat = report.chat.as_ref().unwrap();
     assert!(chat.deliveries > 0, "{chat:?}");
-    assert!(report.timeline.len() >= 7, "{}", report.timeline.len());
+    assert!(report.timeline.len() >= 11, "{}", report.timeline.len());
     assert!(report.timeline.iter().any(|p| p.webrtc_connected == 3));
     assert!(report.human().contains("WebRTC viewers connected"));
     let charts = loadtest::charts::timeline_charts(&report.timeline);

@@ -30,6 +30,8 @@ pub struct HlsViewConfig {
     pub startup_timeout: Duration,
     /// Segments of the live window a player starts behind the newest (hls.js: 3).
     pub start_segments_from_end: usize,
+    /// Segments buffered before playback starts (players keep a cushion against late segments).
+    pub start_buffer_segments: usize,
     pub http: Client,
 }
 
@@ -40,6 +42,7 @@ impl HlsViewConfig {
             rendition: Rendition::Lowest,
             startup_timeout: Duration::from_secs(30),
             start_segments_from_end: 3,
+            start_buffer_segments: 2,
             http,
         }
     }
@@ -47,7 +50,7 @@ impl HlsViewConfig {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct HlsViewerStats {
-    /// From start to the first segment downloaded (playback starts).
+    /// From start to playback starting (the start buffer downloaded).
     #[serde(serialize_with = "crate::stats::ser_opt_ms")]
     pub startup: Option<Duration>,
     pub segments: u64,
@@ -212,6 +215,8 @@ pub async fn watch(
 
     let mut next_seq: Option<u64> = None;
     let mut playback: Option<Playback> = None;
+    // Media downloaded before playback starts, and how many segments.
+    let mut start_buffer = (Duration::ZERO, 0usize);
     let mut target = Duration::from_secs(2);
     loop {
         let now = Instant::now();
@@ -251,16 +256,28 @@ pub async fn watch(
                     update(&mut |s| {
                         s.segments += 1;
                         s.bytes += n;
-                        s.startup.get_or_insert(now - started);
                     });
-                    let p = playback.get_or_insert(Playback {
-                        buffered: Duration::ZERO,
-                        played: Duration::ZERO,
-                        at: now,
-                        stalled_since: None,
-                    });
-                    let mut s = stats.lock().unwrap_or_else(|e| e.into_inner());
-                    p.add(*duration, now, &mut s);
+                    match &mut playback {
+                        Some(p) => {
+                            let mut s = stats.lock().unwrap_or_else(|e| e.into_inner());
+                            p.add(*duration, now, &mut s);
+                        }
+                        None => {
+                            start_buffer.0 += *duration;
+                            start_buffer.1 += 1;
+                            if start_buffer.1 >= cfg.start_buffer_segments.max(1) {
+                                update(&mut |s| {
+                                    s.startup = Some(now - started);
+                                });
+                                playback = Some(Playback {
+                                    buffered: start_buffer.0,
+                                    played: Duration::ZERO,
+                                    at: now,
+                                    stalled_since: None,
+                                });
+                            }
+                        }
+                    }
                 }
                 Err(_) => {
                     update(&mut |s| s.errors += 1);
