@@ -5,6 +5,7 @@
 pub mod analytics;
 pub mod audience;
 pub mod config;
+pub mod datadir;
 mod http;
 mod keys;
 mod platform;
@@ -38,10 +39,12 @@ pub struct Server {
     sync_task: JoinHandle<()>,
     expiry_task: JoinHandle<()>,
     chat_task: JoinHandle<()>,
+    _data_dir: datadir::DataDirLock,
 }
 
 /// Bind every socket and start serving.
 pub async fn start(mut config: Config) -> anyhow::Result<Server> {
+    let data_dir_lock = datadir::lock(&config.data_dir)?;
     if config.stream_keys.is_empty() {
         config.stream_keys = keys::dev_keys(&config.data_dir)?;
     }
@@ -131,6 +134,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Server> {
         sync_task,
         expiry_task,
         chat_task,
+        _data_dir: data_dir_lock,
     })
 }
 
