@@ -50,6 +50,7 @@ async fn a_mixed_scenario_runs_and_reports() {
     assert!(w.video_packets > 1000, "{w:?}");
     assert!(w.video_loss_pct < 1.0, "{w:?}");
     assert!(w.latency_p95_ms.is_some_and(|p| p < 1000.0), "{w:?}");
+    assert!(w.jitter_p50_ms.is_some(), "{w:?}");
     let per_viewer = w.rx_mbps_per_viewer.unwrap();
     assert!(
         (1.5..4.0).contains(&per_viewer),

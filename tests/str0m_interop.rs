@@ -261,6 +261,15 @@ async fn a_lossy_viewer_gets_its_video_back_from_the_nack_cache() {
         settled.audio.lost > 0,
         "the drop really happened (audio is not retransmitted)"
     );
+    // The viewer's NACKs are counted (str0m's ingress stats, once a second).
+    let nacked = viewer
+        .wait_until(
+            |s| s.video_nacks_sent > 0 && s.video_jitter_us.is_some(),
+            WAIT,
+        )
+        .await
+        .unwrap();
+    assert!(nacked.video_nacks_sent > 0);
     // Every video packet up to the ones just received was recovered from the server's cache.
     assert_eq!(
         settled.video.lost, 0,

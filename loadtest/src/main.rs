@@ -305,13 +305,14 @@ async fn run_capacity(args: CapacityArgs) -> anyhow::Result<()> {
     eprintln!();
     for s in &report.steps {
         eprintln!(
-            "{:>6} viewers  {:>6} connected  loss {:>6.2} %  p95 {:>6} ms  {:>5} Mbit/s each  server CPU {:>5} %  {}",
+            "{:>6} viewers  {:>6} connected  loss {:>6.2} %  p95 {:>6} ms  {:>5} Mbit/s each  server CPU {:>5} %  RSS {:>6} MiB  {}",
             s.viewers,
             s.connected,
             s.video_loss_pct,
             s.latency_p95_ms.map_or("—".into(), |v| format!("{v:.0}")),
             s.rx_mbps_per_viewer.map_or("—".into(), |v| format!("{v:.2}")),
             s.server_cpu_pct.map_or("—".into(), |v| format!("{v:.0}")),
+            s.server_rss_mib.map_or("—".into(), |v| format!("{v:.0}")),
             if s.ok { "ok" } else { "DEGRADED" }
         );
     }

@@ -165,6 +165,11 @@ pub struct WebrtcSummary {
     pub video_loss_pct: f64,
     /// Gaps in video longer than a freeze threshold (see `TrackCounter`).
     pub freezes: u64,
+    /// NACKs the viewers sent for missing video, in all.
+    pub nacks_sent: u64,
+    /// Video interarrival jitter across viewers (each viewer's last report).
+    pub jitter_p50_ms: Option<f64>,
+    pub jitter_p95_ms: Option<f64>,
     pub latency_p50_ms: Option<f64>,
     pub latency_p95_ms: Option<f64>,
     pub latency_p99_ms: Option<f64>,
@@ -602,6 +607,12 @@ fn summarize_webrtc(
         .collect();
     let connect_d = crate::report::Distribution::of(connect.iter().copied());
     let keyframe_d = crate::report::Distribution::of(keyframe.iter().copied());
+    let jitter = crate::report::Distribution::of(
+        stats
+            .iter()
+            .filter_map(|s| s.video_jitter_us)
+            .map(Duration::from_micros),
+    );
     let packets: u64 = stats.iter().map(|s| s.video.packets).sum();
     let lost: u64 = stats.iter().map(|s| s.video.lost).sum();
     let latency = after.latency.since(&before.latency);
@@ -622,6 +633,9 @@ fn summarize_webrtc(
             0.0
         },
         freezes: stats.iter().map(|s| s.video.stalls).sum(),
+        nacks_sent: stats.iter().map(|s| s.video_nacks_sent).sum(),
+        jitter_p50_ms: jitter.median_ms,
+        jitter_p95_ms: jitter.p95_ms,
         latency_p50_ms: ms(latency.percentile(50.0)),
         latency_p95_ms: ms(latency.percentile(95.0)),
         latency_p99_ms: ms(latency.percentile(99.0)),
@@ -751,6 +765,11 @@ impl ScenarioReport {
             );
             row("  video loss %", format!("{:.3}", w.video_loss_pct));
             row("  freezes", w.freezes.to_string());
+            row("  NACKs sent", w.nacks_sent.to_string());
+            row(
+                "  jitter p50/p95 ms",
+                format!("{}/{}", f(w.jitter_p50_ms), f(w.jitter_p95_ms)),
+            );
             row("  Mbit/s per viewer", f(w.rx_mbps_per_viewer));
         }
         if h.started > 0 {
@@ -819,6 +838,7 @@ pub struct CapacityStep {
     pub video_loss_pct: f64,
     pub latency_p95_ms: Option<f64>,
     pub server_cpu_pct: Option<f64>,
+    pub server_rss_mib: Option<f64>,
     pub rx_mbps_per_viewer: Option<f64>,
     pub ok: bool,
 }
@@ -966,6 +986,7 @@ pub async fn capacity(
             video_loss_pct: loss,
             latency_p95_ms: p95,
             server_cpu_pct: mean(&cpu),
+            server_rss_mib: prev.server.map(|s| s.rss_kib as f64 / 1024.0),
             rx_mbps_per_viewer: (connected > 0).then(|| {
                 prev.webrtc_bytes.saturating_sub(from.webrtc_bytes) as f64 * 8.0
                     / secs

@@ -71,6 +71,10 @@ pub struct ViewerStats {
     pub audio: TrackStats,
     /// PLIs this viewer sent.
     pub keyframe_requests_sent: u64,
+    /// NACKs this viewer's str0m sent for missing video (from its ingress stats, each second).
+    pub video_nacks_sent: u64,
+    /// Video interarrival jitter (RFC 3550 §6.4.1) from the last receiver report, in µs.
+    pub video_jitter_us: Option<u64>,
     /// An RTCP BYE arrived (only detected when `ViewConfig::detect_bye` is on).
     pub bye_received: bool,
     /// Set once: the first reason the tracks ended.

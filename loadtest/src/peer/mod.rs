@@ -72,6 +72,8 @@ fn build_rtc(
 ) -> Result<Rtc> {
     let mut config = Rtc::builder()
         .set_rtp_mode(true)
+        // Per-track ingress stats each second (NACKs sent, jitter) for viewers' reports.
+        .set_stats_interval(Some(std::time::Duration::from_secs(1)))
         .enable_raw_packets(raw_packets)
         .clear_codecs();
     if let Some(cert) = dtls_cert {

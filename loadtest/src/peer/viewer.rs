@@ -376,6 +376,11 @@ impl Role for Viewer {
                 }
                 self.dirty = true;
             }
+            Event::MediaIngressStats(s) if s.mid == self.video_mid => {
+                self.base.video_nacks_sent = s.nacks;
+                self.base.video_jitter_us = Some(u64::from(s.jitter) * 1000 / 90); // 90 kHz
+                self.dirty = true;
+            }
             Event::RawPacket(raw) => {
                 // RFC 3550 §6.6: BYE says the source is leaving.
                 if let RawPacket::RtcpRx(Rtcp::Goodbye(_)) = *raw {
