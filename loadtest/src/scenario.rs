@@ -249,6 +249,40 @@ fn ms(d: Option<Duration>) -> Option<f64> {
 }
 
 impl Sessions {
+    fn new(hls_stop: watch::Sender<bool>) -> Self {
+        Sessions {
+            webrtc: Vec::new(),
+            webrtc_failed: 0,
+            hls: Vec::new(),
+            hls_stop,
+            latency: Arc::default(),
+        }
+    }
+
+    /// How this run's WebRTC viewers connect: one shared DTLS certificate (generating one per
+    /// peer costs the harness CPU and says nothing about the server), no BYE detection (it
+    /// copies every packet), patterns checked only for synthetic media, latency recorded here.
+    fn viewer_config(
+        &self,
+        server: &str,
+        stream: &str,
+        http: &reqwest::Client,
+        media: Media,
+        connect_timeout: Duration,
+    ) -> ViewConfig {
+        ViewConfig {
+            connect_timeout,
+            http: Some(http.clone()),
+            dtls_cert: str0m::crypto::from_feature_flags()
+                .dtls_provider
+                .generate_certificate(),
+            detect_bye: false,
+            check_patterns: media == Media::Synthetic,
+            latency: Some(self.latency.clone()),
+            ..ViewConfig::new(server, stream)
+        }
+    }
+
     fn totals(&self, server_pid: Option<u32>) -> Totals {
         let mut t = Totals {
             latency: self.latency.snapshot(),
@@ -363,68 +397,25 @@ pub async fn run(scenario: Scenario, progress: Option<Progress>) -> Result<Scena
         .build()
         .map_err(|e| e.to_string())?;
     let connect_timeout = Duration::from_secs(scenario.connect_timeout_secs);
-    let clip = (scenario.media == Media::Clip).then(crate::clip::builtin);
-
     // Publishers first; viewers need something to watch.
-    let mut whip: Vec<PublisherHandle> = Vec::new();
-    let mut rtmp_pubs: Vec<rtmp::RtmpPublisher> = Vec::new();
-    for p in &scenario.publishers {
-        match p.kind {
-            PublisherKind::Whip => {
-                let cfg = PublishConfig {
-                    clip: clip.clone(),
-                    connect_timeout,
-                    http: Some(http.clone()),
-                    ..PublishConfig::new(&scenario.server, &p.stream, &p.key)
-                };
-                let handle = publish(cfg)
-                    .await
-                    .map_err(|e| format!("WHIP publisher {}: {e}", p.stream))?;
-                handle
-                    .wait_connected(connect_timeout)
-                    .await
-                    .map_err(|e| format!("WHIP publisher {} did not connect: {e}", p.stream))?;
-                whip.push(handle);
-            }
-            PublisherKind::Rtmp => {
-                let base = rtmp::base_for(&http, &scenario.server)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                rtmp_pubs.push(rtmp::publish(&base, &p.key).map_err(|e| e.to_string())?);
-            }
-        }
-    }
-    for p in &scenario.publishers {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !is_live(&http, &scenario.server, &p.stream).await {
-            if Instant::now() > deadline {
-                stop_publishers(whip, rtmp_pubs).await;
-                return Err(format!("stream {} did not go live", p.stream));
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
+    let mut publishers = Publishers::start(
+        &scenario.publishers,
+        &scenario.server,
+        &http,
+        scenario.media,
+        connect_timeout,
+    )
+    .await?;
 
     let (hls_stop, hls_stop_rx) = watch::channel(false);
-    let mut sessions = Sessions {
-        webrtc: Vec::new(),
-        webrtc_failed: 0,
-        hls: Vec::new(),
-        hls_stop,
-        latency: Arc::default(),
-    };
-    let dtls_cert = str0m::crypto::from_feature_flags()
-        .dtls_provider
-        .generate_certificate();
-    let view_cfg = ViewConfig {
+    let mut sessions = Sessions::new(hls_stop);
+    let view_cfg = sessions.viewer_config(
+        &scenario.server,
+        &scenario.stream,
+        &http,
+        scenario.media,
         connect_timeout,
-        http: Some(http.clone()),
-        dtls_cert,
-        detect_bye: false,
-        check_patterns: scenario.media == Media::Synthetic,
-        latency: Some(sessions.latency.clone()),
-        ..ViewConfig::new(&scenario.server, &scenario.stream)
-    };
+    );
     let master = format!(
         "{}/hls/{}/master.m3u8",
         scenario.server.trim_end_matches('/'),
@@ -445,16 +436,6 @@ pub async fn run(scenario: Scenario, progress: Option<Progress>) -> Result<Scena
         };
         tokio::spawn(crate::chat::run(load))
     });
-
-    let publishers_up = |whip: &[PublisherHandle], rtmp: &mut [rtmp::RtmpPublisher]| {
-        whip.iter()
-            .filter(|p| {
-                let s = p.stats();
-                s.connected_after.is_some() && s.ended.is_none()
-            })
-            .count()
-            + rtmp.iter_mut().map(|p| p.running()).filter(|&r| r).count()
-    };
 
     // Ramp: WebRTC and HLS viewers interleaved at the ramp rate.
     let ramp_started = Instant::now();
@@ -488,7 +469,7 @@ pub async fn run(scenario: Scenario, progress: Option<Progress>) -> Result<Scena
         if Instant::now() >= next_point {
             next_point += Duration::from_secs(1);
             let now = sessions.totals(scenario.server_pid);
-            let up = publishers_up(&whip, &mut rtmp_pubs);
+            let up = publishers.up();
             let point = sessions.point(started, &prev, &now, up);
             if let Some(p) = &progress {
                 p(&point);
@@ -510,7 +491,7 @@ pub async fn run(scenario: Scenario, progress: Option<Progress>) -> Result<Scena
             () = tokio::time::sleep_until(hold_end.into()) => break,
             _ = ticker.tick() => {
                 let now = sessions.totals(scenario.server_pid);
-                let up = publishers_up(&whip, &mut rtmp_pubs);
+                let up = publishers.up();
                 let point = sessions.point(started, &prev, &now, up);
                 if let Some(p) = &progress {
                     p(&point);
@@ -523,15 +504,7 @@ pub async fn run(scenario: Scenario, progress: Option<Progress>) -> Result<Scena
     let hold_secs = hold_started.elapsed().as_secs_f64();
     let end_totals = sessions.totals(scenario.server_pid);
     let forwarded_after = metric(&http, &scenario.server, "rtp_packets_forwarded_total").await;
-    let whip_up = whip
-        .iter()
-        .filter(|p| p.stats().connected_after.is_some() && p.stats().ended.is_none())
-        .count();
-    let rtmp_up = rtmp_pubs
-        .iter_mut()
-        .map(|p| p.running())
-        .filter(|&r| r)
-        .count();
+    let (whip_up, rtmp_up) = publishers.up_by_kind();
 
     // Summaries, then stop everything.
     let webrtc = summarize_webrtc(&sessions, &hold_totals, &end_totals, hold_secs);
@@ -563,7 +536,7 @@ pub async fn run(scenario: Scenario, progress: Option<Progress>) -> Result<Scena
         },
         None => None,
     };
-    stop_publishers(whip, rtmp_pubs).await;
+    publishers.stop().await;
     Ok(ScenarioReport {
         scenario,
         whip_publishers_up: whip_up,
@@ -580,13 +553,121 @@ pub async fn run(scenario: Scenario, progress: Option<Progress>) -> Result<Scena
     })
 }
 
-async fn stop_publishers(whip: Vec<PublisherHandle>, rtmp: Vec<rtmp::RtmpPublisher>) {
-    for p in whip {
-        let _ = p.stop().await;
+/// A run's publishers, started and on air.
+struct Publishers {
+    whip: Vec<PublisherHandle>,
+    rtmp: Vec<rtmp::RtmpPublisher>,
+}
+
+impl Publishers {
+    /// Start `specs` and wait (≤ 20 s) until each one's stream is live.
+    async fn start(
+        specs: &[PublisherSpec],
+        server: &str,
+        http: &reqwest::Client,
+        media: Media,
+        connect_timeout: Duration,
+    ) -> Result<Self, String> {
+        let clip = (media == Media::Clip).then(crate::clip::builtin);
+        let mut started = Publishers {
+            whip: Vec::new(),
+            rtmp: Vec::new(),
+        };
+        for p in specs {
+            if let Err(e) = started.add(p, server, http, &clip, connect_timeout).await {
+                started.stop().await;
+                return Err(e);
+            }
+        }
+        for p in specs {
+            if !wait_live(http, server, &p.stream).await {
+                started.stop().await;
+                return Err(format!("stream {} did not go live", p.stream));
+            }
+        }
+        Ok(started)
     }
-    for p in rtmp {
-        p.stop().await;
+
+    async fn add(
+        &mut self,
+        p: &PublisherSpec,
+        server: &str,
+        http: &reqwest::Client,
+        clip: &Option<Arc<crate::clip::Clip>>,
+        connect_timeout: Duration,
+    ) -> Result<(), String> {
+        match p.kind {
+            PublisherKind::Whip => {
+                let cfg = PublishConfig {
+                    clip: clip.clone(),
+                    connect_timeout,
+                    http: Some(http.clone()),
+                    ..PublishConfig::new(server, &p.stream, &p.key)
+                };
+                let handle = publish(cfg)
+                    .await
+                    .map_err(|e| format!("WHIP publisher {}: {e}", p.stream))?;
+                handle
+                    .wait_connected(connect_timeout)
+                    .await
+                    .map_err(|e| format!("WHIP publisher {} did not connect: {e}", p.stream))?;
+                self.whip.push(handle);
+            }
+            PublisherKind::Rtmp => {
+                let base = rtmp::base_for(http, server)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                self.rtmp
+                    .push(rtmp::publish(&base, &p.key).map_err(|e| e.to_string())?);
+            }
+        }
+        Ok(())
     }
+
+    /// (WHIP, RTMP) publishers still sending.
+    fn up_by_kind(&mut self) -> (usize, usize) {
+        let whip = self
+            .whip
+            .iter()
+            .filter(|p| {
+                let s = p.stats();
+                s.connected_after.is_some() && s.ended.is_none()
+            })
+            .count();
+        let rtmp = self
+            .rtmp
+            .iter_mut()
+            .map(|p| p.running())
+            .filter(|&r| r)
+            .count();
+        (whip, rtmp)
+    }
+
+    fn up(&mut self) -> usize {
+        let (w, r) = self.up_by_kind();
+        w + r
+    }
+
+    async fn stop(self) {
+        for p in self.whip {
+            let _ = p.stop().await;
+        }
+        for p in self.rtmp {
+            p.stop().await;
+        }
+    }
+}
+
+/// Wait (≤ 20 s) until `stream` is live; false if it never was.
+async fn wait_live(http: &reqwest::Client, server: &str, stream: &str) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !is_live(http, server, stream).await {
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    true
 }
 
 fn mean(v: &[f64]) -> Option<f64> {
@@ -870,59 +951,27 @@ pub async fn capacity(
         .no_proxy()
         .build()
         .map_err(|e| e.to_string())?;
-    let clip = (cfg.media == Media::Clip).then(crate::clip::builtin);
-    let mut whip = Vec::new();
-    let mut rtmp_pubs = Vec::new();
-    for p in &cfg.publishers {
-        match p.kind {
-            PublisherKind::Whip => {
-                let handle = publish(PublishConfig {
-                    clip: clip.clone(),
-                    http: Some(http.clone()),
-                    ..PublishConfig::new(&cfg.server, &p.stream, &p.key)
-                })
-                .await
-                .map_err(|e| format!("WHIP publisher: {e}"))?;
-                handle
-                    .wait_connected(Duration::from_secs(10))
-                    .await
-                    .map_err(|e| format!("WHIP publisher did not connect: {e}"))?;
-                whip.push(handle);
-            }
-            PublisherKind::Rtmp => {
-                let base = rtmp::base_for(&http, &cfg.server)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                rtmp_pubs.push(rtmp::publish(&base, &p.key).map_err(|e| e.to_string())?);
-            }
-        }
-    }
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !is_live(&http, &cfg.server, &cfg.stream).await {
-        if Instant::now() > deadline {
-            stop_publishers(whip, rtmp_pubs).await;
-            return Err(format!("stream {} did not go live", cfg.stream));
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut publishers = Publishers::start(
+        &cfg.publishers,
+        &cfg.server,
+        &http,
+        cfg.media,
+        Duration::from_secs(10),
+    )
+    .await?;
+    if !wait_live(&http, &cfg.server, &cfg.stream).await {
+        publishers.stop().await;
+        return Err(format!("stream {} is not live", cfg.stream));
     }
     let (hls_stop, _) = watch::channel(false);
-    let mut sessions = Sessions {
-        webrtc: Vec::new(),
-        webrtc_failed: 0,
-        hls: Vec::new(),
-        hls_stop,
-        latency: Arc::default(),
-    };
-    let view_cfg = ViewConfig {
-        http: Some(http.clone()),
-        dtls_cert: str0m::crypto::from_feature_flags()
-            .dtls_provider
-            .generate_certificate(),
-        detect_bye: false,
-        check_patterns: cfg.media == Media::Synthetic,
-        latency: Some(sessions.latency.clone()),
-        ..ViewConfig::new(&cfg.server, &cfg.stream)
-    };
+    let mut sessions = Sessions::new(hls_stop);
+    let view_cfg = sessions.viewer_config(
+        &cfg.server,
+        &cfg.stream,
+        &http,
+        cfg.media,
+        Duration::from_secs(10),
+    );
     let mut steps = Vec::new();
     let mut timeline = Vec::new();
     let mut prev = sessions.totals(cfg.server_pid);
@@ -945,7 +994,7 @@ pub async fn capacity(
         while Instant::now() < hold_end {
             tokio::time::sleep(Duration::from_secs(1)).await;
             let now = sessions.totals(cfg.server_pid);
-            let point = sessions.point(started, &prev, &now, whip.len() + rtmp_pubs.len());
+            let point = sessions.point(started, &prev, &now, publishers.up());
             if let Some(p) = &progress {
                 p(&point);
             }
@@ -1008,7 +1057,7 @@ pub async fn capacity(
     };
     let stops = sessions.webrtc.into_iter().map(|v| v.stop());
     futures_util::future::join_all(stops).await;
-    stop_publishers(whip, rtmp_pubs).await;
+    publishers.stop().await;
     Ok(CapacityReport {
         config: cfg,
         capacity,

@@ -73,6 +73,36 @@ export default function Dashboard() {
   );
 }
 
+/** The title and category fields of the create and edit forms. */
+function TitleAndCategory(p: {
+  label: string;
+  title: string;
+  setTitle: (t: string) => void;
+  category: string;
+  setCategory: (c: string) => void;
+  categories: Category[];
+}) {
+  return (
+    <>
+      <label>
+        {p.label}
+        <input value={p.title} onChange={(e) => p.setTitle(e.target.value)} required maxLength={140} />
+      </label>
+      <label>
+        Category
+        <select value={p.category} onChange={(e) => p.setCategory(e.target.value)}>
+          <option value="">None</option>
+          {p.categories.map((c) => (
+            <option key={c.slug} value={c.slug}>
+              {c.name}
+            </option>
+          ))}
+        </select>
+      </label>
+    </>
+  );
+}
+
 function CreateChannel({ categories, onCreated }: { categories: Category[]; onCreated: () => void }) {
   const [title, setTitle] = useState('');
   const [category, setCategory] = useState('');
@@ -89,21 +119,7 @@ function CreateChannel({ categories, onCreated }: { categories: Category[]; onCr
   return (
     <form className="auth" onSubmit={submit}>
       <h1>Create your channel</h1>
-      <label>
-        Stream title
-        <input value={title} onChange={(e) => setTitle(e.target.value)} required maxLength={140} />
-      </label>
-      <label>
-        Category
-        <select value={category} onChange={(e) => setCategory(e.target.value)}>
-          <option value="">None</option>
-          {categories.map((c) => (
-            <option key={c.slug} value={c.slug}>
-              {c.name}
-            </option>
-          ))}
-        </select>
-      </label>
+      <TitleAndCategory label="Stream title" title={title} setTitle={setTitle} category={category} setCategory={setCategory} categories={categories} />
       {error && <p className="error">{error}</p>}
       <button type="submit">Create channel</button>
     </form>
@@ -249,21 +265,7 @@ function StreamInfo({ stream, categories, onSaved }: { stream: Stream; categorie
     <section className="panel" aria-labelledby="info-h">
       <h2 id="info-h">Stream info</h2>
       <form onSubmit={save} className="stack">
-        <label>
-          Title
-          <input value={title} onChange={(e) => setTitle(e.target.value)} required maxLength={140} />
-        </label>
-        <label>
-          Category
-          <select value={category} onChange={(e) => setCategory(e.target.value)}>
-            <option value="">None</option>
-            {categories.map((c) => (
-              <option key={c.slug} value={c.slug}>
-                {c.name}
-              </option>
-            ))}
-          </select>
-        </label>
+        <TitleAndCategory label="Title" title={title} setTitle={setTitle} category={category} setCategory={setCategory} categories={categories} />
         <label>
           Tags (comma separated)
           <input value={tags} onChange={(e) => setTags(e.target.value)} />
