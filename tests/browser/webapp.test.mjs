@@ -3,7 +3,8 @@
 // the browser's camera (WHIP); the home page lists the stream; a second user's channel page plays
 // it over WebRTC (frames decoded, from getStats); they follow; the streamer goes live again and
 // the follower gets the toast; chat goes both ways. Then: HLS fallback with WebRTC blocked in the
-// page, screenshots at desktop and phone size (artifacts/), and axe-core on the main pages.
+// page, screenshots at desktop and phone size (artifacts/), axe-core on the main pages, and an
+// offline channel's past broadcast played from its page.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -259,6 +260,57 @@ test('the channel page falls back to HLS when WebRTC is blocked', { timeout: 120
     assert.deepEqual(errors, []);
   } finally {
     ffmpeg.kill('SIGKILL');
+    await browser.close();
+    await glint.stop();
+  }
+});
+
+test('an offline channel lists its past broadcasts and plays one', { timeout: 120000 }, async () => {
+  const glint = await startGlint({ GLINT_WEB_DIR: WEB_DIR });
+  const browser = await launchChromium();
+  try {
+    const post = async (path, body, token) => {
+      const r = await fetch(`${glint.base}${path}`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) },
+        body: JSON.stringify(body),
+      });
+      return r.json();
+    };
+    const user = await post('/api/users/register', { username: 'vodder', email: 'vodder@example.com', password: 'a good password' });
+    const stream = await post('/api/streams', { title: 'Yesterday live' }, user.access_token);
+    // An 8 s broadcast over RTMP; when ffmpeg finishes, the stream ends and becomes a replay.
+    const ffmpeg = spawn('ffmpeg', [
+      '-hide_banner', '-loglevel', 'error', '-re',
+      '-f', 'lavfi', '-i', 'testsrc2=size=640x360:rate=30',
+      '-f', 'lavfi', '-i', 'sine=frequency=440:sample_rate=48000',
+      '-t', '8', '-pix_fmt', 'yuv420p', '-c:v', 'libx264', '-preset', 'ultrafast',
+      '-tune', 'zerolatency', '-g', '30', '-c:a', 'aac', '-f', 'flv', `${glint.rtmp}/live/${stream.stream_key}`,
+    ], { stdio: 'ignore' });
+    await new Promise((resolve) => ffmpeg.on('exit', resolve));
+    await waitFor(async () => {
+      const r = await fetch(`${glint.base}/api/streams/${stream.id}/videos`);
+      return (await r.json()).items.length > 0;
+    }, 30000, 'the replay is listed');
+
+    const page = await browser.context.newPage();
+    const errors = [];
+    watchErrors(page, errors);
+    await page.goto(`${glint.base}/watch/vodder/`);
+    await page.getByTestId('offline').waitFor({ timeout: 15000 });
+    const replay = page.getByRole('button', { name: /Yesterday live/ });
+    await replay.click();
+    await waitFor(async () => (await page.getByTestId('mode').count()) && (await page.getByTestId('mode').textContent()) === 'Replay', 10000, 'replay mode');
+    await waitFor(
+      () => page.evaluate(() => {
+        const v = document.querySelector('video');
+        return v && v.currentTime > 1 && v.videoHeight > 0;
+      }),
+      30000,
+      'the replay plays',
+    );
+    assert.deepEqual(errors, []);
+  } finally {
     await browser.close();
     await glint.stop();
   }
