@@ -244,19 +244,6 @@ async fn current(st: &ApiState, b: Broadcast) -> Result<Broadcast> {
     Ok(b)
 }
 
-async fn owned_stream(st: &ApiState, user: &AuthUser, id: &str) -> Result<()> {
-    validate::id(id)?;
-    let s = crate::streams::load(st, id)
-        .await?
-        .ok_or(ApiError::NotFound("stream"))?;
-    if s.owner != user.id {
-        return Err(ApiError::Forbidden(
-            "only the stream's owner may see its analytics",
-        ));
-    }
-    Ok(())
-}
-
 /// A stream's broadcasts, latest first, with their figures.
 #[utoipa::path(get, path = "/api/streams/{id}/analytics", params(("id" = String, Path), PageQuery),
     responses((status = 200, body = BroadcastPage), (status = 403, body = crate::error::ErrorBody),
@@ -268,7 +255,7 @@ pub(crate) async fn list(
     Path(id): Path<String>,
     Query(q): Query<PageQuery>,
 ) -> Result<axum::Json<BroadcastPage>> {
-    owned_stream(&st, &user, &id).await?;
+    crate::streams::owned(&st, &user, &id).await?;
     let (page, limit) = page_params(q.page, q.limit)?;
     let mut res = st
         .db
@@ -294,9 +281,16 @@ pub(crate) async fn list(
     }))
 }
 
+/// `?since=`: only samples taken after this time (Unix ms), for polling a live broadcast.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct SamplesQuery {
+    pub since: Option<i64>,
+}
+
 /// One broadcast with its samples (viewers, ingest bitrate, keyframe interval over time).
 #[utoipa::path(get, path = "/api/streams/{id}/analytics/{broadcast}",
-    params(("id" = String, Path), ("broadcast" = String, Path)),
+    params(("id" = String, Path), ("broadcast" = String, Path), SamplesQuery),
     responses((status = 200, body = BroadcastDetail), (status = 403, body = crate::error::ErrorBody),
         (status = 404, body = crate::error::ErrorBody)),
     security(("bearer" = [])))]
@@ -304,8 +298,9 @@ pub(crate) async fn get_one(
     State(st): State<ApiState>,
     user: AuthUser,
     Path((id, broadcast)): Path<(String, String)>,
+    Query(q): Query<SamplesQuery>,
 ) -> Result<axum::Json<BroadcastDetail>> {
-    owned_stream(&st, &user, &id).await?;
+    crate::streams::owned(&st, &user, &id).await?;
     validate::id(&broadcast).map_err(|_| ApiError::NotFound("broadcast"))?;
     let b = load(&st, &broadcast)
         .await?
@@ -315,9 +310,11 @@ pub(crate) async fn get_one(
         .db
         .query(
             "SELECT at, viewers, webrtc_viewers, hls_viewers, unique_viewers, ingest_kbps, \
-             keyframe_interval_ms FROM broadcast_sample WHERE broadcast = $b ORDER BY at ASC LIMIT $max",
+             keyframe_interval_ms FROM broadcast_sample WHERE broadcast = $b AND at > $since \
+             ORDER BY at ASC LIMIT $max",
         )
         .bind(("b", broadcast))
+        .bind(("since", q.since.unwrap_or(i64::MIN)))
         .bind(("max", MAX_SAMPLES))
         .await?;
     let samples: Vec<Sample> = res.take(0)?;

@@ -315,7 +315,8 @@ async fn validated(st: &ApiState, input: StreamInput) -> Result<Metadata> {
     })
 }
 
-async fn owned(st: &ApiState, user: &AuthUser, id: &str) -> Result<Stream> {
+/// The stream `id` if `user` owns it: 404 unknown, 403 someone else's.
+pub(crate) async fn owned(st: &ApiState, user: &AuthUser, id: &str) -> Result<Stream> {
     validate::id(id)?;
     let s = load(st, id).await?.ok_or(ApiError::NotFound("stream"))?;
     if s.owner != user.id {

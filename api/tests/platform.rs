@@ -881,6 +881,33 @@ async fn broadcast_analytics_summaries_series_and_left_open_ones() {
     assert_eq!(series[3]["keyframe_interval_ms"], 2000);
     assert_eq!(detail["peak_viewers"], 5);
 
+    // Polling a live broadcast: only the samples after `since`.
+    let (s, newer) = call(
+        &r,
+        Method::GET,
+        &format!("{url}/{first}?since={}", t0 + 20_000),
+        Some(&alice_token),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{newer}");
+    let ats: Vec<i64> = newer["samples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["at"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ats, [t0 + 30_000, t0 + 40_000]);
+    let (s, _) = call(
+        &r,
+        Method::GET,
+        &format!("{url}/{first}?since=x"),
+        Some(&alice_token),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+
     // Owner only; unknown ids are 404.
     let (s, _) = call(&r, Method::GET, &url, Some(&bob_token), None).await;
     assert_eq!(s, StatusCode::FORBIDDEN);

@@ -248,7 +248,63 @@ fn ms(d: Option<Duration>) -> Option<f64> {
     d.map(|d| d.as_secs_f64() * 1000.0)
 }
 
+/// Lost packets as a percentage of those sent (received + lost); `None` when none were.
+fn loss_pct(lost: u64, received: u64) -> Option<f64> {
+    (lost + received > 0).then(|| lost as f64 * 100.0 / (lost + received) as f64)
+}
+
+/// The per-second samples of a run: each point is what changed since the previous sample.
+struct Timeline {
+    started: Instant,
+    server_pid: Option<u32>,
+    progress: Option<Progress>,
+    /// The latest totals (the previous sample's, before `tick`).
+    last: Totals,
+    points: Vec<Point>,
+}
+
+impl Timeline {
+    /// Points are timed from `started` (the run's start).
+    fn new(
+        started: Instant,
+        sessions: &Sessions,
+        server_pid: Option<u32>,
+        progress: Option<Progress>,
+    ) -> Self {
+        Timeline {
+            started,
+            server_pid,
+            progress,
+            last: sessions.totals(server_pid),
+            points: Vec::new(),
+        }
+    }
+
+    /// Sample now: one point, shown as progress.
+    fn tick(&mut self, sessions: &Sessions, publishers_up: usize) -> &Point {
+        let now = sessions.totals(self.server_pid);
+        let point = sessions.point(self.started, &self.last, &now, publishers_up);
+        if let Some(p) = &self.progress {
+            p(&point);
+        }
+        self.last = now;
+        self.points.push(point);
+        &self.points[self.points.len() - 1]
+    }
+}
+
 impl Sessions {
+    /// WebRTC viewers connected and not ended.
+    fn webrtc_connected(&self) -> usize {
+        self.webrtc
+            .iter()
+            .filter(|v| {
+                let s = v.stats();
+                s.connected_after.is_some() && s.ended.is_none()
+            })
+            .count()
+    }
+
     fn new(hls_stop: watch::Sender<bool>) -> Self {
         Sessions {
             webrtc: Vec::new(),
@@ -320,14 +376,7 @@ impl Sessions {
         };
         Point {
             t: started.elapsed().as_secs_f64(),
-            webrtc_connected: self
-                .webrtc
-                .iter()
-                .filter(|v| {
-                    let s = v.stats();
-                    s.connected_after.is_some() && s.ended.is_none()
-                })
-                .count(),
+            webrtc_connected: self.webrtc_connected(),
             hls_playing: self
                 .hls
                 .iter()
@@ -340,8 +389,7 @@ impl Sessions {
             latency_p50_ms: ms(window.percentile(50.0)),
             latency_p95_ms: ms(window.percentile(95.0)),
             latency_p99_ms: ms(window.percentile(99.0)),
-            video_loss_pct: (packets + lost > 0)
-                .then(|| lost as f64 * 100.0 / (packets + lost) as f64),
+            video_loss_pct: loss_pct(lost, packets),
             webrtc_rx_mbps: now.webrtc_bytes.saturating_sub(prev.webrtc_bytes) as f64 * 8.0
                 / secs
                 / 1e6,
@@ -439,8 +487,7 @@ pub async fn run(scenario: Scenario, progress: Option<Progress>) -> Result<Scena
 
     // Ramp: WebRTC and HLS viewers interleaved at the ramp rate.
     let ramp_started = Instant::now();
-    let mut timeline = Vec::new();
-    let mut prev = sessions.totals(scenario.server_pid);
+    let mut timeline = Timeline::new(started, &sessions, scenario.server_pid, progress);
     let mut next_point = Instant::now() + Duration::from_secs(1);
     let gap = Duration::from_secs_f64(1.0 / scenario.ramp_per_sec);
     let (mut webrtc_left, mut hls_left) = (scenario.webrtc_viewers, scenario.hls_viewers);
@@ -468,14 +515,7 @@ pub async fn run(scenario: Scenario, progress: Option<Progress>) -> Result<Scena
         tokio::time::sleep_until(next_start.into()).await;
         if Instant::now() >= next_point {
             next_point += Duration::from_secs(1);
-            let now = sessions.totals(scenario.server_pid);
-            let up = publishers.up();
-            let point = sessions.point(started, &prev, &now, up);
-            if let Some(p) = &progress {
-                p(&point);
-            }
-            timeline.push(point);
-            prev = now;
+            timeline.tick(&sessions, publishers.up());
         }
     }
     let ramp_secs = ramp_started.elapsed().as_secs_f64();
@@ -490,14 +530,7 @@ pub async fn run(scenario: Scenario, progress: Option<Progress>) -> Result<Scena
         tokio::select! {
             () = tokio::time::sleep_until(hold_end.into()) => break,
             _ = ticker.tick() => {
-                let now = sessions.totals(scenario.server_pid);
-                let up = publishers.up();
-                let point = sessions.point(started, &prev, &now, up);
-                if let Some(p) = &progress {
-                    p(&point);
-                }
-                timeline.push(point);
-                prev = now;
+                timeline.tick(&sessions, publishers.up());
             }
         }
     }
@@ -509,6 +542,7 @@ pub async fn run(scenario: Scenario, progress: Option<Progress>) -> Result<Scena
     // Summaries, then stop everything.
     let webrtc = summarize_webrtc(&sessions, &hold_totals, &end_totals, hold_secs);
     let hls = summarize_hls(&sessions, &hold_totals, &end_totals, hold_secs);
+    let timeline = timeline.points;
     let server = summarize_server(
         &timeline,
         &hold_totals,
@@ -708,11 +742,7 @@ fn summarize_webrtc(
         first_keyframe_p95_ms: keyframe_d.p95_ms,
         video_packets: packets,
         video_lost: lost,
-        video_loss_pct: if packets + lost > 0 {
-            lost as f64 * 100.0 / (packets + lost) as f64
-        } else {
-            0.0
-        },
+        video_loss_pct: loss_pct(lost, packets).unwrap_or(0.0),
         freezes: stats.iter().map(|s| s.video.stalls).sum(),
         nacks_sent: stats.iter().map(|s| s.video_nacks_sent).sum(),
         jitter_p50_ms: jitter.median_ms,
@@ -973,8 +1003,7 @@ pub async fn capacity(
         Duration::from_secs(10),
     );
     let mut steps = Vec::new();
-    let mut timeline = Vec::new();
-    let mut prev = sessions.totals(cfg.server_pid);
+    let mut timeline = Timeline::new(started, &sessions, cfg.server_pid, progress);
     let mut capacity = 0;
     let stopped_because = loop {
         let target =
@@ -993,20 +1022,14 @@ pub async fn capacity(
         let mut cpu = Vec::new();
         while Instant::now() < hold_end {
             tokio::time::sleep(Duration::from_secs(1)).await;
-            let now = sessions.totals(cfg.server_pid);
-            let point = sessions.point(started, &prev, &now, publishers.up());
-            if let Some(p) = &progress {
-                p(&point);
-            }
+            let point = timeline.tick(&sessions, publishers.up());
             if judged_from.is_some() {
                 cpu.extend(point.server_cpu_pct);
+            } else if step_start.elapsed() >= settle {
+                judged_from = Some(timeline.last.clone());
             }
-            timeline.push(point);
-            if judged_from.is_none() && step_start.elapsed() >= settle {
-                judged_from = Some(now.clone());
-            }
-            prev = now;
         }
+        let prev = &timeline.last;
         let from = judged_from.unwrap_or_else(|| prev.clone());
         let secs = from.at.map_or(1.0, |a| {
             prev.at
@@ -1014,17 +1037,9 @@ pub async fn capacity(
         });
         let packets = prev.video_packets.saturating_sub(from.video_packets);
         let lost = prev.video_lost.saturating_sub(from.video_lost);
-        let loss = if packets + lost > 0 {
-            lost as f64 * 100.0 / (packets + lost) as f64
-        } else {
-            100.0
-        };
+        let loss = loss_pct(lost, packets).unwrap_or(100.0); // nothing arrived: degraded
         let p95 = ms(prev.latency.since(&from.latency).percentile(95.0));
-        let connected = sessions
-            .webrtc
-            .iter()
-            .filter(|v| v.stats().connected_after.is_some() && v.stats().ended.is_none())
-            .count();
+        let connected = sessions.webrtc_connected();
         let viewers = sessions.webrtc.len() + sessions.webrtc_failed;
         let ok = loss <= cfg.max_loss_pct
             && p95.is_some_and(|p| p <= cfg.max_p95_ms)
@@ -1063,7 +1078,7 @@ pub async fn capacity(
         capacity,
         stopped_because,
         steps,
-        timeline,
+        timeline: timeline.points,
     })
 }
 

@@ -284,6 +284,8 @@ function LiveStats({ stream, onLive }: { stream: Stream; onLive: () => void }) {
   const [viewers, setViewers] = useState(stream.viewers);
   const [last, setLast] = useState<Sample | null>(null);
   const [since, setSince] = useState<number | null>(null);
+  // The newest sample seen, so each poll fetches only what is new.
+  const lastAt = useRef(0);
   const [preview, setPreview] = useState(false);
   useEffect(() => {
     let stopped = false;
@@ -300,8 +302,12 @@ function LiveStats({ stream, onLive }: { stream: Stream; onLive: () => void }) {
         const b = page.items[0];
         if (b && b.ended_at === null) {
           setSince(b.started_at);
-          const d = await api<{ samples: Sample[] }>(`/api/streams/${stream.id}/analytics/${b.id}`);
-          setLast(d.samples[d.samples.length - 1] ?? null);
+          const d = await api<{ samples: Sample[] }>(`/api/streams/${stream.id}/analytics/${b.id}?since=${lastAt.current}`);
+          const newest = d.samples[d.samples.length - 1];
+          if (newest) {
+            lastAt.current = newest.at;
+            setLast(newest);
+          }
         } else {
           setSince(null);
           setLast(null);
