@@ -278,9 +278,16 @@ async fn a_lossy_viewer_gets_its_video_back_from_the_nack_cache() {
     );
     assert!(
         settled.video.reordered > 0,
-        "recovered packets arrive late, by RTX"
+        "recovered packets arrive late, retransmitted on the media SSRC"
     );
     assert_eq!(settled.pattern_mismatches(), 0);
+    // The server answered from its per-stream history (fanout::History).
+    let resent = metric(&server, "rtp_packets_retransmitted_total").await;
+    assert!(
+        resent >= settled.video.packets / 25,
+        "{resent} retransmissions for {} packets at 5 % loss",
+        settled.video.packets
+    );
     viewer.stop().await.unwrap();
     publisher.stop().await.unwrap();
     server.shutdown().await;

@@ -14,6 +14,7 @@ pub struct Metrics {
     pub bytes_received: AtomicU64,
     pub packets_forwarded: AtomicU64,
     pub bytes_forwarded: AtomicU64,
+    pub packets_retransmitted: AtomicU64,
     pub plis_sent: AtomicU64,
     pub keyframe_requests: AtomicU64,
     pub datagrams_unroutable: AtomicU64,
@@ -36,7 +37,7 @@ impl Metrics {
 
     /// Prometheus text exposition of every counter, prefixed `glint_`.
     pub fn render_prometheus(&self, out: &mut String) {
-        let rows: [(&str, &str, &str, &AtomicU64); 17] = [
+        let rows: [(&str, &str, &str, &AtomicU64); 18] = [
             (
                 "publishers",
                 "gauge",
@@ -84,6 +85,12 @@ impl Metrics {
                 "counter",
                 "RTP payload bytes forwarded to viewers",
                 &self.bytes_forwarded,
+            ),
+            (
+                "rtp_packets_retransmitted_total",
+                "counter",
+                "RTP packets sent again to viewers that reported them lost (NACK)",
+                &self.packets_retransmitted,
             ),
             (
                 "plis_sent_total",

@@ -21,7 +21,7 @@ use crate::hls::Hls;
 use crate::metrics::Metrics;
 use crate::sfu::peer::PublishedTrack;
 use crate::sfu::{Departure, Role, SessionAnswer, SessionId, Sfu, StreamEvent, StreamSummary};
-use crate::udp_batch;
+use crate::udp_batch::{self, UdpSender};
 
 /// Requests queued for the media task before senders wait.
 const COMMAND_QUEUE: usize = 256;
@@ -280,8 +280,10 @@ async fn run(
 ) {
     let mut buf = BytesMut::with_capacity(64 * DATAGRAM_MAX_BYTES);
     let mut shutdown_reply = None;
+    let mut sender = UdpSender::new(&socket);
+    let mut out = Vec::with_capacity(udp_batch::BATCH);
     loop {
-        flush(&socket, &mut sfu).await;
+        flush(&socket, &mut sfu, &mut sender, &mut out).await;
         while let Some(ev) = sfu.poll_event() {
             if let (Some(hls), StreamEvent::Live { stream }) = (&hls, &ev) {
                 sfu.set_tap(
@@ -312,7 +314,7 @@ async fn run(
                 Some(cmd) => handle_command(&mut sfu, cmd),
                 None => {
                     sfu.close_all(Instant::now());
-                    flush(&socket, &mut sfu).await;
+                    flush(&socket, &mut sfu, &mut sender, &mut out).await;
                     break;
                 }
             },
@@ -389,8 +391,8 @@ fn handle_command(sfu: &mut Sfu, cmd: Command) {
         } => {
             let _ = reply.send(sfu.publish_ingest(&stream, tracks));
         }
-        Command::PushIngest { id, mut packets } => {
-            let _ = sfu.push_ingest(now, id, &mut packets);
+        Command::PushIngest { id, packets } => {
+            let _ = sfu.push_ingest(now, id, packets);
         }
         Command::CloseIngest { id, reason, how } => sfu.close_ingest(now, id, reason, how),
         Command::Shutdown { .. } => unreachable!("handled by the loop"),
@@ -404,8 +406,14 @@ fn check_session(sfu: &Sfu, id: SessionId, role: Role, stream: &str) -> Result<(
     }
 }
 
-async fn flush(socket: &UdpSocket, sfu: &mut Sfu) {
-    let mut batch = Vec::with_capacity(udp_batch::BATCH);
+/// Send everything the SFU has queued, [`udp_batch::BATCH`] datagrams at a time (`batch` is a
+/// reused buffer, empty between calls).
+async fn flush(
+    socket: &UdpSocket,
+    sfu: &mut Sfu,
+    sender: &mut UdpSender,
+    batch: &mut Vec<crate::sfu::Transmit>,
+) {
     loop {
         while batch.len() < udp_batch::BATCH {
             match sfu.poll_transmit() {
@@ -416,7 +424,7 @@ async fn flush(socket: &UdpSocket, sfu: &mut Sfu) {
         if batch.is_empty() {
             return;
         }
-        udp_batch::send_all(socket, &batch).await;
+        sender.send_all(socket, batch).await;
         batch.clear();
     }
 }

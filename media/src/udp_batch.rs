@@ -1,65 +1,224 @@
 //! Sending many datagrams to many peers with one `sendmmsg(2)` call (Linux), instead of one
-//! `sendto` per forwarded packet. Elsewhere it falls back to one send per datagram.
+//! `sendto` per forwarded packet; elsewhere one send per datagram.
+//!
+//! With UDP generic segmentation offload (GSO, `UDP_SEGMENT`, Linux ≥ 4.18), consecutive
+//! datagrams to the same peer that have the same length (the last may be shorter) leave as one
+//! message: the kernel routes, builds and checksums them once and cuts them apart at the end
+//! (or the NIC does). The SFU queues a viewer's datagrams next to each other for this. A socket
+//! or device that refuses GSO turns it off for good and the batch is sent again without it.
 
 use std::io;
 use std::net::SocketAddr;
 
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
+use tracing::warn;
 
 use crate::sfu::Transmit;
 
-/// Datagrams per `sendmmsg` call (the kernel caps a call at UIO_MAXIOV = 1024).
-pub(crate) const BATCH: usize = 64;
+/// Datagrams handed to [`UdpSender::send_all`] at a time by the media task.
+pub(crate) const BATCH: usize = 1024;
+/// Messages per `sendmmsg` call.
+const MAX_MESSAGES: usize = 64;
+/// Segments per GSO message (the kernel's UDP_MAX_SEGMENTS is 64 on older kernels).
+const MAX_SEGMENTS: usize = 64;
+/// Bytes per GSO message: an IP packet's payload limit.
+const MAX_GSO_BYTES: usize = 65_000;
+/// Buffers (iovecs) per `sendmmsg` call, over all its messages.
+const MAX_IOVS: usize = 1024;
 
-/// Send every datagram of `batch`, waiting for the socket to become writable when its buffer is
-/// full. A datagram the kernel refuses (e.g. unreachable address) is dropped, as UDP would.
-pub(crate) async fn send_all(socket: &UdpSocket, batch: &[Transmit]) {
-    let mut sent = 0;
-    while sent < batch.len() {
-        match socket.try_io(Interest::WRITABLE, || send_some(socket, &batch[sent..])) {
-            Ok(n) => sent += n.max(1),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                if socket.writable().await.is_err() {
-                    return;
+/// Sends batches of datagrams from one socket; remembers whether GSO works on it.
+#[derive(Debug)]
+pub(crate) struct UdpSender {
+    gso: bool,
+}
+
+impl UdpSender {
+    /// Probes the socket for GSO support.
+    pub(crate) fn new(socket: &UdpSocket) -> Self {
+        Self {
+            gso: gso_supported(socket),
+        }
+    }
+
+    /// Without GSO: one datagram per message (for tests and comparisons).
+    #[cfg(test)]
+    pub(crate) fn without_gso() -> Self {
+        Self { gso: false }
+    }
+
+    /// Send every datagram of `batch`, waiting for the socket to become writable when its
+    /// buffer is full. A datagram the kernel refuses (e.g. unreachable address) is dropped, as
+    /// UDP would.
+    pub(crate) async fn send_all(&mut self, socket: &UdpSocket, batch: &[Transmit]) {
+        let mut sent = 0;
+        while sent < batch.len() {
+            let gso = self.gso;
+            // tokio's `try_io` must see WouldBlock as an io::Error to clear the readiness.
+            let attempt = socket.try_io(Interest::WRITABLE, || {
+                match send_some(socket, &batch[sent..], gso) {
+                    Err(f) if f.error.kind() == io::ErrorKind::WouldBlock => Err(f.error),
+                    other => Ok(other),
                 }
-            }
-            Err(e) => {
-                tracing::debug!(to = %batch[sent].to, error = %e, "udp send failed");
-                sent += 1;
+            });
+            match attempt {
+                Ok(Ok(n)) => sent += n.max(1),
+                Err(_) => {
+                    if socket.writable().await.is_err() {
+                        return;
+                    }
+                }
+                Ok(Err(Failed { error, group })) if group > 1 && refuses_gso(&error) => {
+                    warn!(error = %error, "UDP GSO refused; sending datagram by datagram");
+                    self.gso = false;
+                }
+                Ok(Err(Failed { error, group })) => {
+                    tracing::debug!(to = %batch[sent].to, error = %error, "udp send failed");
+                    sent += group.max(1);
+                }
             }
         }
     }
 }
 
+/// A send that failed, and how many datagrams its first message carried.
+#[derive(Debug)]
+struct Failed {
+    error: io::Error,
+    group: usize,
+}
+
+#[cfg(not(target_os = "linux"))]
+impl From<io::Error> for Failed {
+    fn from(error: io::Error) -> Self {
+        Self { error, group: 1 }
+    }
+}
+
+fn refuses_gso(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EIO | libc::EINVAL | libc::EOPNOTSUPP | libc::ENOPROTOOPT)
+    )
+}
+
+/// How many datagrams from the start of `batch` can leave as one GSO message.
+pub(crate) fn gso_group(batch: &[Transmit], max_iovs: usize) -> usize {
+    let Some(first) = batch.first() else {
+        return 0;
+    };
+    let size = first.data.len();
+    let mut total = size;
+    let mut n = 1;
+    let limit = MAX_SEGMENTS.min(max_iovs);
+    while n < batch.len() && n < limit {
+        let next = &batch[n];
+        let len = next.data.len();
+        if next.to != first.to || len > size || len == 0 || total + len > MAX_GSO_BYTES {
+            break;
+        }
+        total += len;
+        n += 1;
+        if len < size {
+            break; // only the last segment may be shorter
+        }
+    }
+    n
+}
+
 #[cfg(target_os = "linux")]
-fn send_some(socket: &UdpSocket, batch: &[Transmit]) -> io::Result<usize> {
+fn gso_supported(socket: &UdpSocket) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut value: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: value/len are valid for writes of the sizes given.
+    let rc = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_UDP,
+            libc::UDP_SEGMENT,
+            &mut value as *mut _ as *mut libc::c_void,
+            &mut len,
+        )
+    };
+    rc == 0
+}
+
+#[cfg(not(target_os = "linux"))]
+fn gso_supported(_socket: &UdpSocket) -> bool {
+    false
+}
+
+/// Control message space for one `UDP_SEGMENT` (a u16), 8-byte aligned.
+#[cfg(target_os = "linux")]
+#[derive(Clone, Copy)]
+#[repr(C, align(8))]
+struct SegmentCmsg([u8; 32]);
+
+#[cfg(target_os = "linux")]
+fn send_some(socket: &UdpSocket, batch: &[Transmit], gso: bool) -> Result<usize, Failed> {
+    use std::mem::MaybeUninit;
     use std::os::fd::AsRawFd;
 
-    let n = batch.len().min(BATCH);
-    // SAFETY: zeroed sockaddr_storage/iovec/mmsghdr are valid "empty" values of these C structs.
-    let mut addrs: [libc::sockaddr_storage; BATCH] = unsafe { std::mem::zeroed() };
-    let mut iovs: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
-    let mut msgs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
-    for i in 0..n {
-        let t = &batch[i];
-        let len = write_sockaddr(&t.to, &mut addrs[i]);
-        iovs[i] = libc::iovec {
-            iov_base: t.data.as_ptr() as *mut libc::c_void,
-            iov_len: t.data.len(),
+    // SAFETY: zeroed sockaddr_storage/iovec/mmsghdr/cmsg space are valid "empty" values.
+    let mut addrs: [libc::sockaddr_storage; MAX_MESSAGES] = unsafe { std::mem::zeroed() };
+    let mut msgs: [libc::mmsghdr; MAX_MESSAGES] = unsafe { std::mem::zeroed() };
+    let mut cmsgs = [SegmentCmsg([0; 32]); MAX_MESSAGES];
+    let mut iovs: [MaybeUninit<libc::iovec>; MAX_IOVS] = [MaybeUninit::uninit(); MAX_IOVS];
+    let mut groups = [0usize; MAX_MESSAGES];
+    let mut used_iovs = 0;
+    let mut next = 0;
+    let mut n = 0;
+    while n < MAX_MESSAGES && next < batch.len() && used_iovs < MAX_IOVS {
+        let group = if gso {
+            gso_group(&batch[next..], MAX_IOVS - used_iovs)
+        } else {
+            1
         };
-        msgs[i].msg_hdr.msg_name = &mut addrs[i] as *mut _ as *mut libc::c_void;
-        msgs[i].msg_hdr.msg_namelen = len;
-        msgs[i].msg_hdr.msg_iov = &mut iovs[i];
-        msgs[i].msg_hdr.msg_iovlen = 1;
+        let first = &batch[next];
+        let len = write_sockaddr(&first.to, &mut addrs[n]);
+        for (k, t) in batch[next..next + group].iter().enumerate() {
+            iovs[used_iovs + k].write(libc::iovec {
+                iov_base: t.data.as_ptr() as *mut libc::c_void,
+                iov_len: t.data.len(),
+            });
+        }
+        let hdr = &mut msgs[n].msg_hdr;
+        hdr.msg_name = &mut addrs[n] as *mut _ as *mut libc::c_void;
+        hdr.msg_namelen = len;
+        hdr.msg_iov = iovs[used_iovs].as_mut_ptr();
+        hdr.msg_iovlen = group as _;
+        if group > 1 {
+            hdr.msg_control = cmsgs[n].0.as_mut_ptr() as *mut libc::c_void;
+            // SAFETY: CMSG_SPACE is a pure size computation.
+            hdr.msg_controllen = unsafe { libc::CMSG_SPACE(2) } as _;
+            // SAFETY: msg_control points at 32 aligned bytes, enough for one cmsghdr + u16.
+            unsafe {
+                let cmsg = libc::CMSG_FIRSTHDR(hdr);
+                (*cmsg).cmsg_level = libc::SOL_UDP;
+                (*cmsg).cmsg_type = libc::UDP_SEGMENT;
+                (*cmsg).cmsg_len = libc::CMSG_LEN(2) as _;
+                std::ptr::write_unaligned(
+                    libc::CMSG_DATA(cmsg) as *mut u16,
+                    first.data.len() as u16,
+                );
+            }
+        }
+        groups[n] = group;
+        used_iovs += group;
+        next += group;
+        n += 1;
     }
-    // SAFETY: every pointer in msgs[..n] points into addrs/iovs/batch, which outlive the call;
-    // the kernel only reads them.
+    // SAFETY: every pointer in msgs[..n] points into addrs/iovs/cmsgs/batch, which outlive the
+    // call; the kernel only reads them.
     let rc = unsafe { libc::sendmmsg(socket.as_raw_fd(), msgs.as_mut_ptr(), n as libc::c_uint, 0) };
     if rc < 0 {
-        Err(io::Error::last_os_error())
+        Err(Failed {
+            error: io::Error::last_os_error(),
+            group: groups[0],
+        })
     } else {
-        Ok(rc as usize)
+        Ok(groups[..rc as usize].iter().sum())
     }
 }
 
@@ -97,43 +256,104 @@ fn write_sockaddr(addr: &SocketAddr, out: &mut libc::sockaddr_storage) -> libc::
 }
 
 #[cfg(not(target_os = "linux"))]
-fn send_some(socket: &UdpSocket, batch: &[Transmit]) -> io::Result<usize> {
-    socket.try_send_to(&batch[0].data, batch[0].to).map(|_| 1)
+fn send_some(socket: &UdpSocket, batch: &[Transmit], _gso: bool) -> Result<usize, Failed> {
+    Ok(socket.try_send_to(&batch[0].data, batch[0].to).map(|_| 1)?)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use bytes::BytesMut;
+    use std::time::Duration;
 
+    fn t(to: SocketAddr, len: usize, fill: u8) -> Transmit {
+        Transmit {
+            to,
+            data: BytesMut::from(&vec![fill; len][..]),
+        }
+    }
+
+    #[test]
+    fn groups_are_runs_to_one_peer_of_one_size_with_a_shorter_last() {
+        let a: SocketAddr = "127.0.0.1:1000".parse().unwrap();
+        let b: SocketAddr = "127.0.0.1:1001".parse().unwrap();
+        let batch = vec![
+            t(a, 1200, 0),
+            t(a, 1200, 1),
+            t(a, 700, 2), // shorter: ends the group
+            t(a, 1200, 3),
+            t(a, 1300, 4), // longer: starts a new group
+            t(b, 1300, 5), // another peer
+            t(b, 1300, 6),
+        ];
+        assert_eq!(gso_group(&batch, MAX_IOVS), 3);
+        assert_eq!(gso_group(&batch[3..], MAX_IOVS), 1);
+        assert_eq!(gso_group(&batch[4..], MAX_IOVS), 1);
+        assert_eq!(gso_group(&batch[5..], MAX_IOVS), 2);
+        assert_eq!(gso_group(&batch[5..], 1), 1, "bounded by the iovecs left");
+        assert_eq!(gso_group(&[], MAX_IOVS), 0);
+        let long: Vec<_> = (0..200).map(|i| t(a, 1000, i as u8)).collect();
+        assert_eq!(
+            gso_group(&long, MAX_IOVS),
+            64,
+            "at most 64 segments, 65,000 bytes"
+        );
+        let big: Vec<_> = (0..60).map(|i| t(a, 1400, i as u8)).collect();
+        assert_eq!(gso_group(&big, MAX_IOVS), 46);
+    }
+
+    /// Every datagram arrives whole, in order, from the sender's address — with and without GSO.
     #[tokio::test]
     async fn a_batch_reaches_several_peers_in_order() {
-        let server = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let a = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let b = UdpSocket::bind("[::1]:0").await.ok();
-        let mut batch = Vec::new();
-        for i in 0..150u8 {
-            batch.push(Transmit {
-                to: a.local_addr().unwrap(),
-                data: BytesMut::from(&[i, i][..]),
-            });
-        }
-        if let Some(b) = &b {
-            // An IPv4 socket cannot reach [::1]: that datagram fails alone and the rest go on.
-            batch.insert(
-                10,
-                Transmit {
-                    to: b.local_addr().unwrap(),
-                    data: BytesMut::from(&b"x"[..]),
-                },
-            );
-        }
-        send_all(&server, &batch).await;
-        let mut buf = [0u8; 8];
-        for i in 0..150u8 {
-            let (n, from) = a.recv_from(&mut buf).await.unwrap();
-            assert_eq!(from, server.local_addr().unwrap());
-            assert_eq!(&buf[..n], &[i, i]);
+        for gso in [true, false] {
+            let server = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let a = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let c = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let b = UdpSocket::bind("[::1]:0").await.ok();
+            let (a_addr, c_addr) = (a.local_addr().unwrap(), c.local_addr().unwrap());
+            let mut batch = Vec::new();
+            let mut expect_a = Vec::new();
+            let mut expect_c = Vec::new();
+            for i in 0..300usize {
+                // Runs of 1, 2, ... datagrams per peer, mostly of one size, some shorter.
+                let to_a = (i / 7) % 2 == 0;
+                // Small enough that the receivers' buffers hold everything.
+                let len = if i % 5 == 4 { 20 + i % 100 } else { 200 };
+                let d = t(if to_a { a_addr } else { c_addr }, len, i as u8);
+                if to_a {
+                    expect_a.push((len, i as u8));
+                } else {
+                    expect_c.push((len, i as u8));
+                }
+                batch.push(d);
+            }
+            if let Some(b) = &b {
+                // An IPv4 socket cannot reach [::1]: that datagram fails alone and the rest go on.
+                batch.insert(10, t(b.local_addr().unwrap(), 1, b'x'));
+            }
+            let mut sender = if gso {
+                UdpSender::new(&server)
+            } else {
+                UdpSender::without_gso()
+            };
+            assert_eq!(sender.gso, gso, "loopback supports GSO on Linux");
+            for chunk in batch.chunks(BATCH) {
+                sender.send_all(&server, chunk).await;
+            }
+            assert_eq!(sender.gso, gso, "GSO stayed on");
+            let mut buf = [0u8; 2048];
+            for (sock, expect) in [(&a, &expect_a), (&c, &expect_c)] {
+                for &(len, fill) in expect {
+                    let (n, from) =
+                        tokio::time::timeout(Duration::from_secs(5), sock.recv_from(&mut buf))
+                            .await
+                            .expect("datagram lost")
+                            .unwrap();
+                    assert_eq!(from, server.local_addr().unwrap());
+                    assert_eq!(n, len, "gso={gso}");
+                    assert!(buf[..n].iter().all(|&x| x == fill), "gso={gso}");
+                }
+            }
         }
     }
 }

@@ -3,6 +3,7 @@
 //! on its own UDP socket, bound to one local IP that is also its only ICE candidate.
 
 mod driver;
+mod gro;
 mod publisher;
 mod viewer;
 
@@ -59,7 +60,10 @@ impl Codecs {
 
 /// A UDP socket on `ip`, port chosen by the OS.
 async fn bind(ip: IpAddr) -> Result<UdpSocket> {
-    Ok(UdpSocket::bind(SocketAddr::new(ip, 0)).await?)
+    let socket = UdpSocket::bind(SocketAddr::new(ip, 0)).await?;
+    // Coalesced reads where the kernel has them (see `gro`); every read goes through gro::recv.
+    gro::enable(&socket);
+    Ok(socket)
 }
 
 /// An RTP-mode `Rtc` offering only `codecs` (+ Opus) whose only ICE candidate is the

@@ -6,10 +6,13 @@
 //! [`Sfu::close`]), and drains [`Sfu::poll_transmit`], [`Sfu::poll_event`] and
 //! [`Sfu::poll_timeout`].
 //!
-//! Forwarding (the hot path, [`Sfu::forward`]): an RTP packet read from a publisher is written to
-//! each connected viewer's sender with the viewer's SSRC and payload type; webrtc-rs's interceptors
-//! keep the per-viewer packet cache that answers NACKs, generate sender reports, and send receiver
-//! reports to the publisher. Keyframe requests from viewers are coalesced in [`keyframe`].
+//! Forwarding (the hot path, [`Sfu::forward`]): RTP packets read from a publisher wait in their
+//! stream until the runtime next asks for datagrams ([`Sfu::poll_transmit`]), which is after it
+//! has read what the socket had; then each connected viewer in turn is written the whole batch
+//! with the viewer's SSRC and payload type, so a viewer's datagrams sit next to each other and
+//! leave in few GSO sends (see `udp_batch`). webrtc-rs's interceptors keep the per-viewer packet
+//! cache that answers NACKs, generate sender reports, and send receiver reports to the
+//! publisher. Keyframe requests from viewers are coalesced in [`keyframe`].
 //!
 //! A publisher that drops (ICE failure, RTMP connection lost) rather than ending its stream
 //! leaves the stream on air for `reconnect_grace`: its viewers stay connected, and a publisher
@@ -18,6 +21,7 @@
 
 mod continuity;
 mod demux;
+mod fanout;
 pub mod keyframe;
 pub mod peer;
 mod rtcp_tap;
@@ -28,7 +32,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use rtc::peer_connection::event::RTCPeerConnectionEvent;
@@ -39,6 +43,7 @@ use rtc::rtcp::goodbye::Goodbye;
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::receiver_report::ReceiverReport;
+use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::rtp;
 use rtc::rtp_transceiver::RTCRtpReceiverId;
 use rtc::sansio::Protocol;
@@ -51,6 +56,7 @@ use crate::error::{MediaError, Result};
 use crate::metrics::Metrics;
 use crate::stun;
 use demux::Demux;
+use fanout::{SrtpOut, WallClock};
 use peer::{IceCredentials, PeerSettings, PublishedTrack, ViewerTrack};
 use stream::Stream;
 
@@ -168,6 +174,12 @@ struct Peer {
     /// Before connecting: the client's nominating check, to replay once our own check of that
     /// pair has succeeded (see `Sfu::handle_datagram`).
     pending_nomination: Option<(SocketAddr, BytesMut)>,
+    /// Viewers, once connected: their outgoing SRTP (see `fanout`).
+    srtp: Option<SrtpOut>,
+    /// Where the connection last sent to: the selected candidate pair's remote address.
+    remote: Option<SocketAddr>,
+    /// Viewers: when sender reports are next due.
+    next_report: Option<Instant>,
 }
 
 /// The SFU core. See the module docs.
@@ -185,8 +197,18 @@ pub struct Sfu {
     transmits: VecDeque<Transmit>,
     events: VecDeque<StreamEvent>,
     metrics: Arc<Metrics>,
-    /// Reused buffer of packets read from a publisher before they are forwarded.
+    /// Reused buffer of packets read from a publisher, before they join their stream's pending.
     inbound: Vec<rtp::Packet>,
+    /// Streams with packets pending, and the time of the input that brought the latest.
+    pending: Vec<Arc<str>>,
+    pending_now: Option<Instant>,
+    /// Reused buffers of the forwarding batch: each packet's kind; the packets themselves.
+    batch_kinds: Vec<MediaKind>,
+    batch: Vec<rtp::Packet>,
+    /// Reused buffer of sequence numbers a viewer's NACKs asked for.
+    nacked: Vec<u16>,
+    /// NTP time for sender reports.
+    clock: WallClock,
     /// Publishers that are not peer connections (RTMP), by session id.
     ingest: HashMap<SessionId, Arc<str>>,
 }
@@ -219,6 +241,13 @@ impl Sfu {
             events: VecDeque::new(),
             metrics,
             inbound: Vec::new(),
+            pending: Vec::new(),
+            pending_now: None,
+            batch_kinds: Vec::new(),
+            batch: Vec::new(),
+            nacked: Vec::new(),
+            // The one clock reading of the core: to put wall-clock time on sender reports.
+            clock: WallClock::new(Instant::now(), SystemTime::now()),
             ingest: HashMap::new(),
         })
     }
@@ -475,8 +504,42 @@ impl Sfu {
         }
     }
 
+    /// The next datagram to send. Publishers' packets that arrived since the last call are
+    /// forwarded first, at the time of the input that brought the latest of them.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        if let Some(now) = self.pending_now.take() {
+            self.forward_pending(now);
+        }
         self.transmits.pop_front()
+    }
+
+    /// Queue a publisher's packets (moved out of `packets`) on their stream for the next
+    /// [`Sfu::forward_pending`].
+    fn queue_forward(&mut self, now: Instant, stream: &Arc<str>, packets: &mut Vec<rtp::Packet>) {
+        let Some(s) = self.streams.get_mut(&**stream) else {
+            packets.clear();
+            return;
+        };
+        if s.pending.is_empty() {
+            self.pending.push(stream.clone());
+        }
+        s.pending.append(packets);
+        self.pending_now = Some(now);
+    }
+
+    fn forward_pending(&mut self, now: Instant) {
+        let mut batch = std::mem::take(&mut self.batch);
+        for i in 0..self.pending.len() {
+            let stream = self.pending[i].clone();
+            let Some(s) = self.streams.get_mut(&*stream) else {
+                continue;
+            };
+            std::mem::swap(&mut batch, &mut s.pending);
+            self.forward(now, &stream, &mut batch);
+            batch.clear();
+        }
+        self.pending.clear();
+        self.batch = batch;
     }
 
     pub fn poll_event(&mut self) -> Option<StreamEvent> {
@@ -552,6 +615,9 @@ impl Sfu {
                 tracks,
                 video_receiver,
                 pending_nomination: None,
+                srtp: None,
+                remote: None,
+                next_report: None,
             },
         );
         self.service(now, id);
@@ -564,6 +630,7 @@ impl Sfu {
             return;
         };
         while let Some(out) = peer.pc.poll_write() {
+            peer.remote = Some(out.transport.peer_addr);
             self.transmits.push_back(Transmit {
                 to: out.transport.peer_addr,
                 data: out.message,
@@ -586,20 +653,49 @@ impl Sfu {
             }
         }
         let mut wants_keyframe = false;
+        self.nacked.clear();
+        let video_ssrc = peer
+            .tracks
+            .iter()
+            .find(|t| t.kind == MediaKind::Video)
+            .map(|t| t.ssrc);
         while let Some(msg) = peer.pc.poll_read() {
             match msg.message {
                 RTCMessage::RtpPacket(_, packet) if peer.role == Role::Publisher => {
                     self.inbound.push(packet)
                 }
                 RTCMessage::RtcpPacket(_, packets) if peer.role == Role::Viewer => {
-                    wants_keyframe |= packets.iter().any(|p| {
-                        p.as_any().is::<PictureLossIndication>()
-                            || p.as_any().is::<FullIntraRequest>()
-                    });
+                    for p in &packets {
+                        let p = p.as_any();
+                        wants_keyframe |=
+                            p.is::<PictureLossIndication>() || p.is::<FullIntraRequest>();
+                        if let Some(nack) = p.downcast_ref::<TransportLayerNack>() {
+                            if Some(nack.media_ssrc) == video_ssrc {
+                                for pair in &nack.nacks {
+                                    self.nacked.extend(pair.into_iter());
+                                }
+                            }
+                        }
+                    }
                 }
                 _ => {}
             }
         }
+        if became_connected && peer.role == Role::Viewer {
+            // The DTLS handshake is done: its keys now protect what we forward to this viewer.
+            match peer.pc.local_srtp_keys().map(SrtpOut::new) {
+                Some(Ok(out)) => peer.srtp = Some(out),
+                Some(Err(e)) => warn!(session = %id, error = %e, "no SRTP for viewer"),
+                None => warn!(session = %id, "viewer connected without SRTP keys"),
+            }
+            peer.next_report = Some(now + fanout::SENDER_REPORT_INTERVAL);
+        }
+        if !self.nacked.is_empty() {
+            self.retransmit(now, id);
+        }
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
         let role = peer.role;
         let stream = peer.stream.clone();
         self.refile_timer(id);
@@ -633,32 +729,35 @@ impl Sfu {
         }
         if !self.inbound.is_empty() {
             let mut packets = std::mem::take(&mut self.inbound);
-            self.forward(now, &stream, &mut packets);
-            packets.clear();
+            self.queue_forward(now, &stream, &mut packets);
             self.inbound = packets;
         }
     }
 
-    /// The hot path: one publisher's packets to each of its stream's connected viewers.
-    fn forward(&mut self, now: Instant, stream: &str, packets: &mut [rtp::Packet]) {
+    /// The hot path: a batch of one publisher's packets to each of its stream's connected
+    /// viewers, viewer by viewer.
+    fn forward(&mut self, now: Instant, stream: &str, packets: &mut Vec<rtp::Packet>) {
         let Some(s) = self.streams.get_mut(stream) else {
             return;
         };
-        let mut forwarded = 0u64;
-        let mut forwarded_bytes = 0u64;
-        for packet in packets.iter_mut() {
+        // Per packet, once: what it is, the counters, viewers' numbering, the tap. Packets we
+        // do not forward leave the batch.
+        let kinds = &mut self.batch_kinds;
+        kinds.clear();
+        let metrics = &self.metrics;
+        packets.retain_mut(|packet| {
             let Some(track) = s
                 .tracks
                 .iter()
                 .find(|t| t.payload_type == packet.header.payload_type)
             else {
-                continue; // a payload type we did not negotiate (e.g. RTX): drop
+                return false; // a payload type we did not negotiate (e.g. RTX): drop
             };
             let kind = track.kind;
             let format = track.format;
             let clock_rate = track.codec.rtp_codec.clock_rate;
-            Metrics::add(&self.metrics.packets_received, 1);
-            Metrics::add(&self.metrics.bytes_received, packet.payload.len() as u64);
+            Metrics::add(&metrics.packets_received, 1);
+            Metrics::add(&metrics.bytes_received, packet.payload.len() as u64);
             s.ingest.bytes += packet.payload.len() as u64;
             if kind == MediaKind::Video {
                 s.video_ssrc = Some(packet.header.ssrc);
@@ -667,8 +766,8 @@ impl Sfu {
                     s.ingest.keyframe(packet.header.timestamp, clock_rate);
                 }
             }
-            // Header extension ids are per connection; viewers negotiated their own. Dropping them
-            // also keeps the clone below free of allocation.
+            // Header extension ids are per connection; viewers negotiated their own. Dropping
+            // them also keeps the clones below free of allocation.
             packet.header.extension = false;
             packet.header.extensions.clear();
             packet.header.extension_profile = 0;
@@ -683,42 +782,75 @@ impl Sfu {
                 }
                 tap.rtp(kind, format, packet);
             }
-            for viewer_id in &s.viewers {
-                let Some(viewer) = self.peers.get_mut(viewer_id) else {
+            if kind == MediaKind::Video {
+                s.history.push(packet);
+            }
+            kinds.push(kind);
+            true
+        });
+        let mut forwarded = 0u64;
+        let mut forwarded_bytes = 0u64;
+        for viewer_id in &s.viewers {
+            let Some(viewer) = self.peers.get_mut(viewer_id) else {
+                continue;
+            };
+            let (Some(srtp), Some(to)) = (viewer.srtp.as_mut(), viewer.remote) else {
+                continue; // not connected yet
+            };
+            // The viewer's datagrams, next to each other (one GSO send per run of equal sizes).
+            for (packet, kind) in packets.iter().zip(kinds.iter()) {
+                let Some(vt) = viewer.tracks.iter_mut().find(|t| t.kind == *kind) else {
                     continue;
                 };
-                if !viewer.connected {
-                    continue;
-                }
-                let Some(vt) = viewer.tracks.iter().find(|t| t.kind == kind) else {
-                    continue;
-                };
-                let mut out = packet.clone();
-                out.header.ssrc = vt.ssrc;
-                out.header.payload_type = vt.payload_type;
-                let Some(mut sender) = viewer.pc.rtp_sender(vt.sender) else {
-                    continue;
-                };
-                if sender.write_rtp(now, out).is_ok() {
+                let mut header = packet.header.clone();
+                header.ssrc = vt.ssrc;
+                header.payload_type = vt.payload_type;
+                if let Some(data) = srtp.seal(&header, &packet.payload) {
+                    vt.sent.record(now, &header, packet.payload.len());
+                    self.transmits.push_back(Transmit { to, data });
                     forwarded += 1;
                     forwarded_bytes += packet.payload.len() as u64;
                 }
-                while let Some(msg) = viewer.pc.poll_write() {
-                    self.transmits.push_back(Transmit {
-                        to: msg.transport.peer_addr,
-                        data: msg.message,
-                    });
-                }
+            }
+            if viewer.next_report.is_some_and(|t| now >= t) {
+                viewer.next_report = Some(now + fanout::SENDER_REPORT_INTERVAL);
+                send_reports(now, &self.clock, viewer, &mut self.transmits);
+                refile(&mut self.timers, *viewer_id, viewer);
             }
         }
         Metrics::add(&self.metrics.packets_forwarded, forwarded);
         Metrics::add(&self.metrics.bytes_forwarded, forwarded_bytes);
-        // No allocation here: this runs for every packet a publisher sends.
-        for viewer_id in &s.viewers {
-            if let Some(viewer) = self.peers.get_mut(viewer_id) {
-                refile(&mut self.timers, *viewer_id, viewer);
+    }
+
+    /// Answer a viewer's NACK (the sequence numbers in `self.nacked`) from its stream's history.
+    fn retransmit(&mut self, now: Instant, id: SessionId) {
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        let Some(s) = self.streams.get(&*peer.stream) else {
+            return;
+        };
+        let (Some(srtp), Some(to)) = (peer.srtp.as_mut(), peer.remote) else {
+            return;
+        };
+        let Some(vt) = peer.tracks.iter_mut().find(|t| t.kind == MediaKind::Video) else {
+            return;
+        };
+        let mut sent = 0;
+        for &seq in self.nacked.iter().take(fanout::MAX_RETRANSMITS_PER_NACK) {
+            let Some(packet) = s.history.get(seq) else {
+                continue; // too old, or never forwarded
+            };
+            let mut header = packet.header.clone();
+            header.ssrc = vt.ssrc;
+            header.payload_type = vt.payload_type;
+            if let Some(data) = srtp.seal(&header, &packet.payload) {
+                vt.sent.record(now, &header, packet.payload.len());
+                self.transmits.push_back(Transmit { to, data });
+                sent += 1;
             }
         }
+        Metrics::add(&self.metrics.packets_retransmitted, sent);
     }
 
     fn request_keyframe(&mut self, now: Instant, stream: &str) {
@@ -864,6 +996,8 @@ impl Sfu {
             info!(stream, reason, "stream offline");
         }
         s.tracks.clear();
+        s.pending.clear();
+        s.history.clear();
         s.tap = None;
         s.tap_next_keyframe = None;
         if std::mem::take(&mut s.on_air) {
@@ -954,14 +1088,14 @@ impl Sfu {
         &mut self,
         now: Instant,
         id: SessionId,
-        packets: &mut [rtp::Packet],
+        mut packets: Vec<rtp::Packet>,
     ) -> Result<()> {
         let stream = self
             .ingest
             .get(&id)
             .cloned()
             .ok_or(MediaError::UnknownSession)?;
-        self.forward(now, &stream, packets);
+        self.queue_forward(now, &stream, &mut packets);
         Ok(())
     }
 
@@ -997,6 +1131,27 @@ impl Sfu {
                 data: out.message,
             });
         }
+    }
+}
+
+/// RFC 3550 §6.4.1 sender reports on each of a viewer's tracks that has sent anything (they
+/// map RTP time to wall-clock time, which receivers need to play audio and video in sync).
+fn send_reports(now: Instant, clock: &WallClock, peer: &mut Peer, out: &mut VecDeque<Transmit>) {
+    for t in &peer.tracks {
+        let Some(report) = t.sent.report(now, clock, t.ssrc, t.clock_rate) else {
+            continue;
+        };
+        if let Some(mut sender) = peer.pc.rtp_sender(t.sender) {
+            if let Err(e) = sender.write_rtcp(now, vec![Box::new(report)]) {
+                debug!(error = %e, "sender report not sent");
+            }
+        }
+    }
+    while let Some(msg) = peer.pc.poll_write() {
+        out.push_back(Transmit {
+            to: msg.transport.peer_addr,
+            data: msg.message,
+        });
     }
 }
 

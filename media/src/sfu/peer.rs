@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use rand::distr::{Alphanumeric, SampleString};
 use rtc::crypto::SignatureScheme;
 use rtc::ice::mdns::MulticastDnsMode;
-use rtc::interceptor::{NackResponderBuilder, Registry, SenderReportBuilder, Slot};
+use rtc::interceptor::{Registry, Slot};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::certificate::{CertificateParams, RTCCertificate};
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
@@ -22,19 +22,15 @@ use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCI
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
-    RTCRtpRtxParameters,
 };
 use rtc::rtp_transceiver::RTCRtpSenderId;
 use rtc::sdp::description::session::SessionDescription;
 
-use super::rtcp_tap::{self, KeyframeRequestTap};
+use super::fanout::Sent;
+use super::rtcp_tap::{self, FeedbackTap};
 use super::Role;
 use crate::codec::{self, MediaKind, PayloadFormat};
 use crate::error::{MediaError, Result};
-
-/// Packets a viewer's sender keeps for retransmission: ~1.5 s of 2.5 Mbit/s video, far more
-/// than a NACK round trip (the default 1,024 costs memory per viewer for nothing).
-const NACK_HISTORY_PACKETS: u16 = 512;
 
 /// The server's DTLS identity (ECDSA P-256, as browsers use).
 pub(crate) fn generate_certificate() -> Result<RTCCertificate> {
@@ -136,6 +132,9 @@ pub(crate) struct ViewerTrack {
     pub sender: RTCRtpSenderId,
     pub ssrc: u32,
     pub payload_type: u8,
+    pub clock_rate: u32,
+    /// What was sent on it, for sender reports.
+    pub sent: Sent,
 }
 
 fn map_rtc(context: &'static str) -> impl Fn(rtc::shared::error::Error) -> MediaError {
@@ -213,18 +212,10 @@ fn build(
     role: Role,
 ) -> Result<RTCPeerConnection> {
     let registry = match role {
-        // Viewers only send: a NACK responder (answers from its packet cache), sender reports,
-        // and the tap that lets their PLI/FIR reach us. Every interceptor in the chain is paid
-        // per forwarded packet per viewer, so nothing else (no TWCC, no receiver reports).
-        Role::Viewer => Registry::new()
-            .with(
-                Slot::NackResponder,
-                NackResponderBuilder::new()
-                    .with_size(NACK_HISTORY_PACKETS)
-                    .build(),
-            )
-            .with(Slot::SenderReport, SenderReportBuilder::new().build())
-            .with(Slot::from(rtcp_tap::SLOT), KeyframeRequestTap::default()),
+        // Viewers' RTP does not go through the connection (see `fanout`): retransmissions and
+        // sender reports are ours, so the only interceptor is the tap that hands us their
+        // PLI, FIR and NACK.
+        Role::Viewer => Registry::new().with(Slot::from(rtcp_tap::SLOT), FeedbackTap::default()),
         // Publishers get the defaults: NACK generator, receiver reports, TWCC feedback.
         Role::Publisher => register_default_interceptors(Registry::new(), &mut engine)
             .map_err(map_rtc("interceptors"))?,
@@ -335,9 +326,7 @@ pub(crate) fn build_viewer(
             vec![RTCRtpEncodingParameters {
                 rtp_coding_parameters: RTCRtpCodingParameters {
                     ssrc: Some(ssrc),
-                    rtx: (t.kind == MediaKind::Video).then(|| RTCRtpRtxParameters {
-                        ssrc: rand::random(),
-                    }),
+                    // Retransmissions go on the media SSRC (RFC 4588 is not used).
                     ..Default::default()
                 },
                 codec: t.codec.rtp_codec.clone(),
@@ -345,18 +334,20 @@ pub(crate) fn build_viewer(
             }],
         );
         let sender = pc.add_track(track).map_err(map_rtc("add track"))?;
-        senders.push((t.kind, sender, ssrc));
+        senders.push((t.kind, sender, ssrc, t.codec.rtp_codec.clock_rate));
     }
     let sdp = ensure_directions(&answer(now, &mut pc, offer)?);
     let negotiated = negotiated_tracks(&sdp, "sendonly")?;
     let mut out = Vec::new();
-    for (kind, sender, ssrc) in senders {
+    for (kind, sender, ssrc, clock_rate) in senders {
         if let Some(n) = negotiated.iter().find(|n| n.kind == kind) {
             out.push(ViewerTrack {
                 kind,
                 sender,
                 ssrc,
                 payload_type: n.payload_type,
+                clock_rate,
+                sent: Sent::default(),
             });
         }
     }

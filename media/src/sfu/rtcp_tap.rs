@@ -1,8 +1,8 @@
-//! An interceptor that lets viewers' keyframe requests (PLI, FIR) reach the SFU.
+//! An interceptor that lets viewers' keyframe requests (PLI, FIR) and NACKs reach the SFU.
 //!
 //! webrtc-rs's interceptor chain consumes inbound RTCP unless a packet is marked
-//! `DeliverToApplication`; this marks exactly the compound packets that carry a PLI or FIR and
-//! leaves receiver reports and NACKs to the chain (the NACK responder answers those itself).
+//! `DeliverToApplication`; this marks exactly the compound packets that carry a PLI, FIR or
+//! NACK and leaves receiver reports to the chain.
 
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -10,6 +10,7 @@ use std::time::Instant;
 use rtc::interceptor::{Attribute, Interceptor, Packet, StreamInfo, TaggedPacket};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::sansio::Protocol;
 use rtc::shared::error::Error;
 
@@ -17,12 +18,12 @@ use rtc::shared::error::Error;
 pub(crate) const SLOT: usize = 14_000;
 
 #[derive(Default)]
-pub(crate) struct KeyframeRequestTap {
+pub(crate) struct FeedbackTap {
     read_queue: VecDeque<TaggedPacket>,
     write_queue: VecDeque<TaggedPacket>,
 }
 
-impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequestTap {
+impl Protocol<TaggedPacket, TaggedPacket, ()> for FeedbackTap {
     type Rout = TaggedPacket;
     type Wout = TaggedPacket;
     type Eout = ();
@@ -31,10 +32,13 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequestTap {
 
     fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
         if let Packet::Rtcp(packets) = &msg.message.packet {
-            let wants_keyframe = packets.iter().any(|p| {
-                p.as_any().is::<PictureLossIndication>() || p.as_any().is::<FullIntraRequest>()
+            let for_us = packets.iter().any(|p| {
+                let p = p.as_any();
+                p.is::<PictureLossIndication>()
+                    || p.is::<FullIntraRequest>()
+                    || p.is::<TransportLayerNack>()
             });
-            if wants_keyframe {
+            if for_us {
                 msg.message.add(Attribute::DeliverToApplication);
             }
         }
@@ -64,7 +68,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequestTap {
     }
 }
 
-impl Interceptor for KeyframeRequestTap {
+impl Interceptor for FeedbackTap {
     fn bind_local_stream(&mut self, _info: &StreamInfo) {}
     fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
     fn bind_remote_stream(&mut self, _info: &StreamInfo) {}

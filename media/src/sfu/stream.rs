@@ -3,7 +3,10 @@
 
 use std::time::{Duration, Instant};
 
+use rtc::rtp;
+
 use super::continuity::Continuity;
+use super::fanout::History;
 use super::keyframe::KeyframeRequests;
 use super::peer::PublishedTrack;
 use super::SessionId;
@@ -36,6 +39,10 @@ pub(crate) struct Stream {
     pub ingest: IngestStats,
     /// Viewers whose connection came up since the stream last went on air.
     pub viewers_served: u64,
+    /// Publisher packets received and not yet forwarded (see `Sfu::poll_transmit`).
+    pub pending: Vec<rtp::Packet>,
+    /// Video as forwarded, for viewers' NACKs.
+    pub history: History,
 }
 
 /// Counters of what a publisher sends: the hot path adds to them and never allocates.
@@ -88,6 +95,8 @@ impl Stream {
             tap_next_keyframe: None,
             ingest: IngestStats::default(),
             viewers_served: 0,
+            pending: Vec::new(),
+            history: History::default(),
         }
     }
 
