@@ -76,6 +76,9 @@ pub struct Cli {
     #[arg(long, env = "GLINT_ICE_SERVERS", value_delimiter = ',')]
     pub ice_server: Vec<String>,
     /// The web app's build (`web/out`), served at `/`; without it, minimal built-in pages.
+    /// Threads that seal and send viewers' packets for large audiences (default: one per CPU).
+    #[arg(long, env = "GLINT_FANOUT_THREADS")]
+    pub fanout_threads: Option<usize>,
     #[arg(long, env = "GLINT_WEB_DIR")]
     pub web_dir: Option<PathBuf>,
 }
@@ -110,6 +113,7 @@ pub struct FileConfig {
     pub hls_s3_path_style: Option<bool>,
     pub replay_retention_hours: Option<f64>,
     pub web_dir: Option<PathBuf>,
+    pub fanout_threads: Option<usize>,
 }
 
 /// The resolved configuration the server runs with.
@@ -198,6 +202,9 @@ impl Config {
         };
         if let Some(v) = file.max_sessions {
             c.media.max_sessions = v;
+        }
+        if let Some(v) = cli.fanout_threads.or(file.fanout_threads) {
+            c.media.fanout_threads = v.max(1);
         }
         if let Some(v) = cli.reconnect_grace.or(file.reconnect_grace_secs) {
             c.media.reconnect_grace = std::time::Duration::from_secs(v);

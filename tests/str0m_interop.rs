@@ -10,8 +10,15 @@ use loadtest::{publish, view, EndReason, PublishConfig, StatusCode, VideoCodec, 
 
 const WAIT: Duration = Duration::from_secs(20);
 
+/// Seal every viewer's packets on the fan-out threads, however few viewers (by default only
+/// audiences of 64 and more are).
+fn parallel_fanout(c: &mut glint::Config) {
+    c.media.fanout_threads = 2;
+    c.media.fanout_parallel_min = 1;
+}
+
 async fn av_through_the_server(codec: VideoCodec) {
-    let (server, _dir) = start_server().await;
+    let (server, _dir) = start_server_with(parallel_fanout).await;
     let b = base(&server);
     let publisher = publish(PublishConfig {
         video_codec: codec,
@@ -233,7 +240,7 @@ async fn a_vanished_viewer_is_removed_within_seconds() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lossy_viewer_gets_its_video_back_from_the_nack_cache() {
-    let (server, _dir) = start_server().await;
+    let (server, _dir) = start_server_with(parallel_fanout).await;
     let b = base(&server);
     let publisher = publish(PublishConfig::new(&b, "demo", KEY)).await.unwrap();
     publisher.wait_connected(WAIT).await.unwrap();

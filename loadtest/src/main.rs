@@ -180,7 +180,7 @@ fn progress_line() -> Progress {
         );
         if tty {
             eprint!("\r\x1b[2K{line}");
-        } else if p.t as u64 % 5 == 0 {
+        } else if (p.t as u64).is_multiple_of(5) {
             eprintln!("{line}");
         }
     })

@@ -26,6 +26,11 @@ pub struct MediaConfig {
     pub reconnect_grace: Duration,
     /// HLS ladder for every live stream; `None`: off.
     pub hls: Option<crate::hls::HlsConfig>,
+    /// Threads that seal and send viewers' packets for large audiences (default: one per CPU);
+    /// 1: everything on the media task.
+    pub fanout_threads: usize,
+    /// A stream's packets are sealed on those threads from this many connected viewers.
+    pub fanout_parallel_min: usize,
 }
 
 impl Default for MediaConfig {
@@ -40,6 +45,8 @@ impl Default for MediaConfig {
             pli_min_interval: Duration::from_millis(300),
             reconnect_grace: Duration::from_secs(20),
             hls: None,
+            fanout_threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            fanout_parallel_min: 64,
         }
     }
 }

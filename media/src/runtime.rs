@@ -414,6 +414,7 @@ async fn flush(
     sender: &mut UdpSender,
     batch: &mut Vec<crate::sfu::Transmit>,
 ) {
+    let pool = sfu.fanout_pool();
     loop {
         while batch.len() < udp_batch::BATCH {
             match sfu.poll_transmit() {
@@ -424,7 +425,15 @@ async fn flush(
         if batch.is_empty() {
             return;
         }
-        sender.send_all(socket, batch).await;
+        match pool.as_deref() {
+            // A large audience's datagrams: the kernel's share of sending them is most of
+            // their cost, so the fan-out threads split it.
+            #[cfg(target_os = "linux")]
+            Some(pool) if batch.len() >= udp_batch::PARALLEL_MIN => {
+                sender.send_parallel(socket, batch, pool)
+            }
+            _ => sender.send_all(socket, batch).await,
+        }
         batch.clear();
     }
 }

@@ -9,6 +9,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
@@ -17,7 +18,13 @@ use tracing::warn;
 use crate::sfu::Transmit;
 
 /// Datagrams handed to [`UdpSender::send_all`] at a time by the media task.
-pub(crate) const BATCH: usize = 1024;
+pub(crate) const BATCH: usize = 4096;
+/// From this many datagrams a batch is sent from the fan-out threads in parallel.
+pub(crate) const PARALLEL_MIN: usize = 512;
+/// How long a fan-out thread waits for room in the socket's send buffer before it drops the
+/// rest of its share (as a full network queue would).
+#[cfg(target_os = "linux")]
+const BLOCKED_SEND_WAIT_MS: libc::c_int = 100;
 /// Messages per `sendmmsg` call.
 const MAX_MESSAGES: usize = 64;
 /// Segments per GSO message (the kernel's UDP_MAX_SEGMENTS is 64 on older kernels).
@@ -30,33 +37,95 @@ const MAX_IOVS: usize = 1024;
 /// Sends batches of datagrams from one socket; remembers whether GSO works on it.
 #[derive(Debug)]
 pub(crate) struct UdpSender {
-    gso: bool,
+    gso: AtomicBool,
 }
 
 impl UdpSender {
     /// Probes the socket for GSO support.
     pub(crate) fn new(socket: &UdpSocket) -> Self {
         Self {
-            gso: gso_supported(socket),
+            gso: AtomicBool::new(gso_supported(socket)),
         }
     }
 
     /// Without GSO: one datagram per message (for tests and comparisons).
     #[cfg(test)]
     pub(crate) fn without_gso() -> Self {
-        Self { gso: false }
+        Self {
+            gso: AtomicBool::new(false),
+        }
+    }
+
+    fn gso(&self) -> bool {
+        self.gso.load(Relaxed)
+    }
+
+    fn gso_refused(&self, error: &io::Error) {
+        if self.gso.swap(false, Relaxed) {
+            warn!(error = %error, "UDP GSO refused; sending datagram by datagram");
+        }
+    }
+
+    /// Send `batch` from `pool`'s threads, each a share that ends at a change of peer (so one
+    /// viewer's datagrams stay in order), on the same socket; the caller waits. Blocking
+    /// sends: a thread whose socket buffer stays full for 100 ms drops the rest of its share.
+    #[cfg(target_os = "linux")]
+    pub(crate) fn send_parallel(
+        &self,
+        socket: &UdpSocket,
+        batch: &[Transmit],
+        pool: &crate::sfu::FanoutPool,
+    ) {
+        use rayon::prelude::*;
+        use std::os::fd::AsRawFd;
+        let fd = socket.as_raw_fd();
+        let shares = split_at_peers(batch, pool.threads());
+        pool.install(|| {
+            shares
+                .into_par_iter()
+                .for_each(|share| self.send_blocking(fd, share))
+        });
+    }
+
+    #[cfg(target_os = "linux")]
+    fn send_blocking(&self, fd: std::os::fd::RawFd, batch: &[Transmit]) {
+        let mut sent = 0;
+        while sent < batch.len() {
+            match send_some(fd, &batch[sent..], self.gso()) {
+                Ok(n) => sent += n.max(1),
+                Err(Failed { error, .. }) if error.kind() == io::ErrorKind::WouldBlock => {
+                    let mut pfd = libc::pollfd {
+                        fd,
+                        events: libc::POLLOUT,
+                        revents: 0,
+                    };
+                    // SAFETY: one valid pollfd.
+                    if unsafe { libc::poll(&mut pfd, 1, BLOCKED_SEND_WAIT_MS) } <= 0 {
+                        tracing::debug!(dropped = batch.len() - sent, "udp send buffer full");
+                        return;
+                    }
+                }
+                Err(Failed { error, group }) if group > 1 && refuses_gso(&error) => {
+                    self.gso_refused(&error);
+                }
+                Err(Failed { error, group }) => {
+                    tracing::debug!(to = %batch[sent].to, error = %error, "udp send failed");
+                    sent += group.max(1);
+                }
+            }
+        }
     }
 
     /// Send every datagram of `batch`, waiting for the socket to become writable when its
     /// buffer is full. A datagram the kernel refuses (e.g. unreachable address) is dropped, as
     /// UDP would.
-    pub(crate) async fn send_all(&mut self, socket: &UdpSocket, batch: &[Transmit]) {
+    pub(crate) async fn send_all(&self, socket: &UdpSocket, batch: &[Transmit]) {
         let mut sent = 0;
         while sent < batch.len() {
-            let gso = self.gso;
+            let gso = self.gso();
             // tokio's `try_io` must see WouldBlock as an io::Error to clear the readiness.
             let attempt = socket.try_io(Interest::WRITABLE, || {
-                match send_some(socket, &batch[sent..], gso) {
+                match send_some(raw(socket), &batch[sent..], gso) {
                     Err(f) if f.error.kind() == io::ErrorKind::WouldBlock => Err(f.error),
                     other => Ok(other),
                 }
@@ -69,8 +138,7 @@ impl UdpSender {
                     }
                 }
                 Ok(Err(Failed { error, group })) if group > 1 && refuses_gso(&error) => {
-                    warn!(error = %error, "UDP GSO refused; sending datagram by datagram");
-                    self.gso = false;
+                    self.gso_refused(&error);
                 }
                 Ok(Err(Failed { error, group })) => {
                     tracing::debug!(to = %batch[sent].to, error = %error, "udp send failed");
@@ -100,6 +168,24 @@ fn refuses_gso(e: &io::Error) -> bool {
         e.raw_os_error(),
         Some(libc::EIO | libc::EINVAL | libc::EOPNOTSUPP | libc::ENOPROTOOPT)
     )
+}
+
+/// `batch` cut into about `parts` shares, each ending where the next datagram goes to another
+/// peer.
+pub(crate) fn split_at_peers(batch: &[Transmit], parts: usize) -> Vec<&[Transmit]> {
+    let target = batch.len().div_ceil(parts.max(1)).max(1);
+    let mut shares = Vec::with_capacity(parts + 1);
+    let mut rest = batch;
+    while !rest.is_empty() {
+        let mut end = target.min(rest.len());
+        while end < rest.len() && rest[end].to == rest[end - 1].to {
+            end += 1;
+        }
+        let (share, tail) = rest.split_at(end);
+        shares.push(share);
+        rest = tail;
+    }
+    shares
 }
 
 /// How many datagrams from the start of `batch` can leave as one GSO message.
@@ -156,9 +242,19 @@ fn gso_supported(_socket: &UdpSocket) -> bool {
 struct SegmentCmsg([u8; 32]);
 
 #[cfg(target_os = "linux")]
-fn send_some(socket: &UdpSocket, batch: &[Transmit], gso: bool) -> Result<usize, Failed> {
-    use std::mem::MaybeUninit;
+fn raw(socket: &UdpSocket) -> std::os::fd::RawFd {
     use std::os::fd::AsRawFd;
+    socket.as_raw_fd()
+}
+
+#[cfg(not(target_os = "linux"))]
+fn raw(socket: &UdpSocket) -> &UdpSocket {
+    socket
+}
+
+#[cfg(target_os = "linux")]
+fn send_some(fd: std::os::fd::RawFd, batch: &[Transmit], gso: bool) -> Result<usize, Failed> {
+    use std::mem::MaybeUninit;
 
     // SAFETY: zeroed sockaddr_storage/iovec/mmsghdr/cmsg space are valid "empty" values.
     let mut addrs: [libc::sockaddr_storage; MAX_MESSAGES] = unsafe { std::mem::zeroed() };
@@ -211,7 +307,7 @@ fn send_some(socket: &UdpSocket, batch: &[Transmit], gso: bool) -> Result<usize,
     }
     // SAFETY: every pointer in msgs[..n] points into addrs/iovs/cmsgs/batch, which outlive the
     // call; the kernel only reads them.
-    let rc = unsafe { libc::sendmmsg(socket.as_raw_fd(), msgs.as_mut_ptr(), n as libc::c_uint, 0) };
+    let rc = unsafe { libc::sendmmsg(fd, msgs.as_mut_ptr(), n as libc::c_uint, 0) };
     if rc < 0 {
         Err(Failed {
             error: io::Error::last_os_error(),
@@ -302,6 +398,63 @@ mod tests {
         assert_eq!(gso_group(&big, MAX_IOVS), 46);
     }
 
+    #[test]
+    fn shares_end_where_the_peer_changes() {
+        let a: SocketAddr = "127.0.0.1:1000".parse().unwrap();
+        let b: SocketAddr = "127.0.0.1:1001".parse().unwrap();
+        let c: SocketAddr = "127.0.0.1:1002".parse().unwrap();
+        let batch: Vec<_> = [(a, 5), (b, 2), (c, 3)]
+            .iter()
+            .flat_map(|&(to, n)| (0..n).map(move |i| t(to, 10, i)))
+            .collect();
+        let shares = split_at_peers(&batch, 2);
+        let lens: Vec<_> = shares.iter().map(|s| s.len()).collect();
+        assert_eq!(lens, vec![5, 5], "a's five, then b's and c's");
+        assert_eq!(
+            split_at_peers(&batch, 10).len(),
+            3,
+            "never splits a peer's run"
+        );
+        assert_eq!(split_at_peers(&batch, 1).len(), 1);
+        assert!(split_at_peers(&[], 4).is_empty());
+    }
+
+    /// The fan-out threads send a big batch on the shared socket: everything arrives, and each
+    /// peer's datagrams in order.
+    #[tokio::test]
+    async fn parallel_sends_keep_each_peers_order() {
+        let pool = crate::sfu::FanoutPool::new(2, 1).unwrap();
+        let server = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let peers = [
+            UdpSocket::bind("127.0.0.1:0").await.unwrap(),
+            UdpSocket::bind("127.0.0.1:0").await.unwrap(),
+            UdpSocket::bind("127.0.0.1:0").await.unwrap(),
+        ];
+        let mut batch = Vec::new();
+        for (p, peer) in peers.iter().enumerate() {
+            for i in 0..200usize {
+                let len = if i % 9 == 8 { 50 } else { 100 + p };
+                batch.push(t(peer.local_addr().unwrap(), len, i as u8));
+            }
+        }
+        let sender = UdpSender::new(&server);
+        sender.send_parallel(&server, &batch, &pool);
+        let mut buf = [0u8; 2048];
+        for (p, peer) in peers.iter().enumerate() {
+            for i in 0..200usize {
+                let (n, _) = tokio::time::timeout(Duration::from_secs(5), peer.recv_from(&mut buf))
+                    .await
+                    .expect("datagram lost")
+                    .unwrap();
+                assert_eq!(n, if i % 9 == 8 { 50 } else { 100 + p });
+                assert!(
+                    buf[..n].iter().all(|&x| x == i as u8),
+                    "peer {p} datagram {i}"
+                );
+            }
+        }
+    }
+
     /// Every datagram arrives whole, in order, from the sender's address — with and without GSO.
     #[tokio::test]
     async fn a_batch_reaches_several_peers_in_order() {
@@ -331,16 +484,16 @@ mod tests {
                 // An IPv4 socket cannot reach [::1]: that datagram fails alone and the rest go on.
                 batch.insert(10, t(b.local_addr().unwrap(), 1, b'x'));
             }
-            let mut sender = if gso {
+            let sender = if gso {
                 UdpSender::new(&server)
             } else {
                 UdpSender::without_gso()
             };
-            assert_eq!(sender.gso, gso, "loopback supports GSO on Linux");
+            assert_eq!(sender.gso(), gso, "loopback supports GSO on Linux");
             for chunk in batch.chunks(BATCH) {
                 sender.send_all(&server, chunk).await;
             }
-            assert_eq!(sender.gso, gso, "GSO stayed on");
+            assert_eq!(sender.gso(), gso, "GSO stayed on");
             let mut buf = [0u8; 2048];
             for (sock, expect) in [(&a, &expect_a), (&c, &expect_c)] {
                 for &(len, fill) in expect {

@@ -9,12 +9,10 @@ use str0m::media::Pt;
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::{RtpWrite, SeqNo, Ssrc};
 use str0m::{Event, IceConnectionState, Input, Output, Rtc};
-use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::gro::{self, Received};
 use crate::error::Result;
 use crate::stats::EndReason;
 
@@ -25,6 +23,8 @@ const MAX_SLEEP: Duration = Duration::from_secs(1);
 /// ICE may recover from a short disconnection (RFC 7675 consent is checked every ~5 s);
 /// only a disconnection that lasts this long ends the peer.
 const DISCONNECT_GRACE: Duration = Duration::from_secs(5);
+/// str0m's examples use 2000 bytes; datagrams above the 1200-byte WebRTC MTU never arrive.
+const RECV_BUFFER_BYTES: usize = 2000;
 /// Upper bound on drain rounds after `Rtc::close`, which needs no remote reply.
 const CLOSE_DRAIN_ROUNDS: usize = 4;
 /// Reads per wake-up before the loop looks at commands and timers again: at 2.5 Mbit/s a viewer
@@ -124,7 +124,7 @@ impl<R: Role> Driver<R> {
         commands: &mut mpsc::Receiver<Command>,
         state: &mut LoopState,
     ) -> Result<EndReason> {
-        let mut buf = vec![0u8; gro::RECV_BUFFER_BYTES];
+        let mut buf = vec![0u8; RECV_BUFFER_BYTES];
         // The `Rtc` was built before the HTTP exchange and has not been told the time since;
         // without this, ICE waits for a timer computed from that older instant.
         self.rtc.handle_input(Input::Timeout(Instant::now()))?;
@@ -180,16 +180,16 @@ impl<R: Role> Driver<R> {
                         return Ok(EndReason::Stopped);
                     }
                 },
-                received = self.socket.async_io(Interest::READABLE, || gro::recv(&self.socket, &mut buf)) => match received {
-                    Ok(read) => {
-                        self.receive_all(&buf, read, local, state).await?;
+                received = self.socket.recv_from(&mut buf) => match received {
+                    Ok((len, source)) => {
+                        self.receive(&buf[..len], source, local)?;
                         // Whatever else has arrived, without going back to the select: str0m
                         // is drained after each datagram, as it asks.
                         for _ in 1..RECV_BATCH {
-                            match self.socket.try_io(Interest::READABLE, || gro::recv(&self.socket, &mut buf)) {
-                                Ok(read) => {
+                            match self.socket.try_recv_from(&mut buf) {
+                                Ok((len, source)) => {
                                     self.drain(state).await?;
-                                    self.receive_all(&buf, read, local, state).await?;
+                                    self.receive(&buf[..len], source, local)?;
                                 }
                                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                                 Err(e) if is_transient(&e) => {}
@@ -206,23 +206,6 @@ impl<R: Role> Driver<R> {
                 }
             }
         }
-    }
-
-    /// The datagrams of one (possibly coalesced) read, str0m drained between them.
-    async fn receive_all(
-        &mut self,
-        buf: &[u8],
-        read: Received,
-        local: SocketAddr,
-        state: &mut LoopState,
-    ) -> Result<()> {
-        for (i, datagram) in read.datagrams(buf).enumerate() {
-            if i > 0 {
-                self.drain(state).await?;
-            }
-            self.receive(datagram, read.source, local)?;
-        }
-        Ok(())
     }
 
     fn receive(&mut self, datagram: &[u8], source: SocketAddr, local: SocketAddr) -> Result<()> {

@@ -3,7 +3,6 @@
 //! on its own UDP socket, bound to one local IP that is also its only ICE candidate.
 
 mod driver;
-mod gro;
 mod publisher;
 mod viewer;
 
@@ -60,10 +59,7 @@ impl Codecs {
 
 /// A UDP socket on `ip`, port chosen by the OS.
 async fn bind(ip: IpAddr) -> Result<UdpSocket> {
-    let socket = UdpSocket::bind(SocketAddr::new(ip, 0)).await?;
-    // Coalesced reads where the kernel has them (see `gro`); every read goes through gro::recv.
-    gro::enable(&socket);
-    Ok(socket)
+    Ok(UdpSocket::bind(SocketAddr::new(ip, 0)).await?)
 }
 
 /// An RTP-mode `Rtc` offering only `codecs` (+ Opus) whose only ICE candidate is the

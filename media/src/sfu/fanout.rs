@@ -10,18 +10,197 @@
 //! - [`Sent`]: per viewer track, the counters and RTP-time anchor of RFC 3550 sender reports,
 //!   which still go out through the connection (SRTCP is rare and keeps webrtc-rs's context).
 //!
+//! - [`ViewerOut`]: all of that for one connected viewer; a stream keeps its viewers' outputs in
+//!   one `Vec`, so that a batch can be sealed for them on several cores at once ([`Pool`]).
+//!
 //! Nothing here allocates per packet but the datagram itself.
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::BytesMut;
+use rayon::prelude::*;
 use rtc::peer_connection::LocalSrtpKeys;
 use rtc::rtcp::sender_report::SenderReport;
 use rtc::rtp;
 use rtc::shared::marshal::{Marshal, MarshalSize};
 use rtc::srtp::context::Context;
 
+use super::peer::ViewerTrack;
+use super::{SessionId, Transmit};
+use crate::codec::MediaKind;
 use crate::error::{MediaError, Result};
+
+/// What one connected viewer is sent, and how.
+pub(crate) struct ViewerOut {
+    pub id: SessionId,
+    /// The selected candidate pair's remote address.
+    pub remote: SocketAddr,
+    srtp: SrtpOut,
+    pub tracks: Vec<OutTrack>,
+    /// When sender reports are next due.
+    pub next_report: Instant,
+}
+
+/// One of a viewer's sending tracks.
+pub(crate) struct OutTrack {
+    pub kind: MediaKind,
+    pub ssrc: u32,
+    pub payload_type: u8,
+    pub clock_rate: u32,
+    pub sent: Sent,
+}
+
+impl ViewerOut {
+    pub fn new(
+        now: Instant,
+        id: SessionId,
+        remote: SocketAddr,
+        keys: &LocalSrtpKeys,
+        tracks: &[ViewerTrack],
+    ) -> Result<Self> {
+        Ok(Self {
+            id,
+            remote,
+            srtp: SrtpOut::new(keys)?,
+            tracks: tracks
+                .iter()
+                .map(|t| OutTrack {
+                    kind: t.kind,
+                    ssrc: t.ssrc,
+                    payload_type: t.payload_type,
+                    clock_rate: t.clock_rate,
+                    sent: Sent::default(),
+                })
+                .collect(),
+            next_report: now + SENDER_REPORT_INTERVAL,
+        })
+    }
+
+    /// Seal `packets` (of `kinds`) for this viewer into `out`, in order. Returns the packets
+    /// and payload bytes sent.
+    pub fn seal_batch(
+        &mut self,
+        now: Instant,
+        packets: &[rtp::Packet],
+        kinds: &[MediaKind],
+        out: &mut impl Extend<Transmit>,
+    ) -> (u64, u64) {
+        let (mut n, mut bytes) = (0, 0);
+        for (packet, kind) in packets.iter().zip(kinds) {
+            if self.send(now, packet, *kind, out) {
+                n += 1;
+                bytes += packet.payload.len() as u64;
+            }
+        }
+        (n, bytes)
+    }
+
+    /// Seal one packet (a forwarded one, or a retransmission) for this viewer into `out`.
+    pub fn send(
+        &mut self,
+        now: Instant,
+        packet: &rtp::Packet,
+        kind: MediaKind,
+        out: &mut impl Extend<Transmit>,
+    ) -> bool {
+        let Some(track) = self.tracks.iter_mut().find(|t| t.kind == kind) else {
+            return false;
+        };
+        let mut header = packet.header.clone();
+        header.ssrc = track.ssrc;
+        header.payload_type = track.payload_type;
+        let Some(data) = self.srtp.seal(&header, &packet.payload) else {
+            return false;
+        };
+        track.sent.record(now, &header, packet.payload.len());
+        out.extend(std::iter::once(Transmit {
+            to: self.remote,
+            data,
+        }));
+        true
+    }
+}
+
+/// Threads that seal a batch for a large audience in parallel (a rayon pool owned by the SFU:
+/// it computes, it does no I/O). Also used by the runtime to send what they sealed.
+pub(crate) struct Pool {
+    pool: rayon::ThreadPool,
+    threads: usize,
+    /// Fewer viewers than this: seal on the calling thread (a fork-join costs microseconds).
+    min_viewers: usize,
+}
+
+impl Pool {
+    /// `None` for fewer than two threads.
+    pub fn new(threads: usize, min_viewers: usize) -> Option<Self> {
+        if threads < 2 {
+            return None;
+        }
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("glint-fanout-{i}"))
+            .build()
+            .ok()?;
+        Some(Self {
+            pool,
+            threads,
+            min_viewers: min_viewers.max(1),
+        })
+    }
+
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    /// Run `f` on the pool (the caller waits).
+    pub fn install<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        self.pool.install(f)
+    }
+
+    /// Seal `packets` for every viewer in `outs`, in parallel when there are enough of them;
+    /// each viewer's datagrams stay together and in order. Returns packets and bytes sent.
+    pub fn seal(
+        pool: Option<&Self>,
+        now: Instant,
+        outs: &mut [ViewerOut],
+        packets: &[rtp::Packet],
+        kinds: &[MediaKind],
+        out: &mut std::collections::VecDeque<Transmit>,
+    ) -> (u64, u64) {
+        let Some(pool) = pool.filter(|p| outs.len() >= p.min_viewers) else {
+            let (mut n, mut bytes) = (0, 0);
+            for o in outs.iter_mut() {
+                let (a, b) = o.seal_batch(now, packets, kinds, out);
+                n += a;
+                bytes += b;
+            }
+            return (n, bytes);
+        };
+        let chunk = outs.len().div_ceil(pool.threads);
+        let parts: Vec<(Vec<Transmit>, u64, u64)> = pool.pool.install(|| {
+            outs.par_chunks_mut(chunk)
+                .map(|viewers| {
+                    let mut v = Vec::with_capacity(viewers.len() * packets.len());
+                    let (mut n, mut bytes) = (0, 0);
+                    for o in viewers {
+                        let (a, b) = o.seal_batch(now, packets, kinds, &mut v);
+                        n += a;
+                        bytes += b;
+                    }
+                    (v, n, bytes)
+                })
+                .collect()
+        });
+        let (mut n, mut bytes) = (0, 0);
+        for (v, a, b) in parts {
+            out.extend(v);
+            n += a;
+            bytes += b;
+        }
+        (n, bytes)
+    }
+}
 
 /// Packets of a stream's video kept for retransmission: ~1.5 s at 2.5 Mbit/s, well over a NACK
 /// round trip.

@@ -56,7 +56,8 @@ use crate::error::{MediaError, Result};
 use crate::metrics::Metrics;
 use crate::stun;
 use demux::Demux;
-use fanout::{SrtpOut, WallClock};
+pub(crate) use fanout::Pool as FanoutPool;
+use fanout::{Pool, ViewerOut, WallClock};
 use peer::{IceCredentials, PeerSettings, PublishedTrack, ViewerTrack};
 use stream::Stream;
 
@@ -174,12 +175,8 @@ struct Peer {
     /// Before connecting: the client's nominating check, to replay once our own check of that
     /// pair has succeeded (see `Sfu::handle_datagram`).
     pending_nomination: Option<(SocketAddr, BytesMut)>,
-    /// Viewers, once connected: their outgoing SRTP (see `fanout`).
-    srtp: Option<SrtpOut>,
     /// Where the connection last sent to: the selected candidate pair's remote address.
     remote: Option<SocketAddr>,
-    /// Viewers: when sender reports are next due.
-    next_report: Option<Instant>,
 }
 
 /// The SFU core. See the module docs.
@@ -209,6 +206,8 @@ pub struct Sfu {
     nacked: Vec<u16>,
     /// NTP time for sender reports.
     clock: WallClock,
+    /// Threads that seal batches for large audiences.
+    pool: Option<Arc<Pool>>,
     /// Publishers that are not peer connections (RTMP), by session id.
     ingest: HashMap<SessionId, Arc<str>>,
 }
@@ -248,6 +247,7 @@ impl Sfu {
             nacked: Vec::new(),
             // The one clock reading of the core: to put wall-clock time on sender reports.
             clock: WallClock::new(Instant::now(), SystemTime::now()),
+            pool: Pool::new(config.fanout_threads, config.fanout_parallel_min).map(Arc::new),
             ingest: HashMap::new(),
         })
     }
@@ -571,6 +571,11 @@ impl Sfu {
         out
     }
 
+    /// The threads that seal for large audiences, for the runtime to send from as well.
+    pub(crate) fn fanout_pool(&self) -> Option<Arc<Pool>> {
+        self.pool.clone()
+    }
+
     pub fn session_count(&self) -> usize {
         self.peers.len()
     }
@@ -615,9 +620,7 @@ impl Sfu {
                 tracks,
                 video_receiver,
                 pending_nomination: None,
-                srtp: None,
                 remote: None,
-                next_report: None,
             },
         );
         self.service(now, id);
@@ -629,8 +632,12 @@ impl Sfu {
         let Some(peer) = self.peers.get_mut(&id) else {
             return;
         };
+        let mut moved = false;
         while let Some(out) = peer.pc.poll_write() {
-            peer.remote = Some(out.transport.peer_addr);
+            if peer.remote != Some(out.transport.peer_addr) {
+                peer.remote = Some(out.transport.peer_addr);
+                moved = true;
+            }
             self.transmits.push_back(Transmit {
                 to: out.transport.peer_addr,
                 data: out.message,
@@ -672,7 +679,7 @@ impl Sfu {
                         if let Some(nack) = p.downcast_ref::<TransportLayerNack>() {
                             if Some(nack.media_ssrc) == video_ssrc {
                                 for pair in &nack.nacks {
-                                    self.nacked.extend(pair.into_iter());
+                                    self.nacked.extend(*pair);
                                 }
                             }
                         }
@@ -681,14 +688,29 @@ impl Sfu {
                 _ => {}
             }
         }
-        if became_connected && peer.role == Role::Viewer {
-            // The DTLS handshake is done: its keys now protect what we forward to this viewer.
-            match peer.pc.local_srtp_keys().map(SrtpOut::new) {
-                Some(Ok(out)) => peer.srtp = Some(out),
-                Some(Err(e)) => warn!(session = %id, error = %e, "no SRTP for viewer"),
-                None => warn!(session = %id, "viewer connected without SRTP keys"),
+        if peer.role == Role::Viewer && (became_connected || moved) {
+            let s = self.streams.get_mut(&*peer.stream);
+            match (s, peer.remote) {
+                // The DTLS handshake is done: its keys now protect what we forward to it.
+                (Some(s), Some(remote)) if became_connected => {
+                    let out = peer
+                        .pc
+                        .local_srtp_keys()
+                        .ok_or_else(|| MediaError::Internal("no SRTP keys".into()))
+                        .and_then(|keys| ViewerOut::new(now, id, remote, keys, &peer.tracks));
+                    match out {
+                        Ok(out) => s.outputs.push(out),
+                        Err(e) => warn!(session = %id, error = %e, "viewer gets no media"),
+                    }
+                }
+                // ICE moved to another pair: media follows.
+                (Some(s), Some(remote)) => {
+                    if let Some(out) = s.output_mut(id) {
+                        out.remote = remote;
+                    }
+                }
+                _ => {}
             }
-            peer.next_report = Some(now + fanout::SENDER_REPORT_INTERVAL);
         }
         if !self.nacked.is_empty() {
             self.retransmit(now, id);
@@ -788,34 +810,20 @@ impl Sfu {
             kinds.push(kind);
             true
         });
-        let mut forwarded = 0u64;
-        let mut forwarded_bytes = 0u64;
-        for viewer_id in &s.viewers {
-            let Some(viewer) = self.peers.get_mut(viewer_id) else {
-                continue;
-            };
-            let (Some(srtp), Some(to)) = (viewer.srtp.as_mut(), viewer.remote) else {
-                continue; // not connected yet
-            };
-            // The viewer's datagrams, next to each other (one GSO send per run of equal sizes).
-            for (packet, kind) in packets.iter().zip(kinds.iter()) {
-                let Some(vt) = viewer.tracks.iter_mut().find(|t| t.kind == *kind) else {
-                    continue;
-                };
-                let mut header = packet.header.clone();
-                header.ssrc = vt.ssrc;
-                header.payload_type = vt.payload_type;
-                if let Some(data) = srtp.seal(&header, &packet.payload) {
-                    vt.sent.record(now, &header, packet.payload.len());
-                    self.transmits.push_back(Transmit { to, data });
-                    forwarded += 1;
-                    forwarded_bytes += packet.payload.len() as u64;
-                }
-            }
-            if viewer.next_report.is_some_and(|t| now >= t) {
-                viewer.next_report = Some(now + fanout::SENDER_REPORT_INTERVAL);
-                send_reports(now, &self.clock, viewer, &mut self.transmits);
-                refile(&mut self.timers, *viewer_id, viewer);
+        // Each viewer's datagrams next to each other (one GSO send per run of equal sizes).
+        let (forwarded, forwarded_bytes) = Pool::seal(
+            self.pool.as_deref(),
+            now,
+            &mut s.outputs,
+            packets,
+            kinds,
+            &mut self.transmits,
+        );
+        for out in s.outputs.iter_mut().filter(|o| now >= o.next_report) {
+            out.next_report = now + fanout::SENDER_REPORT_INTERVAL;
+            if let Some(peer) = self.peers.get_mut(&out.id) {
+                send_reports(now, &self.clock, out, peer, &mut self.transmits);
+                refile(&mut self.timers, out.id, peer);
             }
         }
         Metrics::add(&self.metrics.packets_forwarded, forwarded);
@@ -824,30 +832,23 @@ impl Sfu {
 
     /// Answer a viewer's NACK (the sequence numbers in `self.nacked`) from its stream's history.
     fn retransmit(&mut self, now: Instant, id: SessionId) {
-        let Some(peer) = self.peers.get_mut(&id) else {
+        let Some(peer) = self.peers.get(&id) else {
             return;
         };
-        let Some(s) = self.streams.get(&*peer.stream) else {
+        let Some(s) = self.streams.get_mut(&*peer.stream) else {
             return;
         };
-        let (Some(srtp), Some(to)) = (peer.srtp.as_mut(), peer.remote) else {
-            return;
-        };
-        let Some(vt) = peer.tracks.iter_mut().find(|t| t.kind == MediaKind::Video) else {
+        let history = &s.history;
+        let Some(out) = s.outputs.iter_mut().find(|o| o.id == id) else {
             return;
         };
         let mut sent = 0;
         for &seq in self.nacked.iter().take(fanout::MAX_RETRANSMITS_PER_NACK) {
-            let Some(packet) = s.history.get(seq) else {
-                continue; // too old, or never forwarded
-            };
-            let mut header = packet.header.clone();
-            header.ssrc = vt.ssrc;
-            header.payload_type = vt.payload_type;
-            if let Some(data) = srtp.seal(&header, &packet.payload) {
-                vt.sent.record(now, &header, packet.payload.len());
-                self.transmits.push_back(Transmit { to, data });
-                sent += 1;
+            // Too old, or never forwarded: nothing to send.
+            if let Some(packet) = history.get(seq) {
+                if out.send(now, packet, MediaKind::Video, &mut self.transmits) {
+                    sent += 1;
+                }
             }
         }
         Metrics::add(&self.metrics.packets_retransmitted, sent);
@@ -998,6 +999,7 @@ impl Sfu {
         s.tracks.clear();
         s.pending.clear();
         s.history.clear();
+        s.outputs.clear();
         s.tap = None;
         s.tap_next_keyframe = None;
         if std::mem::take(&mut s.on_air) {
@@ -1135,20 +1137,35 @@ impl Sfu {
 }
 
 /// RFC 3550 §6.4.1 sender reports on each of a viewer's tracks that has sent anything (they
-/// map RTP time to wall-clock time, which receivers need to play audio and video in sync).
-fn send_reports(now: Instant, clock: &WallClock, peer: &mut Peer, out: &mut VecDeque<Transmit>) {
-    for t in &peer.tracks {
+/// map RTP time to wall-clock time, which receivers need to play audio and video in sync),
+/// written through its connection so that its SRTCP context protects them.
+fn send_reports(
+    now: Instant,
+    clock: &WallClock,
+    out: &ViewerOut,
+    peer: &mut Peer,
+    transmits: &mut VecDeque<Transmit>,
+) {
+    for t in &out.tracks {
         let Some(report) = t.sent.report(now, clock, t.ssrc, t.clock_rate) else {
             continue;
         };
-        if let Some(mut sender) = peer.pc.rtp_sender(t.sender) {
+        let Some(sender) = peer
+            .tracks
+            .iter()
+            .find(|v| v.kind == t.kind)
+            .map(|v| v.sender)
+        else {
+            continue;
+        };
+        if let Some(mut sender) = peer.pc.rtp_sender(sender) {
             if let Err(e) = sender.write_rtcp(now, vec![Box::new(report)]) {
                 debug!(error = %e, "sender report not sent");
             }
         }
     }
     while let Some(msg) = peer.pc.poll_write() {
-        out.push_back(Transmit {
+        transmits.push_back(Transmit {
             to: msg.transport.peer_addr,
             data: msg.message,
         });

@@ -26,7 +26,6 @@ use rtc::rtp_transceiver::rtp_sender::{
 use rtc::rtp_transceiver::RTCRtpSenderId;
 use rtc::sdp::description::session::SessionDescription;
 
-use super::fanout::Sent;
 use super::rtcp_tap::{self, FeedbackTap};
 use super::Role;
 use crate::codec::{self, MediaKind, PayloadFormat};
@@ -133,8 +132,6 @@ pub(crate) struct ViewerTrack {
     pub ssrc: u32,
     pub payload_type: u8,
     pub clock_rate: u32,
-    /// What was sent on it, for sender reports.
-    pub sent: Sent,
 }
 
 fn map_rtc(context: &'static str) -> impl Fn(rtc::shared::error::Error) -> MediaError {
@@ -347,7 +344,6 @@ pub(crate) fn build_viewer(
                 ssrc,
                 payload_type: n.payload_type,
                 clock_rate,
-                sent: Sent::default(),
             });
         }
     }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use rtc::rtp;
 
 use super::continuity::Continuity;
-use super::fanout::History;
+use super::fanout::{History, ViewerOut};
 use super::keyframe::KeyframeRequests;
 use super::peer::PublishedTrack;
 use super::SessionId;
@@ -43,6 +43,8 @@ pub(crate) struct Stream {
     pub pending: Vec<rtp::Packet>,
     /// Video as forwarded, for viewers' NACKs.
     pub history: History,
+    /// What each connected viewer is sent (see `fanout`).
+    pub outputs: Vec<ViewerOut>,
 }
 
 /// Counters of what a publisher sends: the hot path adds to them and never allocates.
@@ -97,6 +99,7 @@ impl Stream {
             viewers_served: 0,
             pending: Vec::new(),
             history: History::default(),
+            outputs: Vec::new(),
         }
     }
 
@@ -107,6 +110,11 @@ impl Stream {
 
     pub fn remove_viewer(&mut self, id: SessionId) {
         self.viewers.retain(|v| *v != id);
+        self.outputs.retain(|o| o.id != id);
+    }
+
+    pub fn output_mut(&mut self, id: SessionId) -> Option<&mut ViewerOut> {
+        self.outputs.iter_mut().find(|o| o.id == id)
     }
 
     /// No publisher and no viewers: nothing to keep.
