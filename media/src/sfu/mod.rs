@@ -1,7 +1,8 @@
 //! The sans-I/O SFU: publishers in, viewers out, over one UDP port.
 //!
-//! [`Sfu`] owns every peer connection and stream. It is told the time and never reads a clock,
-//! owns no socket and spawns nothing: the runtime feeds it datagrams ([`Sfu::handle_datagram`]),
+//! [`Sfu`] owns every peer connection and stream. It is told the time (it reads the wall clock
+//! once, at creation, for sender reports), owns no socket and spawns no task (its one thread
+//! pool, `fanout::Pool`, only seals packets for large audiences): the runtime feeds it datagrams ([`Sfu::handle_datagram`]),
 //! timeouts ([`Sfu::handle_timeout`]) and signaling requests ([`Sfu::publish`], [`Sfu::view`],
 //! [`Sfu::close`]), and drains [`Sfu::poll_transmit`], [`Sfu::poll_event`] and
 //! [`Sfu::poll_timeout`].
