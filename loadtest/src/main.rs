@@ -160,15 +160,15 @@ fn publisher_specs(kind: PublisherKind, pairs: &[String]) -> anyhow::Result<Vec<
         .collect()
 }
 
-/// One line a second on stderr: rewritten in place on a terminal.
-fn progress_line() -> Progress {
+/// Live progress on stderr, once a second: on a terminal an indicatif bar of sessions up out of
+/// `total` with the latest figures beside it; otherwise (CI logs) a plain line every 5 s.
+/// Call `finish` on the returned bar (if any) before printing the report.
+fn progress(total: u64) -> (Progress, Option<indicatif::ProgressBar>) {
     use std::io::IsTerminal;
-    let tty = std::io::stderr().is_terminal();
-    Box::new(move |p: &Point| {
+    let line = |p: &Point| {
         let f = |v: Option<f64>| v.map_or("—".into(), |v| format!("{v:.0}"));
-        let line = format!(
-            "{:>5.0} s  webrtc {:>5}  hls {:>5}  pub {}  latency p50/p95 {}/{} ms  loss {} %  rx {:.1} Mbit/s  server CPU {} %",
-            p.t,
+        format!(
+            "webrtc {}  hls {}  pub {}  latency p50/p95 {}/{} ms  loss {} %  rx {:.1} Mbit/s  server CPU {} %",
             p.webrtc_connected,
             p.hls_playing,
             p.publishers_up,
@@ -177,13 +177,37 @@ fn progress_line() -> Progress {
             p.video_loss_pct.map_or("—".into(), |v| format!("{v:.2}")),
             p.webrtc_rx_mbps,
             f(p.server_cpu_pct),
-        );
-        if tty {
-            eprint!("\r\x1b[2K{line}");
-        } else if (p.t as u64).is_multiple_of(5) {
-            eprintln!("{line}");
-        }
-    })
+        )
+    };
+    if !std::io::stderr().is_terminal() {
+        let print = Box::new(move |p: &Point| {
+            if (p.t as u64).is_multiple_of(5) {
+                eprintln!("{:>5.0} s  {}", p.t, line(p));
+            }
+        });
+        return (print, None);
+    }
+    let bar = indicatif::ProgressBar::new(total.max(1));
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{elapsed_precise} [{bar:30.cyan/blue}] {pos}/{len} sessions  {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    let handle = bar.clone();
+    let update = Box::new(move |p: &Point| {
+        bar.set_position((p.webrtc_connected + p.hls_playing) as u64);
+        bar.set_message(line(p));
+    });
+    (update, Some(handle))
+}
+
+fn finish(bar: Option<indicatif::ProgressBar>) {
+    match bar {
+        Some(bar) => bar.finish(),
+        None => eprintln!(),
+    }
 }
 
 fn write_outputs(
@@ -253,10 +277,10 @@ async fn run_scenario(args: RunArgs) -> anyhow::Result<()> {
     if limit < needed {
         bail!("open-files limit {limit} is too low for this scenario (~{needed})");
     }
-    let report = loadtest::scenario::run(s, Some(progress_line()))
-        .await
-        .map_err(anyhow::Error::msg)?;
-    eprintln!();
+    let (update, bar) = progress((s.webrtc_viewers + s.hls_viewers) as u64);
+    let report = loadtest::scenario::run(s, Some(update)).await;
+    finish(bar);
+    let report = report.map_err(anyhow::Error::msg)?;
     eprint!("{}", report.human());
     write_outputs(
         &report,
@@ -299,10 +323,10 @@ async fn run_capacity(args: CapacityArgs) -> anyhow::Result<()> {
         max_p95_ms: args.max_p95_ms,
         server_pid: args.server_pid,
     };
-    let report = loadtest::scenario::capacity(cfg, Some(progress_line()))
-        .await
-        .map_err(anyhow::Error::msg)?;
-    eprintln!();
+    let (update, bar) = progress(cfg.max_viewers as u64);
+    let report = loadtest::scenario::capacity(cfg, Some(update)).await;
+    finish(bar);
+    let report = report.map_err(anyhow::Error::msg)?;
     for s in &report.steps {
         eprintln!(
             "{:>6} viewers  {:>6} connected  loss {:>6.2} %  p95 {:>6} ms  {:>5} Mbit/s each  server CPU {:>5} %  RSS {:>6} MiB  {}",
