@@ -76,11 +76,11 @@ pub struct Cli {
     #[arg(long, env = "GLINT_ICE_SERVERS", value_delimiter = ',')]
     pub ice_server: Vec<String>,
     /// The web app's build (`web/out`), served at `/`; without it, minimal built-in pages.
-    /// Threads that seal and send viewers' packets for large audiences (default: one per CPU).
-    #[arg(long, env = "GLINT_FANOUT_THREADS")]
-    pub fanout_threads: Option<usize>,
     #[arg(long, env = "GLINT_WEB_DIR")]
     pub web_dir: Option<PathBuf>,
+    /// Threads that seal and send viewers' packets for large audiences. [default: one per CPU]
+    #[arg(long, env = "GLINT_FANOUT_THREADS")]
+    pub fanout_threads: Option<usize>,
 }
 
 /// The file format; every field optional.

@@ -24,7 +24,7 @@ pub(crate) const PARALLEL_MIN: usize = 512;
 /// How long a fan-out thread waits for room in the socket's send buffer before it drops the
 /// rest of its share (as a full network queue would).
 #[cfg(target_os = "linux")]
-const BLOCKED_SEND_WAIT_MS: libc::c_int = 100;
+const BLOCKED_SEND_WAIT_MS: libc::c_int = 20;
 /// Messages per `sendmmsg` call.
 const MAX_MESSAGES: usize = 64;
 /// Segments per GSO message (the kernel's UDP_MAX_SEGMENTS is 64 on older kernels).
@@ -66,9 +66,9 @@ impl UdpSender {
         }
     }
 
-    /// Send `batch` from `pool`'s threads, each a share that ends at a change of peer (so one
-    /// viewer's datagrams stay in order), on the same socket; the caller waits. Blocking
-    /// sends: a thread whose socket buffer stays full for 100 ms drops the rest of its share.
+    /// Send `batch` from `pool`'s threads, each a share that ends at a change of peer (so a
+    /// viewer's run of media stays in order), on the same socket; the caller waits. Blocking
+    /// sends: a thread whose socket buffer stays full for 20 ms drops the rest of its share.
     #[cfg(target_os = "linux")]
     pub(crate) fn send_parallel(
         &self,
@@ -108,6 +108,10 @@ impl UdpSender {
                 Err(Failed { error, group }) if group > 1 && refuses_gso(&error) => {
                     self.gso_refused(&error);
                 }
+                Err(Failed { error, group }) if group > 1 && is_einval(&error) => {
+                    send_plain(fd, &batch[sent..sent + group]);
+                    sent += group;
+                }
                 Err(Failed { error, group }) => {
                     tracing::debug!(to = %batch[sent].to, error = %error, "udp send failed");
                     sent += group.max(1);
@@ -140,6 +144,12 @@ impl UdpSender {
                 Ok(Err(Failed { error, group })) if group > 1 && refuses_gso(&error) => {
                     self.gso_refused(&error);
                 }
+                // One run refused (e.g. longer than that peer's path MTU): that run goes
+                // datagram by datagram, GSO stays on for the rest.
+                Ok(Err(Failed { error, group })) if group > 1 && is_einval(&error) => {
+                    send_plain(raw(socket), &batch[sent..sent + group]);
+                    sent += group;
+                }
                 Ok(Err(Failed { error, group })) => {
                     tracing::debug!(to = %batch[sent].to, error = %error, "udp send failed");
                     sent += group.max(1);
@@ -163,11 +173,39 @@ impl From<io::Error> for Failed {
     }
 }
 
+/// The socket or device cannot do GSO at all.
 fn refuses_gso(e: &io::Error) -> bool {
     matches!(
         e.raw_os_error(),
-        Some(libc::EIO | libc::EINVAL | libc::EOPNOTSUPP | libc::ENOPROTOOPT)
+        Some(libc::EIO | libc::EOPNOTSUPP | libc::ENOPROTOOPT)
     )
+}
+
+fn is_einval(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(libc::EINVAL)
+}
+
+/// `run` one datagram per message, without waiting: what the kernel refuses or has no room for
+/// is dropped, as UDP would.
+#[cfg(target_os = "linux")]
+fn send_plain(fd: std::os::fd::RawFd, run: &[Transmit]) {
+    let mut sent = 0;
+    while sent < run.len() {
+        match send_some(fd, &run[sent..], false) {
+            Ok(n) => sent += n.max(1),
+            Err(Failed { error, .. }) => {
+                tracing::debug!(to = %run[sent].to, error = %error, "udp send failed");
+                sent += 1;
+            }
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn send_plain(socket: &UdpSocket, run: &[Transmit]) {
+    for t in run {
+        let _ = socket.try_send_to(&t.data, t.to);
+    }
 }
 
 /// `batch` cut into about `parts` shares, each ending where the next datagram goes to another
@@ -282,7 +320,8 @@ fn send_some(fd: std::os::fd::RawFd, batch: &[Transmit], gso: bool) -> Result<us
         let hdr = &mut msgs[n].msg_hdr;
         hdr.msg_name = &mut addrs[n] as *mut _ as *mut libc::c_void;
         hdr.msg_namelen = len;
-        hdr.msg_iov = iovs[used_iovs].as_mut_ptr();
+        // SAFETY: used_iovs + group <= MAX_IOVS (gso_group is bounded by the iovecs left).
+        hdr.msg_iov = unsafe { iovs.as_mut_ptr().add(used_iovs) }.cast::<libc::iovec>();
         hdr.msg_iovlen = group as _;
         if group > 1 {
             hdr.msg_control = cmsgs[n].0.as_mut_ptr() as *mut libc::c_void;
@@ -421,6 +460,7 @@ mod tests {
 
     /// The fan-out threads send a big batch on the shared socket: everything arrives, and each
     /// peer's datagrams in order.
+    #[cfg(target_os = "linux")]
     #[tokio::test]
     async fn parallel_sends_keep_each_peers_order() {
         let pool = crate::sfu::FanoutPool::new(2, 1).unwrap();
@@ -456,6 +496,7 @@ mod tests {
     }
 
     /// Every datagram arrives whole, in order, from the sender's address — with and without GSO.
+    #[cfg(target_os = "linux")]
     #[tokio::test]
     async fn a_batch_reaches_several_peers_in_order() {
         for gso in [true, false] {

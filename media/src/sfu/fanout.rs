@@ -122,8 +122,8 @@ impl ViewerOut {
     }
 }
 
-/// Threads that seal a batch for a large audience in parallel (a rayon pool owned by the SFU:
-/// it computes, it does no I/O). Also used by the runtime to send what they sealed.
+/// Threads that seal a batch for a large audience in parallel (a rayon pool owned by the SFU,
+/// which only computes on it). The runtime also sends large flushes from it.
 pub(crate) struct Pool {
     pool: rayon::ThreadPool,
     threads: usize,
@@ -235,13 +235,23 @@ impl SrtpOut {
         })
     }
 
-    /// `header` + `payload` as one SRTP datagram.
+    /// `header` + `payload` as one SRTP datagram. A header with the padding bit gets padding
+    /// again (parsing stripped it from the payload): to a multiple of 4 bytes, at least 1, as
+    /// `rtp::Packet::marshal` does; padding-only probes stay padding.
     pub fn seal(&mut self, header: &rtp::Header, payload: &[u8]) -> Option<BytesMut> {
         let header_len = header.marshal_size();
         self.plaintext.clear();
         self.plaintext.resize(header_len, 0);
         header.marshal_to(&mut self.plaintext).ok()?;
         self.plaintext.extend_from_slice(payload);
+        if header.padding {
+            let pad = match payload.len() % 4 {
+                0 => 4,
+                r => 4 - r,
+            };
+            self.plaintext.extend(std::iter::repeat_n(0, pad - 1));
+            self.plaintext.push(pad as u8);
+        }
         self.context
             .encrypt_rtp_with_header(&self.plaintext, header)
             .ok()
@@ -409,6 +419,38 @@ mod tests {
                 assert_eq!(back.header.sequence_number, seq, "{profile:?}");
                 assert_eq!(back.payload, p.payload, "{profile:?}");
             }
+        }
+    }
+
+    /// A padded packet (or a padding-only probe) leaves padded, and opens to what came in.
+    #[test]
+    fn padding_is_put_back() {
+        let provider = rtc::crypto::default_provider().unwrap();
+        let profile = ProtectionProfile::AeadAes128Gcm;
+        let keys = LocalSrtpKeys {
+            profile,
+            master_key: vec![7; profile.key_len()],
+            master_salt: vec![9; profile.salt_len()],
+        };
+        let mut out = SrtpOut::new(&keys).unwrap();
+        let mut remote = Context::new(
+            &keys.master_key,
+            &keys.master_salt,
+            profile,
+            None,
+            None,
+            provider.crypto(),
+        )
+        .unwrap();
+        for len in [0usize, 5, 8] {
+            let mut p = packet(100 + len as u16, 0, len);
+            p.header.padding = true;
+            let sealed = out.seal(&p.header, &p.payload).unwrap();
+            let opened = remote.decrypt_rtp(&sealed).unwrap();
+            assert_eq!((opened.len() - 12) % 4, 0, "padded to a multiple of 4");
+            let back = rtp::Packet::unmarshal(&mut &opened[..]).unwrap();
+            assert!(back.header.padding);
+            assert_eq!(back.payload, p.payload, "len {len}");
         }
     }
 

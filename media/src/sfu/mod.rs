@@ -10,9 +10,10 @@
 //! Forwarding (the hot path, [`Sfu::forward`]): RTP packets read from a publisher wait in their
 //! stream until the runtime next asks for datagrams ([`Sfu::poll_transmit`]), which is after it
 //! has read what the socket had; then each connected viewer in turn is written the whole batch
-//! with the viewer's SSRC and payload type, so a viewer's datagrams sit next to each other and
-//! leave in few GSO sends (see `udp_batch`). webrtc-rs's interceptors keep the per-viewer packet
-//! cache that answers NACKs, generate sender reports, and send receiver reports to the
+//! sealed with the viewer's SSRC, payload type and SRTP keys ([`fanout`], on a thread pool for
+//! large audiences), so a viewer's datagrams sit next to each other and leave in few GSO sends
+//! (see `udp_batch`). `fanout` also keeps the stream's history that answers viewers' NACKs and
+//! makes their sender reports; webrtc-rs's interceptors send receiver reports and NACKs to the
 //! publisher. Keyframe requests from viewers are coalesced in [`keyframe`].
 //!
 //! A publisher that drops (ICE failure, RTMP connection lost) rather than ending its stream
@@ -690,8 +691,15 @@ impl Sfu {
             }
         }
         if peer.role == Role::Viewer && (became_connected || moved) {
+            // Media goes to the selected pair's remote, not to wherever the agent last answered
+            // a check (clients keep checking backup pairs).
+            let media_to = peer
+                .tracks
+                .first()
+                .and_then(|t| selected_remote(&mut peer.pc, t.sender))
+                .or(peer.remote);
             let s = self.streams.get_mut(&*peer.stream);
-            match (s, peer.remote) {
+            match (s, media_to) {
                 // The DTLS handshake is done: its keys now protect what we forward to it.
                 (Some(s), Some(remote)) if became_connected => {
                     let out = peer
@@ -714,6 +722,8 @@ impl Sfu {
             }
         }
         if !self.nacked.is_empty() {
+            self.nacked.sort_unstable();
+            self.nacked.dedup();
             self.retransmit(now, id);
         }
         let Some(peer) = self.peers.get_mut(&id) else {
@@ -1189,6 +1199,21 @@ fn refile(timers: &mut BTreeSet<(Instant, SessionId)>, id: SessionId, peer: &mut
         timers.insert((t, id));
         peer.timer = Some(t);
     }
+}
+
+/// The remote address of the connection's selected ICE candidate pair.
+fn selected_remote(
+    pc: &mut RTCPeerConnection,
+    sender: rtc::rtp_transceiver::RTCRtpSenderId,
+) -> Option<SocketAddr> {
+    let sender = pc.rtp_sender(sender)?;
+    let pair = sender
+        .transport()?
+        .ice_transport()
+        .get_selected_candidate_pair()?;
+    let remote = pair.remote();
+    let ip: std::net::IpAddr = remote.address.parse().ok()?;
+    Some(SocketAddr::new(ip, remote.port))
 }
 
 fn find_video_receiver(pc: &mut RTCPeerConnection) -> Option<RTCRtpReceiverId> {
