@@ -280,10 +280,10 @@ async fn run(
 ) {
     let mut buf = BytesMut::with_capacity(64 * DATAGRAM_MAX_BYTES);
     let mut shutdown_reply = None;
-    let mut sender = UdpSender::new(&socket);
+    let sender = UdpSender::new(&socket);
     let mut out = Vec::with_capacity(udp_batch::BATCH);
     loop {
-        flush(&socket, &mut sfu, &mut sender, &mut out).await;
+        flush(&socket, &mut sfu, &sender, &mut out).await;
         while let Some(ev) = sfu.poll_event() {
             if let (Some(hls), StreamEvent::Live { stream }) = (&hls, &ev) {
                 sfu.set_tap(
@@ -314,7 +314,7 @@ async fn run(
                 Some(cmd) => handle_command(&mut sfu, cmd),
                 None => {
                     sfu.close_all(Instant::now());
-                    flush(&socket, &mut sfu, &mut sender, &mut out).await;
+                    flush(&socket, &mut sfu, &sender, &mut out).await;
                     break;
                 }
             },
@@ -411,7 +411,7 @@ fn check_session(sfu: &Sfu, id: SessionId, role: Role, stream: &str) -> Result<(
 async fn flush(
     socket: &UdpSocket,
     sfu: &mut Sfu,
-    sender: &mut UdpSender,
+    sender: &UdpSender,
     batch: &mut Vec<crate::sfu::Transmit>,
 ) {
     let pool = sfu.fanout_pool();

@@ -384,31 +384,36 @@ mod tests {
         }
     }
 
+    /// Our sealing side and a receiving context with the same keys.
+    fn sealer_and_opener(profile: ProtectionProfile) -> (SrtpOut, Context) {
+        let keys = LocalSrtpKeys {
+            profile,
+            master_key: (0..profile.key_len() as u8).collect(),
+            master_salt: (100..100 + profile.salt_len() as u8).collect(),
+        };
+        let provider = rtc::crypto::default_provider().unwrap();
+        let opener = Context::new(
+            &keys.master_key,
+            &keys.master_salt,
+            profile,
+            None,
+            None,
+            provider.crypto(),
+        )
+        .unwrap();
+        (SrtpOut::new(&keys).unwrap(), opener)
+    }
+
     /// What we seal, webrtc-rs's own receiving context opens: same keys, every profile a
     /// browser or str0m may pick.
     #[test]
     fn sealed_packets_open_with_the_same_keys() {
-        let provider = rtc::crypto::default_provider().unwrap();
         for profile in [
             ProtectionProfile::AeadAes128Gcm,
             ProtectionProfile::AeadAes256Gcm,
             ProtectionProfile::Aes128CmHmacSha1_80,
         ] {
-            let keys = LocalSrtpKeys {
-                profile,
-                master_key: (0..profile.key_len() as u8).collect(),
-                master_salt: (100..100 + profile.salt_len() as u8).collect(),
-            };
-            let mut out = SrtpOut::new(&keys).unwrap();
-            let mut remote = Context::new(
-                &keys.master_key,
-                &keys.master_salt,
-                profile,
-                None,
-                None,
-                provider.crypto(),
-            )
-            .unwrap();
+            let (mut out, mut remote) = sealer_and_opener(profile);
             // Across the 16-bit sequence wrap: the rollover counter must agree.
             for (i, seq) in (65_530u16..=65_535).chain(0..6).enumerate() {
                 let p = packet(seq, 1000 + i as u32 * 3000, 900 + i);
@@ -425,23 +430,7 @@ mod tests {
     /// A padded packet (or a padding-only probe) leaves padded, and opens to what came in.
     #[test]
     fn padding_is_put_back() {
-        let provider = rtc::crypto::default_provider().unwrap();
-        let profile = ProtectionProfile::AeadAes128Gcm;
-        let keys = LocalSrtpKeys {
-            profile,
-            master_key: vec![7; profile.key_len()],
-            master_salt: vec![9; profile.salt_len()],
-        };
-        let mut out = SrtpOut::new(&keys).unwrap();
-        let mut remote = Context::new(
-            &keys.master_key,
-            &keys.master_salt,
-            profile,
-            None,
-            None,
-            provider.crypto(),
-        )
-        .unwrap();
+        let (mut out, mut remote) = sealer_and_opener(ProtectionProfile::AeadAes128Gcm);
         for len in [0usize, 5, 8] {
             let mut p = packet(100 + len as u16, 0, len);
             p.header.padding = true;
