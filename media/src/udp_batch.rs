@@ -105,17 +105,7 @@ impl UdpSender {
                         return;
                     }
                 }
-                Err(Failed { error, group }) if group > 1 && refuses_gso(&error) => {
-                    self.gso_refused(&error);
-                }
-                Err(Failed { error, group }) if group > 1 && is_einval(&error) => {
-                    send_plain(fd, &batch[sent..sent + group]);
-                    sent += group;
-                }
-                Err(Failed { error, group }) => {
-                    tracing::debug!(to = %batch[sent].to, error = %error, "udp send failed");
-                    sent += group.max(1);
-                }
+                Err(failed) => sent += self.failed(fd, &batch[sent..], failed),
             }
         }
     }
@@ -141,20 +131,26 @@ impl UdpSender {
                         return;
                     }
                 }
-                Ok(Err(Failed { error, group })) if group > 1 && refuses_gso(&error) => {
-                    self.gso_refused(&error);
-                }
-                // One run refused (e.g. longer than that peer's path MTU): that run goes
-                // datagram by datagram, GSO stays on for the rest.
-                Ok(Err(Failed { error, group })) if group > 1 && is_einval(&error) => {
-                    send_plain(raw(socket), &batch[sent..sent + group]);
-                    sent += group;
-                }
-                Ok(Err(Failed { error, group })) => {
-                    tracing::debug!(to = %batch[sent].to, error = %error, "udp send failed");
-                    sent += group.max(1);
-                }
+                Ok(Err(failed)) => sent += self.failed(raw(socket), &batch[sent..], failed),
             }
+        }
+    }
+
+    /// After a send of `rest` failed (not for want of buffer space): how many of its datagrams
+    /// are done with. GSO refused by the socket or device: none, it is off and they go again.
+    /// One run refused (e.g. longer than that peer's path MTU): that run goes datagram by
+    /// datagram, GSO stays on. Anything else: the first message's datagrams are dropped, as UDP
+    /// would.
+    fn failed(&self, fd: Fd<'_>, rest: &[Transmit], Failed { error, group }: Failed) -> usize {
+        if group > 1 && refuses_gso(&error) {
+            self.gso_refused(&error);
+            0
+        } else if group > 1 && is_einval(&error) {
+            send_plain(fd, &rest[..group]);
+            group
+        } else {
+            tracing::debug!(to = %rest[0].to, error = %error, "udp send failed");
+            group.max(1)
         }
     }
 }
@@ -279,14 +275,20 @@ fn gso_supported(_socket: &UdpSocket) -> bool {
 #[repr(C, align(8))]
 struct SegmentCmsg([u8; 32]);
 
+/// What a send goes through: the raw socket on Linux (sendmmsg), the tokio socket elsewhere.
 #[cfg(target_os = "linux")]
-fn raw(socket: &UdpSocket) -> std::os::fd::RawFd {
+type Fd<'a> = std::os::fd::RawFd;
+#[cfg(not(target_os = "linux"))]
+type Fd<'a> = &'a UdpSocket;
+
+#[cfg(target_os = "linux")]
+fn raw(socket: &UdpSocket) -> Fd<'_> {
     use std::os::fd::AsRawFd;
     socket.as_raw_fd()
 }
 
 #[cfg(not(target_os = "linux"))]
-fn raw(socket: &UdpSocket) -> &UdpSocket {
+fn raw(socket: &UdpSocket) -> Fd<'_> {
     socket
 }
 
