@@ -38,6 +38,13 @@ if ! command -v cargo >/dev/null; then
   . "$HOME/.cargo/env"
 fi
 
+# The lint step of scripts/test.sh.
+if command -v rustup >/dev/null; then
+  for c in clippy rustfmt; do
+    rustup component list --installed 2>/dev/null | grep -q "^$c" || rustup component add "$c"
+  done
+fi
+
 # schemathesis drives the OpenAPI-based API check (scripts/api-fuzz.sh); moto's server is the
 # S3-compatible server of the HLS-to-S3 tests (tests/s3/moto_server.py).
 if ! command -v st >/dev/null || ! python3 -c 'import moto.server, flask' 2>/dev/null; then

@@ -12,6 +12,10 @@ export CARGO_TERM_COLOR=never
 
 cargo build --workspace --all-targets --locked
 
+echo "== Lint: rustfmt and clippy (warnings are errors)"
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
 echo "== Web app: type check, lint, build"
 (cd web && [ -f node_modules/.package-lock.json ] && [ ! package-lock.json -nt node_modules/.package-lock.json ] || npm ci --no-audit --no-fund --silent)
 (cd web && npm run --silent typecheck && npm run --silent lint)
@@ -27,6 +31,8 @@ if [ "$(id -u)" -eq 0 ] && command -v ip >/dev/null; then
   NS="glint-test-$$"
   ip netns add "$NS"
   ip netns exec "$NS" ip link set lo up
+  # Tests of the shipped defaults (fixed ports) run only in this private namespace.
+  export GLINT_TEST_NETNS=1
 else
   echo "test: not root, running WebRTC tests on the host network (Chromium may use non-loopback addresses)"
 fi

@@ -72,6 +72,25 @@ pub struct Cli {
     /// [default: 168]
     #[arg(long, env = "GLINT_REPLAY_RETENTION_HOURS")]
     pub replay_retention_hours: Option<f64>,
+    /// Gigabytes of segments one broadcast keeps for its replay; later segments are not kept
+    /// (live HLS goes on). [default: 32]
+    #[arg(long, env = "GLINT_REPLAY_MAX_GB")]
+    pub replay_max_gb: Option<f64>,
+    /// HLS objects written to the store (local or S3) at once. [default: 8]
+    #[arg(long, env = "GLINT_HLS_UPLOAD_CONCURRENCY")]
+    pub hls_upload_concurrency: Option<usize>,
+    /// Minutes after a channel was last on air in which going live again notifies nobody
+    /// (a flapping connection); 0: every go-live notifies. [default: 10]
+    #[arg(long, env = "GLINT_NOTIFY_DEBOUNCE_MINUTES")]
+    pub notify_debounce_minutes: Option<u64>,
+    /// Days go-live notifications are kept. [default: 30]
+    #[arg(long, env = "GLINT_NOTIFICATION_RETENTION_DAYS")]
+    pub notification_retention_days: Option<u64>,
+    /// Embedded database: a write is acknowledged only once it is on disk (fsync), so a power
+    /// loss or kernel crash cannot undo it; false is faster and can lose the last writes.
+    /// [default: true]
+    #[arg(long, env = "GLINT_DATABASE_SYNC")]
+    pub database_sync: Option<bool>,
     /// STUN/TURN URLs offered to clients in Link headers (comma separated).
     #[arg(long, env = "GLINT_ICE_SERVERS", value_delimiter = ',')]
     pub ice_server: Vec<String>,
@@ -81,6 +100,57 @@ pub struct Cli {
     /// Threads that seal and send viewers' packets for large audiences. [default: one per CPU]
     #[arg(long, env = "GLINT_FANOUT_THREADS")]
     pub fanout_threads: Option<usize>,
+    /// RTMP connections that have not yet published with a valid key, in total; more are
+    /// closed at once. [default: 256]
+    #[arg(long, env = "GLINT_RTMP_MAX_CONNECTIONS")]
+    pub rtmp_max_connections: Option<usize>,
+    /// RTMP connections not yet publishing from one address (IPv6: one /64). [default: 8]
+    #[arg(long, env = "GLINT_RTMP_MAX_CONNECTIONS_PER_ADDRESS")]
+    pub rtmp_max_connections_per_address: Option<usize>,
+    /// Seconds an RTMP connection has, from connecting, to publish with a valid stream key
+    /// before it is closed. [default: 10]
+    #[arg(long, env = "GLINT_RTMP_PUBLISH_DEADLINE")]
+    pub rtmp_publish_deadline: Option<u64>,
+    /// Proxies whose X-Forwarded-For names the client (addresses or CIDR ranges, comma
+    /// separated). [default: none — the TCP peer is the client]
+    #[arg(long, env = "GLINT_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<String>,
+    /// Open HTTP connections at most. [default: 10000]
+    #[arg(long, env = "GLINT_HTTP_MAX_CONNECTIONS")]
+    pub http_max_connections: Option<usize>,
+    /// Open HTTP connections per client address; 0: no limit. [default: 256]
+    #[arg(long, env = "GLINT_HTTP_MAX_CONNECTIONS_PER_ADDRESS")]
+    pub http_max_connections_per_address: Option<usize>,
+    /// Seconds a client has to send a request's headers. [default: 10]
+    #[arg(long, env = "GLINT_HTTP_HEADER_TIMEOUT")]
+    pub http_header_timeout: Option<u64>,
+    /// Seconds a request (its body included) may take before 408. [default: 30]
+    #[arg(long, env = "GLINT_HTTP_REQUEST_TIMEOUT")]
+    pub http_request_timeout: Option<u64>,
+    /// WebRTC sessions (publishers + viewers) one client address may hold. [default: 32]
+    #[arg(long, env = "GLINT_MAX_SESSIONS_PER_ADDRESS")]
+    pub max_sessions_per_address: Option<usize>,
+    /// WHIP/WHEP session requests one address may make at once, then 2 per second; 0: no
+    /// limit. [default: 20]
+    #[arg(long, env = "GLINT_SESSION_BURST")]
+    pub session_burst: Option<u32>,
+    /// Chat WebSockets plus notification streams open from one client address (an IPv6 /64
+    /// counts as one); 429 beyond. [default: 20]
+    #[arg(long, env = "GLINT_REALTIME_PER_ADDRESS")]
+    pub realtime_per_address: Option<usize>,
+    /// Chat WebSockets one account may have open in one room; 429 beyond. [default: 5]
+    #[arg(long, env = "GLINT_REALTIME_CHAT_PER_USER")]
+    pub realtime_chat_per_user: Option<usize>,
+    /// Notification streams (SSE) one account may have open; 429 beyond. [default: 10]
+    #[arg(long, env = "GLINT_REALTIME_SSE_PER_USER")]
+    pub realtime_sse_per_user: Option<usize>,
+    /// Seconds between pings of each chat WebSocket (and keep-alive comments on SSE). [default: 30]
+    #[arg(long, env = "GLINT_REALTIME_PING_SECS")]
+    pub realtime_ping_secs: Option<u64>,
+    /// Seconds a chat WebSocket may send nothing, not even a pong, before it is closed.
+    /// [default: 60]
+    #[arg(long, env = "GLINT_REALTIME_IDLE_SECS")]
+    pub realtime_idle_secs: Option<u64>,
 }
 
 /// The file format; every field optional.
@@ -112,8 +182,32 @@ pub struct FileConfig {
     pub hls_s3_prefix: Option<String>,
     pub hls_s3_path_style: Option<bool>,
     pub replay_retention_hours: Option<f64>,
+    pub replay_max_gb: Option<f64>,
+    pub hls_upload_concurrency: Option<usize>,
+    pub notify_debounce_minutes: Option<u64>,
+    pub notification_retention_days: Option<u64>,
+    pub database_sync: Option<bool>,
     pub web_dir: Option<PathBuf>,
     pub fanout_threads: Option<usize>,
+    pub rtmp_max_connections: Option<usize>,
+    pub rtmp_max_connections_per_address: Option<usize>,
+    pub rtmp_publish_deadline_secs: Option<u64>,
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    pub http_max_connections: Option<usize>,
+    pub http_max_connections_per_address: Option<usize>,
+    pub http_header_timeout_secs: Option<u64>,
+    pub http_request_timeout_secs: Option<u64>,
+    pub max_sessions_per_address: Option<usize>,
+    pub publisher_reserve: Option<usize>,
+    pub connect_timeout_secs: Option<u64>,
+    pub session_burst: Option<u32>,
+    pub sessions_per_sec: Option<f64>,
+    pub realtime_per_address: Option<usize>,
+    pub realtime_chat_per_user: Option<usize>,
+    pub realtime_sse_per_user: Option<usize>,
+    pub realtime_ping_secs: Option<u64>,
+    pub realtime_idle_secs: Option<u64>,
 }
 
 /// The resolved configuration the server runs with.
@@ -121,6 +215,8 @@ pub struct FileConfig {
 pub struct Config {
     pub http: SocketAddr,
     pub rtmp: SocketAddr,
+    /// Caps and deadline for RTMP connections that have not published yet.
+    pub rtmp_limits: media::ingest::rtmp::limits::RtmpLimits,
     pub media: media::MediaConfig,
     pub data_dir: PathBuf,
     /// None: `surrealkv://<data_dir>/db`.
@@ -138,6 +234,17 @@ pub struct Config {
     pub analytics_interval: std::time::Duration,
     /// The web app's static export; `None`: the built-in pages.
     pub web_dir: Option<PathBuf>,
+    /// Connections, timeouts and trusted proxies of the HTTP server.
+    pub http_limits: crate::serve::HttpLimits,
+    /// WHIP/WHEP session requests per address: a burst, then a rate per second.
+    pub session_burst: u32,
+    pub sessions_per_sec: f64,
+    /// Caps, pings and idle timeout of chat WebSockets and notification streams.
+    pub realtime: api::realtime::RealtimeConfig,
+    /// Go-live notification debounce and retention.
+    pub notify: api::notifications::NotifyConfig,
+    /// SurrealKV commits wait for fsync (the binary sets it before the runtime starts).
+    pub database_sync: bool,
 }
 
 /// Replays are kept a week by default.
@@ -149,6 +256,7 @@ impl Default for Config {
         Self {
             http: SocketAddr::from(([0, 0, 0, 0], 8080)),
             rtmp: SocketAddr::from(([0, 0, 0, 0], 1935)),
+            rtmp_limits: Default::default(),
             media: media::MediaConfig::default(),
             data_dir: PathBuf::from("data"),
             database: None,
@@ -159,6 +267,12 @@ impl Default for Config {
             replay_retention: DEFAULT_REPLAY_RETENTION,
             analytics_interval: crate::analytics::DEFAULT_INTERVAL,
             web_dir: None,
+            http_limits: crate::serve::HttpLimits::default(),
+            session_burst: signaling::limit::DEFAULT_SESSION_BURST,
+            sessions_per_sec: signaling::limit::DEFAULT_SESSIONS_PER_SEC,
+            realtime: api::realtime::RealtimeConfig::default(),
+            notify: api::notifications::NotifyConfig::default(),
+            database_sync: true,
         }
     }
 }
@@ -191,6 +305,21 @@ impl Config {
         }
         if let Some(v) = cli.rtmp.or(file.rtmp) {
             c.rtmp = v;
+        }
+        if let Some(v) = cli.rtmp_max_connections.or(file.rtmp_max_connections) {
+            c.rtmp_limits.max_connections = v.max(1);
+        }
+        if let Some(v) = cli
+            .rtmp_max_connections_per_address
+            .or(file.rtmp_max_connections_per_address)
+        {
+            c.rtmp_limits.max_connections_per_address = v.max(1);
+        }
+        if let Some(v) = cli
+            .rtmp_publish_deadline
+            .or(file.rtmp_publish_deadline_secs)
+        {
+            c.rtmp_limits.publish_deadline = std::time::Duration::from_secs(v.max(1));
         }
         if let Some(v) = cli.udp.or(file.udp) {
             c.media.udp_bind = v;
@@ -242,6 +371,16 @@ impl Config {
                         .unwrap_or(false),
                 });
             }
+            if let Some(gb) = cli.replay_max_gb.or(file.replay_max_gb) {
+                anyhow::ensure!(
+                    gb.is_finite() && gb >= 0.0,
+                    "replay max size: {gb} GB is not a size"
+                );
+                hls.replay_max_bytes = (gb * 1e9) as u64;
+            }
+            if let Some(n) = cli.hls_upload_concurrency.or(file.hls_upload_concurrency) {
+                hls.upload_concurrency = n.clamp(1, 256);
+            }
             c.media.hls = Some(hls);
         }
         c.hls_public_url = cli.hls_public_url.or(file.hls_public_url);
@@ -258,6 +397,18 @@ impl Config {
                 anyhow::bail!("replay retention: {h} hours is not between 0 and 87600");
             }
             c.replay_retention = std::time::Duration::from_secs_f64(h * 3600.0);
+        }
+        if let Some(m) = cli.notify_debounce_minutes.or(file.notify_debounce_minutes) {
+            c.notify.debounce = std::time::Duration::from_secs(m.min(24 * 60) * 60);
+        }
+        if let Some(d) = cli
+            .notification_retention_days
+            .or(file.notification_retention_days)
+        {
+            c.notify.retention = std::time::Duration::from_secs(d.clamp(1, 3650) * 24 * 3600);
+        }
+        if let Some(v) = cli.database_sync.or(file.database_sync) {
+            c.database_sync = v;
         }
         c.stream_keys = file.stream_keys;
         for pair in cli.stream_key {
@@ -278,6 +429,82 @@ impl Config {
             cli.ice_server
         };
         c.cors_origins = file.cors_origins;
+        let proxies = if cli.trusted_proxies.is_empty() {
+            file.trusted_proxies
+        } else {
+            cli.trusted_proxies
+        };
+        c.http_limits.trusted_proxies = proxies
+            .iter()
+            .map(|p| {
+                p.parse()
+                    .map_err(|e| anyhow::anyhow!("trusted proxies: {e}"))
+            })
+            .collect::<anyhow::Result<_>>()?;
+        let limits = &mut c.http_limits;
+        if let Some(v) = cli.http_max_connections.or(file.http_max_connections) {
+            limits.max_connections = v.max(1);
+        }
+        if let Some(v) = cli
+            .http_max_connections_per_address
+            .or(file.http_max_connections_per_address)
+        {
+            limits.max_connections_per_address = v;
+        }
+        if let Some(v) = cli.http_header_timeout.or(file.http_header_timeout_secs) {
+            limits.header_read_timeout = std::time::Duration::from_secs(v.max(1));
+        }
+        if let Some(v) = cli.http_request_timeout.or(file.http_request_timeout_secs) {
+            limits.request_timeout = std::time::Duration::from_secs(v.max(1));
+        }
+        if let Some(v) = cli
+            .max_sessions_per_address
+            .or(file.max_sessions_per_address)
+        {
+            c.media.max_sessions_per_address = v.max(1);
+        }
+        if let Some(v) = file.publisher_reserve {
+            c.media.publisher_reserve = v;
+        }
+        if let Some(v) = file.connect_timeout_secs {
+            c.media.connect_timeout = std::time::Duration::from_secs(v.max(1));
+        }
+        if let Some(v) = cli.session_burst.or(file.session_burst) {
+            c.session_burst = v;
+        }
+        if let Some(v) = file.sessions_per_sec.filter(|v| *v > 0.0) {
+            c.sessions_per_sec = v;
+        }
+        let rt = &mut c.realtime;
+        for (value, field) in [
+            (
+                cli.realtime_per_address.or(file.realtime_per_address),
+                &mut rt.per_address,
+            ),
+            (
+                cli.realtime_chat_per_user.or(file.realtime_chat_per_user),
+                &mut rt.chat_per_user,
+            ),
+            (
+                cli.realtime_sse_per_user.or(file.realtime_sse_per_user),
+                &mut rt.sse_per_user,
+            ),
+        ] {
+            if let Some(v) = value {
+                anyhow::ensure!(v >= 1, "realtime connection caps must be at least 1");
+                *field = v;
+            }
+        }
+        if let Some(v) = cli.realtime_ping_secs.or(file.realtime_ping_secs) {
+            rt.ping_interval = std::time::Duration::from_secs(v);
+        }
+        if let Some(v) = cli.realtime_idle_secs.or(file.realtime_idle_secs) {
+            rt.idle_timeout = std::time::Duration::from_secs(v);
+        }
+        anyhow::ensure!(
+            !rt.ping_interval.is_zero() && rt.idle_timeout > rt.ping_interval,
+            "realtime_idle_secs must be longer than realtime_ping_secs (at least 1)"
+        );
         Ok(c)
     }
 }
@@ -338,6 +565,24 @@ mod tests {
         assert_eq!(c.media.udp_bind.port(), 8189);
         assert_eq!(c.media.reconnect_grace.as_secs(), 20);
         assert!(c.stream_keys.is_empty());
+        assert_eq!(
+            c.rtmp_limits,
+            media::ingest::rtmp::limits::RtmpLimits::default()
+        );
+        let c = load(&[
+            "--rtmp-max-connections=3",
+            "--rtmp-max-connections-per-address=2",
+            "--rtmp-publish-deadline=4",
+        ])
+        .unwrap();
+        assert_eq!(
+            (
+                c.rtmp_limits.max_connections,
+                c.rtmp_limits.max_connections_per_address,
+                c.rtmp_limits.publish_deadline.as_secs()
+            ),
+            (3, 2, 4)
+        );
     }
 
     #[test]
@@ -363,6 +608,45 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("retention"), "{err}");
+    }
+
+    #[test]
+    fn realtime_limits_from_file_and_flags() {
+        assert_eq!(
+            load(&[]).unwrap().realtime,
+            api::realtime::RealtimeConfig::default()
+        );
+        let path = write(
+            "realtime",
+            "realtime_per_address = 50\nrealtime_chat_per_user = 2\nrealtime_ping_secs = 10\nrealtime_idle_secs = 25\n",
+        );
+        let c = load(&[
+            "--config",
+            path.to_str().unwrap(),
+            "--realtime-sse-per-user",
+            "3",
+        ])
+        .unwrap();
+        let rt = c.realtime;
+        assert_eq!(
+            (rt.per_address, rt.chat_per_user, rt.sse_per_user),
+            (50, 2, 3)
+        );
+        assert_eq!(
+            (rt.ping_interval.as_secs(), rt.idle_timeout.as_secs()),
+            (10, 25)
+        );
+        let err = load(&[
+            "--config",
+            path.to_str().unwrap(),
+            "--realtime-idle-secs",
+            "10",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("realtime_idle_secs"), "{err}");
+        assert!(load(&["--realtime-per-address", "0"]).is_err());
+        std::fs::remove_file(path).unwrap();
     }
 
     #[test]
@@ -392,6 +676,39 @@ mod tests {
             c.media.hls.as_ref().unwrap().ladder.is_empty(),
             "flag beats file"
         );
+        std::fs::remove_file(path).unwrap();
+    }
+
+    #[test]
+    fn replay_cap_uploads_notifications_and_database_sync() {
+        let c = load(&[]).unwrap();
+        let hls = c.media.hls.as_ref().unwrap();
+        assert_eq!(hls.replay_max_bytes, media::hls::replay::DEFAULT_MAX_BYTES);
+        assert_eq!(hls.upload_concurrency, 8);
+        assert_eq!(c.notify, api::notifications::NotifyConfig::default());
+        assert!(c.database_sync, "durable by default");
+        let path = write(
+            "durability",
+            "replay_max_gb = 0.5\nhls_upload_concurrency = 3\nnotify_debounce_minutes = 0\nnotification_retention_days = 2\ndatabase_sync = false\n",
+        );
+        let c = load(&["--config", path.to_str().unwrap()]).unwrap();
+        let hls = c.media.hls.as_ref().unwrap();
+        assert_eq!(
+            (hls.replay_max_bytes, hls.upload_concurrency),
+            (500_000_000, 3)
+        );
+        assert_eq!(c.notify.debounce, std::time::Duration::ZERO);
+        assert_eq!(c.notify.retention.as_secs(), 2 * 24 * 3600);
+        assert!(!c.database_sync);
+        let c = load(&[
+            "--config",
+            path.to_str().unwrap(),
+            "--database-sync",
+            "true",
+        ])
+        .unwrap();
+        assert!(c.database_sync, "flag beats file");
+        assert!(load(&["--replay-max-gb=-1"]).is_err());
         std::fs::remove_file(path).unwrap();
     }
 }

@@ -5,7 +5,8 @@
 
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, Path, State};
+use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::middleware::Next;
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
@@ -13,6 +14,7 @@ use axum::{Json, Router};
 use media::MediaHandle;
 use signaling::{SignalingState, StreamAuthorizer};
 use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::audience::HlsAudience;
@@ -34,6 +36,10 @@ pub fn router(
         media: media.clone(),
         authorizer,
         ice_servers: config.ice_servers.clone(),
+        session_rate: Arc::new(signaling::limit::SessionRate::new(
+            config.session_burst,
+            config.sessions_per_sec,
+        )),
     });
     let mut pages = Router::new()
         .route("/publish/{stream}", get(page_for(PUBLISH_PAGE)))
@@ -58,18 +64,109 @@ pub fn router(
             .route("/", get(|| async { Html(INDEX_PAGE) }))
             .route("/watch/{stream}", get(page_for(WATCH_PAGE)));
     }
-    let mut app = signaling.merge(pages).merge(api.router());
-    if let Some(dir) = &config.web_dir {
-        app = app.fallback_service(crate::web::service(dir.clone()));
-    }
+    // Cross-origin on purpose: WHIP/WHEP (other sites' players and publishers, RFC 9725 §4.4)
+    // and HLS (players and CDNs anywhere). The API and the pages are same-origin only.
+    let mut cross_origin = signaling;
     if let Some(hls) = &config.media.hls {
-        app = app.merge(
+        cross_origin = cross_origin.merge(
             Router::new()
                 .route("/hls/{*path}", get(hls_object))
                 .with_state((Arc::new(hls.dir.clone()), audience)),
         );
     }
-    app.layer(cors(config)).layer(TraceLayer::new_for_http())
+    let cross_origin = cross_origin
+        .layer(cors(config))
+        .layer(axum::middleware::from_fn(accept_post));
+    let mut app = cross_origin.merge(pages).merge(api.router());
+    if let Some(dir) = &config.web_dir {
+        app = app.fallback_service(crate::web::service(dir.clone()));
+    }
+    let headers = Arc::new(SecurityHeaders::new(config));
+    app.layer(axum::middleware::from_fn(move |req, next| {
+        security_headers(headers.clone(), req, next)
+    }))
+    .layer(TimeoutLayer::with_status_code(
+        StatusCode::REQUEST_TIMEOUT,
+        config.http_limits.request_timeout,
+    ))
+    .layer(TraceLayer::new_for_http())
+}
+
+/// RFC 9725 §4.4 / WHEP: `OPTIONS` on an endpoint says what `POST` takes. The CORS layer
+/// answers preflights itself, so this is added around it.
+async fn accept_post(req: Request, next: Next) -> Response {
+    let endpoint = req.method() == Method::OPTIONS && req.uri().path().matches('/').count() == 2;
+    let mut resp = next.run(req).await;
+    if endpoint {
+        resp.headers_mut()
+            .insert("accept-post", HeaderValue::from_static("application/sdp"));
+    }
+    resp
+}
+
+/// Headers every response carries (browsers' defences for the web app and the API).
+struct SecurityHeaders {
+    csp: HeaderValue,
+}
+
+impl SecurityHeaders {
+    fn new(config: &Config) -> Self {
+        // The HLS base may be a CDN on another origin: players fetch and show media from it.
+        let hls_origin = config
+            .hls_public_url
+            .as_deref()
+            .and_then(origin_of)
+            .map(|o| format!(" {o}"))
+            .unwrap_or_default();
+        // Next.js's static export and the built-in pages use inline scripts and styles; media
+        // and hls.js's workers come from blob: URLs.
+        let csp = format!(
+            "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; \
+             img-src 'self' data: blob:{hls_origin}; media-src 'self' blob:{hls_origin}; \
+             connect-src 'self'{hls_origin}; worker-src 'self' blob:; object-src 'none'; \
+             base-uri 'self'; form-action 'self'; frame-ancestors 'none'"
+        );
+        Self {
+            csp: HeaderValue::from_str(&csp).unwrap_or_else(|_| HeaderValue::from_static("default-src 'self'")),
+        }
+    }
+}
+
+/// `https://cdn.example.com` of `https://cdn.example.com/live/hls`; `None` for a path.
+fn origin_of(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    let host = rest.split('/').next().filter(|h| !h.is_empty())?;
+    Some(format!("{scheme}://{host}"))
+}
+
+async fn security_headers(headers: Arc<SecurityHeaders>, req: Request, next: Next) -> Response {
+    let https = req.extensions().get::<crate::serve::ForwardedHttps>().is_some();
+    let mut resp = next.run(req).await;
+    let h = resp.headers_mut();
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("strict-origin-when-cross-origin"),
+    );
+    let html = h
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/html"));
+    if html {
+        h.insert(header::CONTENT_SECURITY_POLICY, headers.csp.clone());
+        h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    }
+    if https {
+        // Only when a trusted proxy says the client used TLS (glint itself speaks plain HTTP).
+        h.insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000"),
+        );
+    }
+    resp
 }
 
 fn page_for(page: &'static str) -> impl Fn(Path<String>) -> std::future::Ready<Response> + Clone {

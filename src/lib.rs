@@ -10,6 +10,7 @@ mod http;
 mod keys;
 mod platform;
 mod secrets;
+pub mod serve;
 pub mod web;
 
 use std::net::SocketAddr;
@@ -61,12 +62,25 @@ pub async fn start(mut config: Config) -> anyhow::Result<Server> {
         .await
         .map_err(|e| anyhow::anyhow!("database {db_url}: {e}"))?;
     api.set_hls_base(config.hls_base());
+    api.set_notify_config(config.notify);
+    api.set_realtime_config(config.realtime);
+    let mut configured: Vec<String> = config.stream_keys.keys().cloned().collect();
+    configured.sort();
+    api.ensure_operator_streams(&configured)
+        .await
+        .map_err(|e| anyhow::anyhow!("recording the configured streams: {e}"))?;
     if let Some(hls) = &mut config.media.hls {
         hls.replays = !config.replay_retention.is_zero();
     }
     let (media, media_task) = media::spawn(config.media.clone())
         .await
         .with_context(|| format!("binding UDP {}", config.media.udp_bind))?;
+    // A rotated stream key ends its publisher: RTMP connections, and the media core's session.
+    let rtmp_publishers = media::ingest::rtmp::publishers::RtmpPublishers::default();
+    api.set_publisher_control(std::sync::Arc::new(platform::EndPublisher {
+        media: media.clone(),
+        rtmp: rtmp_publishers.clone(),
+    }));
     let config_keys = (!config.stream_keys.is_empty())
         .then(|| signaling::StaticKeys::new(config.stream_keys.clone()));
     let authorizer = platform::authorizer(config_keys, api.clone());
@@ -92,6 +106,8 @@ pub async fn start(mut config: Config) -> anyhow::Result<Server> {
             config_keys: config.stream_keys.clone(),
             api: api.clone(),
         }),
+        config.rtmp_limits,
+        rtmp_publishers,
     );
     let app = http::router(
         &config,
@@ -105,21 +121,15 @@ pub async fn start(mut config: Config) -> anyhow::Result<Server> {
         .await
         .with_context(|| format!("binding HTTP {}", config.http))?;
     let http_addr = listener.local_addr()?;
-    // Small frames (chat, SSE, WHIP answers) go out at once, not after Nagle's wait for an ACK.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
     let (stop_http, stopped) = oneshot::channel::<()>();
-    let http_task = tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
+    let http_task = tokio::spawn(serve::serve(
+        listener,
+        app,
+        config.http_limits.clone(),
+        async move {
             let _ = stopped.await;
-        })
-        .await
-    });
+        },
+    ));
     info!(http = %http_addr, udp = %media.udp_addr(), rtmp = %rtmp_addr, "glint is up: publish with WHIP to http://{http_addr}/whip/<stream> or RTMP to rtmp://{rtmp_addr}/live, watch at http://{http_addr}/watch/<stream>");
     Ok(Server {
         http_addr,

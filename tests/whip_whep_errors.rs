@@ -171,7 +171,7 @@ async fn bad_requests_get_precise_errors_and_leave_nothing() {
     .await;
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
 
-    // WHEP before anyone publishes: 404 (documented in docs/api.md).
+    // WHEP before anyone publishes: 409 + Retry-After (draft-ietf-wish-whep; docs/api.md).
     let r = post(
         &c,
         format!("{b}/whep/demo"),
@@ -180,7 +180,8 @@ async fn bad_requests_get_precise_errors_and_leave_nothing() {
         obs.replace("a=sendonly", "a=recvonly"),
     )
     .await;
-    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    assert_eq!(r.headers()["retry-after"], "2");
     assert_eq!(error_code(r).await, "stream_not_live");
 
     // Unknown session resources.
@@ -241,6 +242,8 @@ async fn obs_offer_gets_201_location_and_a_candidate_and_a_second_publisher_gets
     assert_eq!(r.headers()["content-type"], "application/sdp");
     let location = r.headers()["location"].to_str().unwrap().to_string();
     assert!(location.starts_with("/whip/demo/"), "{location}");
+    let etag = r.headers()["etag"].to_str().unwrap().to_string();
+    assert!(etag.starts_with('"') && etag.len() > 2, "{etag}");
     let answer = r.text().await.unwrap();
     // The server's own candidate is in the answer (OBS sends none and never trickles).
     let port = server.udp_addr.port();
@@ -266,32 +269,35 @@ async fn obs_offer_gets_201_location_and_a_candidate_and_a_second_publisher_gets
     assert_eq!(r.status(), StatusCode::CONFLICT);
     assert_eq!(metric(&server, "publishers").await, 1);
 
-    // Trickle: 204 for a fragment, 415 for another type, 501 for an ICE restart.
+    // Trickle (RFC 9725 §4.3): 204 for a fragment under the session's ETag; 428 without
+    // If-Match, 412 for another ETag, 400 for what is not a fragment, 415 for another type,
+    // 501 for an ICE restart (If-Match: *).
     let frag = "a=ice-ufrag:Ab1c\r\na=ice-pwd:uGMuQbi1XUxZSY0Ab6Jd9TSf\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\na=candidate:1 1 udp 2130706431 127.0.0.1 40000 typ host\r\na=end-of-candidates\r\n";
-    let r = c
-        .patch(format!("{b}{location}"))
-        .header("content-type", "application/trickle-ice-sdpfrag")
-        .body(frag)
-        .send()
-        .await
-        .unwrap();
+    let patch = |ctype: &'static str, if_match: Option<&str>, body: &'static str| {
+        let mut req = c
+            .patch(format!("{b}{location}"))
+            .header("content-type", ctype)
+            .body(body);
+        if let Some(tag) = if_match {
+            req = req.header("if-match", tag);
+        }
+        async move { req.send().await.unwrap() }
+    };
+    const TRICKLE: &str = "application/trickle-ice-sdpfrag";
+    let r = patch(TRICKLE, Some(&etag), frag).await;
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
-    let r = c
-        .patch(format!("{b}{location}"))
-        .header("content-type", "application/sdp")
-        .body(frag)
-        .send()
-        .await
-        .unwrap();
+    let r = patch(TRICKLE, None, frag).await;
+    assert_eq!(r.status(), StatusCode::PRECONDITION_REQUIRED);
+    assert_eq!(error_code(r).await, "precondition_required");
+    let r = patch(TRICKLE, Some("\"stale\""), frag).await;
+    assert_eq!(r.status(), StatusCode::PRECONDITION_FAILED);
+    for garbage in ["hello world", "", "a=candidate:1 1 udp\r\n", "\u{0}\u{1}"] {
+        let r = patch(TRICKLE, Some(&etag), garbage).await;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{garbage:?}");
+    }
+    let r = patch("application/sdp", Some(&etag), frag).await;
     assert_eq!(r.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
-    let r = c
-        .patch(format!("{b}{location}"))
-        .header("content-type", "application/trickle-ice-sdpfrag")
-        .header("if-match", "*")
-        .body(frag)
-        .send()
-        .await
-        .unwrap();
+    let r = patch(TRICKLE, Some("*"), frag).await;
     assert_eq!(r.status(), StatusCode::NOT_IMPLEMENTED);
 
     // The resource of another stream or protocol is not this one.
@@ -335,6 +341,49 @@ async fn ffmpeg_passive_offer_is_answered_active() {
     let answer = r.text().await.unwrap();
     assert!(answer.contains("a=setup:active"), "{answer}");
     assert!(answer.contains("a=rtpmap:106 H264/90000"), "{answer}");
+    server.shutdown().await;
+}
+
+/// RFC 5763 §5 / RFC 8842: an offer that takes `a=setup:active` is answered passive.
+#[tokio::test]
+async fn active_offer_is_answered_passive() {
+    let (server, _dir) = start_server().await;
+    let c = Client::new();
+    let offer = fixture("obs_offer.sdp").replace("a=setup:actpass", "a=setup:active");
+    assert!(offer.contains("a=setup:active"));
+    let r = post(
+        &c,
+        format!("{}/whip/demo", base(&server)),
+        Some(KEY),
+        "application/sdp",
+        offer,
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let answer = r.text().await.unwrap();
+    assert!(answer.contains("a=setup:passive"), "{answer}");
+    assert!(!answer.contains("a=setup:active"), "{answer}");
+    server.shutdown().await;
+}
+
+/// OPTIONS (a CORS preflight or a plain one) says what POST takes, without a token.
+#[tokio::test]
+async fn options_advertise_accept_post() {
+    let (server, _dir) = start_server().await;
+    let c = Client::new();
+    for path in ["/whip/demo", "/whep/demo"] {
+        for origin in [None, Some("https://player.example")] {
+            let mut req = c.request(reqwest::Method::OPTIONS, format!("{}{path}", base(&server)));
+            if let Some(o) = origin {
+                req = req
+                    .header("origin", o)
+                    .header("access-control-request-method", "POST");
+            }
+            let r = req.send().await.unwrap();
+            assert!(r.status().is_success(), "{path} {origin:?}: {}", r.status());
+            assert_eq!(r.headers()["accept-post"], "application/sdp", "{path} {origin:?}");
+        }
+    }
     server.shutdown().await;
 }
 
@@ -413,5 +462,50 @@ async fn publisher_codec_order_is_honoured_and_mode_0_is_refused() {
             .unwrap();
         assert_eq!(r.status(), StatusCode::OK);
     }
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_offer_with_too_many_m_lines_gets_400_naming_the_limit() {
+    let (server, _dir) = start_server().await;
+    let c = Client::new();
+    let obs = fixture("obs_offer.sdp");
+    let eol = if obs.contains("\r\n") { "\r\n" } else { "\n" };
+    let max = media::sfu::peer::MAX_MEDIA_SECTIONS;
+    // OBS's two m-lines, then audio sections up to one beyond the limit.
+    let mut offer = obs.trim_end().to_string();
+    for mid in 2..=max {
+        for line in [
+            "m=audio 9 UDP/TLS/RTP/SAVPF 111".to_string(),
+            "c=IN IP4 0.0.0.0".into(),
+            format!("a=mid:{mid}"),
+            "a=sendonly".into(),
+            "a=rtcp-mux".into(),
+            "a=rtpmap:111 opus/48000/2".into(),
+        ] {
+            offer.push_str(eol);
+            offer.push_str(&line);
+        }
+    }
+    offer.push_str(eol);
+    let r = post(
+        &c,
+        format!("{}/whip/demo", base(&server)),
+        Some(KEY),
+        "application/sdp",
+        offer,
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "bad_offer");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!("{} m-lines", max + 1))
+            && message.contains(&format!("at most {max}")),
+        "{message}"
+    );
+    assert_eq!(metric(&server, "publishers").await, 0);
+    assert!(server.media.streams().await.unwrap().is_empty());
     server.shutdown().await;
 }

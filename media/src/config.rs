@@ -18,6 +18,13 @@ pub struct MediaConfig {
     pub ice_failed_timeout: Duration,
     /// Upper bound of sessions (publishers + viewers); beyond it requests get 503.
     pub max_sessions: usize,
+    /// Sessions one client address (IPv4 address, IPv6 /64) may hold at once, connected or
+    /// not; beyond it requests get 429. Households and offices share one address, so this is
+    /// well above one person's need.
+    pub max_sessions_per_address: usize,
+    /// Of `max_sessions`, this many are kept for publishers: viewers get 503 once only these
+    /// are left, so an audience (or a flood of viewer offers) cannot lock streamers out.
+    pub publisher_reserve: usize,
     /// Shortest time between two PLIs sent to one publisher while a keyframe is pending.
     pub pli_min_interval: Duration,
     /// A publisher whose connection drops (rather than ending the stream) may reconnect within
@@ -38,10 +45,12 @@ impl Default for MediaConfig {
         Self {
             udp_bind: SocketAddr::from(([0, 0, 0, 0], 8189)),
             public_ips: Vec::new(),
-            connect_timeout: Duration::from_secs(15),
+            connect_timeout: Duration::from_secs(10),
             ice_disconnected_timeout: Duration::from_secs(3),
             ice_failed_timeout: Duration::from_secs(6),
             max_sessions: 5000,
+            max_sessions_per_address: 32,
+            publisher_reserve: 100,
             pli_min_interval: Duration::from_millis(300),
             reconnect_grace: Duration::from_secs(20),
             hls: None,

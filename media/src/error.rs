@@ -28,6 +28,9 @@ pub enum MediaError {
     /// The server is at its configured session limit.
     #[error("server is at capacity")]
     Overloaded,
+    /// This client address (an IPv6 /64) already has the most sessions one address may hold.
+    #[error("too many sessions from this address (at most {0})")]
+    TooManyFromAddress(usize),
     /// The media task is gone (shutting down).
     #[error("media core is shutting down")]
     ShuttingDown,

@@ -28,6 +28,7 @@ pub mod runtime;
 pub mod sfu;
 pub mod stun;
 mod udp_batch;
+pub mod udp_recv;
 
 pub use config::MediaConfig;
 pub use error::MediaError;

@@ -5,7 +5,7 @@
 //! mediamtx); the task never holds a lock and the SFU never awaits. Received datagrams are read
 //! into one growing `BytesMut` and split off without copying.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,6 +22,7 @@ use crate::metrics::Metrics;
 use crate::sfu::peer::PublishedTrack;
 use crate::sfu::{Departure, Role, SessionAnswer, SessionId, Sfu, StreamEvent, StreamSummary};
 use crate::udp_batch::{self, UdpSender};
+use crate::udp_recv;
 
 /// Requests queued for the media task before senders wait.
 const COMMAND_QUEUE: usize = 256;
@@ -38,11 +39,13 @@ enum Command {
     Publish {
         stream: String,
         offer: String,
+        client: Option<IpAddr>,
         reply: oneshot::Sender<Result<SessionAnswer>>,
     },
     View {
         stream: String,
         offer: String,
+        client: Option<IpAddr>,
         reply: oneshot::Sender<Result<SessionAnswer>>,
     },
     Trickle {
@@ -75,6 +78,11 @@ enum Command {
         reason: &'static str,
         how: Departure,
     },
+    EndPublisher {
+        stream: String,
+        reason: &'static str,
+        reply: oneshot::Sender<bool>,
+    },
     Shutdown {
         reply: oneshot::Sender<()>,
     },
@@ -99,6 +107,7 @@ pub struct MediaTask {
 /// Bind the UDP socket and start the media task.
 pub async fn spawn(config: MediaConfig) -> std::io::Result<(MediaHandle, MediaTask)> {
     let socket = UdpSocket::bind(config.udp_bind).await?;
+    udp_recv::enable_destination(&socket)?;
     let local_addr = socket.local_addr()?;
     let candidates = host_candidates(&config, local_addr);
     info!(udp = %local_addr, candidates = ?candidates, "media core listening");
@@ -129,7 +138,9 @@ pub async fn spawn(config: MediaConfig) -> std::io::Result<(MediaHandle, MediaTa
 }
 
 /// Host candidates for answers: configured addresses, else the bound one, else every local
-/// interface address (loopback last, so LAN clients try a routable address first).
+/// interface address of the bound family — `0.0.0.0`: IPv4; `[::]` (dual-stack): IPv4 and
+/// IPv6 — loopback last, so LAN clients try a routable address first. Link-local IPv6
+/// addresses need a scope id a candidate cannot carry, so they are left out.
 fn host_candidates(config: &MediaConfig, bound: SocketAddr) -> Vec<SocketAddr> {
     let port = bound.port();
     if !config.public_ips.is_empty() {
@@ -142,16 +153,39 @@ fn host_candidates(config: &MediaConfig, bound: SocketAddr) -> Vec<SocketAddr> {
     if !bound.ip().is_unspecified() {
         return vec![bound];
     }
-    let mut ips: Vec<IpAddr> = if_addrs::get_if_addrs()
+    let v6 = bound.is_ipv6();
+    let interfaces: Vec<IpAddr> = if_addrs::get_if_addrs()
         .unwrap_or_default()
         .into_iter()
         .map(|i| i.ip())
-        .filter(|ip| ip.is_ipv4() && !ip.is_loopback())
         .collect();
-    ips.push(IpAddr::V4(Ipv4Addr::LOCALHOST));
-    ips.into_iter()
+    wildcard_candidates(&interfaces, v6)
+        .into_iter()
         .map(|ip| SocketAddr::new(ip, port))
         .collect()
+}
+
+/// The addresses a wildcard bind advertises, from the interfaces' addresses: IPv4 ones (and
+/// IPv6 ones for `[::]`), loopback last; `127.0.0.1` (and `::1`) always, so a viewer on the
+/// machine itself connects.
+fn wildcard_candidates(interfaces: &[IpAddr], v6: bool) -> Vec<IpAddr> {
+    let usable = |ip: &&IpAddr| match ip {
+        IpAddr::V4(_) => true,
+        // fe80::/10 needs a scope id.
+        IpAddr::V6(a) => v6 && (a.segments()[0] & 0xffc0) != 0xfe80,
+    };
+    let mut ips: Vec<IpAddr> = interfaces
+        .iter()
+        .filter(usable)
+        .filter(|ip| !ip.is_loopback())
+        .copied()
+        .collect();
+    ips.push(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    if v6 && interfaces.contains(&IpAddr::V6(Ipv6Addr::LOCALHOST)) {
+        ips.push(IpAddr::V6(Ipv6Addr::LOCALHOST));
+    }
+    ips.dedup();
+    ips
 }
 
 impl MediaHandle {
@@ -164,21 +198,34 @@ impl MediaHandle {
         rx.await.map_err(|_| MediaError::ShuttingDown)
     }
 
-    /// WHIP: answer a publisher's offer. The stream key must already be checked.
-    pub async fn publish(&self, stream: &str, offer: String) -> Result<SessionAnswer> {
+    /// WHIP: answer a publisher's offer from `client` (counted against the per-address
+    /// limit; `None`: not counted). The stream key must already be checked.
+    pub async fn publish(
+        &self,
+        stream: &str,
+        offer: String,
+        client: Option<IpAddr>,
+    ) -> Result<SessionAnswer> {
         self.ask(|reply| Command::Publish {
             stream: stream.to_owned(),
             offer,
+            client,
             reply,
         })
         .await?
     }
 
-    /// WHEP: answer a viewer's offer.
-    pub async fn view(&self, stream: &str, offer: String) -> Result<SessionAnswer> {
+    /// WHEP: answer a viewer's offer from `client` (as for [`MediaHandle::publish`]).
+    pub async fn view(
+        &self,
+        stream: &str,
+        offer: String,
+        client: Option<IpAddr>,
+    ) -> Result<SessionAnswer> {
         self.ask(|reply| Command::View {
             stream: stream.to_owned(),
             offer,
+            client,
             reply,
         })
         .await?
@@ -244,6 +291,19 @@ impl MediaHandle {
     /// The ingest publisher is gone: it ended the stream, or dropped and may come back.
     pub async fn close_ingest(&self, id: SessionId, reason: &'static str, how: Departure) {
         let _ = self.tx.send(Command::CloseIngest { id, reason, how }).await;
+    }
+
+    /// End `stream`'s publisher (WHIP or RTMP ingest) and take the stream off the air at once,
+    /// without reconnect grace: its stream key was rotated. Viewers are told (BYE). False if
+    /// it had no publisher. (An RTMP connection is closed through its listener's
+    /// [`crate::ingest::rtmp::publishers::RtmpPublishers`].)
+    pub async fn end_publisher(&self, stream: &str, reason: &'static str) -> Result<bool> {
+        self.ask(|reply| Command::EndPublisher {
+            stream: stream.to_owned(),
+            reason,
+            reply,
+        })
+        .await
     }
 
     /// Close every session, tell peers, and stop the task.
@@ -318,15 +378,20 @@ async fn run(
                     break;
                 }
             },
-            res = socket.recv_buf_from(&mut buf) => {
+            res = udp_recv::recv(&socket, &mut buf) => {
                 match res {
-                    Ok((n, from)) => {
+                    Ok(got) => {
                         let now = Instant::now();
-                        sfu.handle_datagram(now, from, buf.split_to(n));
+                        sfu.handle_datagram(now, got.from, got.to, buf.split_to(got.len));
                         for _ in 1..RECV_BATCH {
                             buf.reserve(DATAGRAM_MAX_BYTES);
-                            match socket.try_recv_buf_from(&mut buf) {
-                                Ok((n, from)) => sfu.handle_datagram(now, from, buf.split_to(n)),
+                            match udp_recv::try_recv(&socket, &mut buf) {
+                                Ok(got) => sfu.handle_datagram(
+                                    now,
+                                    got.from,
+                                    got.to,
+                                    buf.split_to(got.len),
+                                ),
                                 Err(_) => break,
                             }
                         }
@@ -350,16 +415,18 @@ fn handle_command(sfu: &mut Sfu, cmd: Command) {
         Command::Publish {
             stream,
             offer,
+            client,
             reply,
         } => {
-            let _ = reply.send(sfu.publish(now, &stream, &offer));
+            let _ = reply.send(sfu.publish(now, &stream, &offer, client));
         }
         Command::View {
             stream,
             offer,
+            client,
             reply,
         } => {
-            let _ = reply.send(sfu.view(now, &stream, &offer));
+            let _ = reply.send(sfu.view(now, &stream, &offer, client));
         }
         Command::Trickle {
             id,
@@ -395,6 +462,13 @@ fn handle_command(sfu: &mut Sfu, cmd: Command) {
             let _ = sfu.push_ingest(now, id, packets);
         }
         Command::CloseIngest { id, reason, how } => sfu.close_ingest(now, id, reason, how),
+        Command::EndPublisher {
+            stream,
+            reason,
+            reply,
+        } => {
+            let _ = reply.send(sfu.end_publisher(now, &stream, reason));
+        }
         Command::Shutdown { .. } => unreachable!("handled by the loop"),
     }
 }
@@ -435,5 +509,50 @@ async fn flush(
             _ => sender.send_all(socket, batch).await,
         }
         batch.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ips(list: &[&str]) -> Vec<IpAddr> {
+        list.iter().map(|s| s.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn ipv4_wildcard_advertises_ipv4_interfaces_then_loopback() {
+        let interfaces = ips(&["127.0.0.1", "192.0.2.7", "::1", "2001:db8::7", "fe80::1"]);
+        assert_eq!(
+            wildcard_candidates(&interfaces, false),
+            ips(&["192.0.2.7", "127.0.0.1"])
+        );
+    }
+
+    #[test]
+    fn dual_stack_wildcard_adds_routable_ipv6_and_its_loopback() {
+        let interfaces = ips(&["127.0.0.1", "192.0.2.7", "::1", "2001:db8::7", "fe80::1"]);
+        assert_eq!(
+            wildcard_candidates(&interfaces, true),
+            ips(&["192.0.2.7", "2001:db8::7", "127.0.0.1", "::1"])
+        );
+    }
+
+    #[test]
+    fn configured_public_addresses_replace_the_interfaces() {
+        let config = MediaConfig {
+            public_ips: ips(&["203.0.113.9"]),
+            ..Default::default()
+        };
+        let bound: SocketAddr = "0.0.0.0:8189".parse().unwrap();
+        assert_eq!(
+            host_candidates(&config, bound),
+            vec!["203.0.113.9:8189".parse::<SocketAddr>().unwrap()]
+        );
+        let specific: SocketAddr = "127.0.0.1:4000".parse().unwrap();
+        assert_eq!(
+            host_candidates(&MediaConfig::default(), specific),
+            vec![specific]
+        );
     }
 }

@@ -9,6 +9,9 @@ use media::MediaError;
 
 use crate::auth::AuthError;
 
+/// `Retry-After` of a WHEP request for a stream nobody publishes (seconds).
+const NOT_LIVE_RETRY_AFTER_SECS: &str = "2";
+
 #[derive(Debug, thiserror::Error)]
 pub enum SignalingError {
     #[error(transparent)]
@@ -21,6 +24,14 @@ pub enum SignalingError {
     BadRequest(String),
     #[error("ICE restart is not supported; start a new session")]
     IceRestartUnsupported,
+    /// RFC 9725 §4.3.1: a trickle PATCH must carry the session's entity-tag in `If-Match`.
+    #[error("If-Match with the session's ETag is required")]
+    PreconditionRequired,
+    #[error("If-Match does not match the session's ETag")]
+    PreconditionFailed,
+    /// This address creates sessions too fast; it may again after the duration.
+    #[error("too many session requests from this address; retry later")]
+    RateLimited(std::time::Duration),
 }
 
 impl SignalingError {
@@ -31,10 +42,13 @@ impl SignalingError {
                 M::BadOffer(_) => (StatusCode::BAD_REQUEST, "bad_offer"),
                 M::NotAcceptable(_) => (StatusCode::NOT_ACCEPTABLE, "not_acceptable"),
                 M::StreamBusy(_) => (StatusCode::CONFLICT, "stream_busy"),
-                M::StreamNotLive(_) => (StatusCode::NOT_FOUND, "stream_not_live"),
+                // draft-ietf-wish-whep §4.2: nothing published (yet) is a conflict with the
+                // stream's state; `Retry-After` says when to ask again.
+                M::StreamNotLive(_) => (StatusCode::CONFLICT, "stream_not_live"),
                 M::UnknownSession => (StatusCode::NOT_FOUND, "unknown_session"),
                 M::BadCandidate(_) => (StatusCode::BAD_REQUEST, "bad_candidate"),
                 M::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
+                M::TooManyFromAddress(_) => (StatusCode::TOO_MANY_REQUESTS, "too_many_sessions"),
                 M::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
                 _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
             },
@@ -48,6 +62,13 @@ impl SignalingError {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }
             SignalingError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            SignalingError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            SignalingError::PreconditionRequired => {
+                (StatusCode::PRECONDITION_REQUIRED, "precondition_required")
+            }
+            SignalingError::PreconditionFailed => {
+                (StatusCode::PRECONDITION_FAILED, "precondition_failed")
+            }
             SignalingError::IceRestartUnsupported => {
                 (StatusCode::NOT_IMPLEMENTED, "ice_restart_unsupported")
             }
@@ -77,6 +98,21 @@ impl IntoResponse for SignalingError {
         }
         if status == StatusCode::SERVICE_UNAVAILABLE {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
+        let retry_secs = match &self {
+            SignalingError::RateLimited(wait) => Some(wait.as_secs_f64().ceil().max(1.0) as u64),
+            // Held sessions end when their peers leave or fail to connect (≤ the connect timeout).
+            SignalingError::Media(MediaError::TooManyFromAddress(_)) => Some(10),
+            _ => None,
+        };
+        if let Some(v) = retry_secs.and_then(|s| HeaderValue::from_str(&s.to_string()).ok()) {
+            headers.insert(header::RETRY_AFTER, v);
+        }
+        if matches!(self, SignalingError::Media(MediaError::StreamNotLive(_))) {
+            headers.insert(
+                header::RETRY_AFTER,
+                HeaderValue::from_static(NOT_LIVE_RETRY_AFTER_SECS),
+            );
         }
         resp
     }

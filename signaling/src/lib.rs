@@ -6,10 +6,13 @@
 //! - `OPTIONS`: no token needed; CORS for browser publishers and players is applied by the binary.
 //!
 //! Who may publish is decided by a [`StreamAuthorizer`], which the binary wires to config or to
-//! the platform database.
+//! the platform database. The client's address (`ConnectInfo<SocketAddr>`, which the binary
+//! sets, behind trusted proxies too) is rate-limited here ([`limit`]) and counted by the
+//! media core's per-address session limit.
 
 pub mod auth;
 pub mod error;
+pub mod limit;
 mod resource;
 
 use std::sync::Arc;
@@ -32,6 +35,8 @@ pub struct SignalingState {
     pub authorizer: Arc<dyn StreamAuthorizer>,
     /// `stun:`/`turn:` URLs sent as `Link: <url>; rel="ice-server"` (RFC 9725 §4.6).
     pub ice_servers: Vec<String>,
+    /// How fast one address may create sessions (429 beyond).
+    pub session_rate: Arc<limit::SessionRate>,
 }
 
 /// Routes for `/whip/...` and `/whep/...`.

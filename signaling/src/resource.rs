@@ -1,8 +1,11 @@
 //! The WHIP and WHEP endpoint and session resources. Both protocols share one shape; only who
 //! may create a session (WHIP needs the stream key) and which side sends media differ.
 
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
+
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use media::{Role, SessionId};
@@ -61,11 +64,15 @@ async fn create(
     st: SignalingState,
     role: Role,
     stream: String,
+    client: IpAddr,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, SignalingError> {
     check_stream(&stream)?;
     content_type_is(&headers, SDP)?;
+    st.session_rate
+        .take(client, Instant::now())
+        .map_err(SignalingError::RateLimited)?;
     if role == Role::Publisher {
         st.authorizer
             .authorize_publish(&stream, bearer(&headers))
@@ -78,8 +85,8 @@ async fn create(
         )));
     }
     let answer = match role {
-        Role::Publisher => st.media.publish(&stream, offer).await?,
-        Role::Viewer => st.media.view(&stream, offer).await?,
+        Role::Publisher => st.media.publish(&stream, offer, Some(client)).await?,
+        Role::Viewer => st.media.view(&stream, offer, Some(client)).await?,
     };
     // RFC 9725 §4.2: 201 Created, the answer, and the session URL in Location (OBS needs both).
     let location = format!("/{}/{}/{}", prefix(role), stream, answer.id);
@@ -89,7 +96,9 @@ async fn create(
     if let Ok(v) = HeaderValue::from_str(&location) {
         h.insert(header::LOCATION, v);
     }
-    h.insert(header::ETAG, HeaderValue::from_static("\"1\""));
+    if let Ok(v) = HeaderValue::from_str(&etag(answer.id)) {
+        h.insert(header::ETAG, v);
+    }
     h.insert("accept-patch", HeaderValue::from_static(TRICKLE));
     add_ice_server_links(&st, h);
     Ok(resp)
@@ -101,6 +110,66 @@ fn add_ice_server_links(st: &SignalingState, h: &mut HeaderMap) {
             h.append(header::LINK, v);
         }
     }
+}
+
+/// A session's entity-tag (RFC 9725 §4.3.1). Without ICE restarts it never changes.
+fn etag(id: SessionId) -> String {
+    format!("\"{id}\"")
+}
+
+/// RFC 9725 §4.3.1: a trickle PATCH names the session's entity-tag in `If-Match`; none →
+/// 428, another one → 412; `*` asks for an ICE restart (§4.3.2), which we do not do.
+fn check_if_match(headers: &HeaderMap, id: SessionId) -> Result<(), SignalingError> {
+    let Some(value) = headers.get(header::IF_MATCH) else {
+        return Err(SignalingError::PreconditionRequired);
+    };
+    let value = value
+        .to_str()
+        .map_err(|_| SignalingError::BadRequest("If-Match is not ASCII".into()))?;
+    if value.trim() == "*" {
+        return Err(SignalingError::IceRestartUnsupported);
+    }
+    let ours = etag(id);
+    let matches = value
+        .split(',')
+        .map(|t| t.trim().trim_start_matches("W/"))
+        .any(|t| t == ours);
+    if matches {
+        Ok(())
+    } else {
+        Err(SignalingError::PreconditionFailed)
+    }
+}
+
+/// The candidates of an RFC 8840 SDP fragment; 400 for anything that is not one: every
+/// non-empty line must be `<type>=<value>`, and there must be at least one line.
+fn fragment_candidates(fragment: &str) -> Result<Vec<String>, SignalingError> {
+    let mut lines = 0;
+    let mut candidates = Vec::new();
+    for line in fragment.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        lines += 1;
+        let b = line.as_bytes();
+        if b.len() < 2 || !b[0].is_ascii_lowercase() || b[1] != b'=' {
+            return Err(SignalingError::BadRequest(format!(
+                "not an SDP fragment line: {:?}",
+                line.chars().take(40).collect::<String>()
+            )));
+        }
+        if let Some(c) = line.strip_prefix("a=candidate:") {
+            if c.split_whitespace().count() < 8 {
+                return Err(SignalingError::BadRequest(
+                    "a=candidate needs foundation, component, transport, priority, address, port, typ and type".into(),
+                ));
+            }
+            candidates.push(line[2..].to_owned());
+        }
+    }
+    if lines == 0 {
+        return Err(SignalingError::BadRequest(
+            "empty trickle fragment".into(),
+        ));
+    }
+    Ok(candidates)
 }
 
 fn session_id(s: &str) -> Result<SessionId, SignalingError> {
@@ -117,20 +186,9 @@ async fn patch(
 ) -> Result<Response, SignalingError> {
     let id = session_id(&session)?;
     content_type_is(&headers, TRICKLE)?;
-    // RFC 9725 §4.3.2: If-Match "*" asks for an ICE restart.
-    if headers
-        .get(header::IF_MATCH)
-        .is_some_and(|v| v.as_bytes() == b"*")
-    {
-        return Err(SignalingError::IceRestartUnsupported);
-    }
+    check_if_match(&headers, id)?;
     let fragment = utf8(body)?;
-    let candidates: Vec<String> = fragment
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("a="))
-        .filter(|l| l.starts_with("candidate:"))
-        .map(str::to_owned)
-        .collect();
+    let candidates = fragment_candidates(&fragment)?;
     st.media.trickle(id, role, &stream, candidates).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -158,19 +216,21 @@ fn options(st: &SignalingState) -> Response {
 pub(crate) async fn whip_post(
     State(st): State<SignalingState>,
     Path(stream): Path<String>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, SignalingError> {
-    create(st, Role::Publisher, stream, headers, body).await
+    create(st, Role::Publisher, stream, client.ip(), headers, body).await
 }
 
 pub(crate) async fn whep_post(
     State(st): State<SignalingState>,
     Path(stream): Path<String>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, SignalingError> {
-    create(st, Role::Viewer, stream, headers, body).await
+    create(st, Role::Viewer, stream, client.ip(), headers, body).await
 }
 
 pub(crate) async fn whip_patch(

@@ -90,7 +90,8 @@ export default function Player({ stream, hlsUrl, vod = false }: { stream: string
         };
       } catch (e) {
         if (cancelled) return;
-        if (e instanceof HttpError && e.status === 404) {
+        if (e instanceof HttpError && (e.status === 409 || e.status === 404)) {
+          // 409 (+ Retry-After): nobody publishes yet (draft-ietf-wish-whep); 404: no such stream.
           setState('offline — waiting for the stream to start');
           publish('webrtc', 'offline');
           retry = setTimeout(start, 3000);

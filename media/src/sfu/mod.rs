@@ -31,7 +31,7 @@ mod stream;
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -179,6 +179,8 @@ struct Peer {
     pending_nomination: Option<(SocketAddr, BytesMut)>,
     /// Where the connection last sent to: the selected candidate pair's remote address.
     remote: Option<SocketAddr>,
+    /// The client address it was created from (IPv6 by /64), counted in `Sfu::per_address`.
+    client: Option<IpAddr>,
 }
 
 /// The SFU core. See the module docs.
@@ -189,6 +191,10 @@ pub struct Sfu {
     pli_min_interval: Duration,
     reconnect_grace: Duration,
     max_sessions: usize,
+    max_sessions_per_address: usize,
+    publisher_reserve: usize,
+    /// Sessions per client address (IPv6 by /64).
+    per_address: HashMap<IpAddr, usize>,
     peers: HashMap<SessionId, Peer>,
     streams: HashMap<String, Stream>,
     demux: Demux,
@@ -234,6 +240,9 @@ impl Sfu {
             pli_min_interval: config.pli_min_interval,
             reconnect_grace: config.reconnect_grace,
             max_sessions: config.max_sessions,
+            max_sessions_per_address: config.max_sessions_per_address,
+            publisher_reserve: config.publisher_reserve,
+            per_address: HashMap::new(),
             peers: HashMap::new(),
             streams: HashMap::new(),
             demux: Demux::default(),
@@ -260,8 +269,9 @@ impl Sfu {
         now: Instant,
         stream: &str,
         offer_sdp: &str,
+        client: Option<IpAddr>,
     ) -> Result<SessionAnswer> {
-        let result = self.try_publish(now, stream, offer_sdp);
+        let result = self.try_publish(now, stream, offer_sdp, client);
         self.count_result(&result);
         result
     }
@@ -271,6 +281,7 @@ impl Sfu {
         now: Instant,
         stream: &str,
         offer_sdp: &str,
+        client: Option<IpAddr>,
     ) -> Result<SessionAnswer> {
         if self
             .streams
@@ -279,7 +290,8 @@ impl Sfu {
         {
             return Err(MediaError::StreamBusy(stream.to_owned()));
         }
-        self.check_capacity()?;
+        let client = client.map(address_key);
+        self.check_capacity(Role::Publisher, client)?;
         let offer = peer::parse_offer(offer_sdp, true)?;
         let creds = IceCredentials::random();
         let (mut pc, sdp, tracks) = peer::build_publisher(now, &self.settings, &creds, offer)?;
@@ -306,22 +318,35 @@ impl Sfu {
             Vec::new(),
             video_receiver,
         );
+        self.count_client(id, client);
         Metrics::add(&self.metrics.publishers, 1);
         Ok(SessionAnswer { id, sdp })
     }
 
     /// WHEP: a viewer's offer for `stream`, which must be live (else [`MediaError::StreamNotLive`]).
-    pub fn view(&mut self, now: Instant, stream: &str, offer_sdp: &str) -> Result<SessionAnswer> {
-        let result = self.try_view(now, stream, offer_sdp);
+    pub fn view(
+        &mut self,
+        now: Instant,
+        stream: &str,
+        offer_sdp: &str,
+        client: Option<IpAddr>,
+    ) -> Result<SessionAnswer> {
+        let result = self.try_view(now, stream, offer_sdp, client.map(address_key));
         self.count_result(&result);
         result
     }
 
-    fn try_view(&mut self, now: Instant, stream: &str, offer_sdp: &str) -> Result<SessionAnswer> {
+    fn try_view(
+        &mut self,
+        now: Instant,
+        stream: &str,
+        offer_sdp: &str,
+        client: Option<IpAddr>,
+    ) -> Result<SessionAnswer> {
         let Some(s) = self.streams.get(stream).filter(|s| s.is_active()) else {
             return Err(MediaError::StreamNotLive(stream.to_owned()));
         };
-        self.check_capacity()?;
+        self.check_capacity(Role::Viewer, client)?;
         let offer = peer::parse_offer(offer_sdp, false)?;
         let creds = IceCredentials::random();
         let (pc, sdp, tracks) =
@@ -334,6 +359,7 @@ impl Sfu {
             .push(id);
         debug!(stream, session = %id, "viewer offered");
         self.insert_peer(now, id, Role::Viewer, stream, pc, creds.ufrag, tracks, None);
+        self.count_client(id, client);
         Metrics::add(&self.metrics.viewers, 1);
         Ok(SessionAnswer { id, sdp })
     }
@@ -384,12 +410,20 @@ impl Sfu {
         }
     }
 
-    /// A datagram arrived on the shared socket.
-    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: BytesMut) {
+    /// A datagram arrived on the shared socket from `from`, sent to our address `to` (when the
+    /// socket can tell: see [`crate::udp_recv`]).
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        to: Option<IpAddr>,
+        data: BytesMut,
+    ) {
         let Some(id) = self.demux.route(from, &data) else {
             Metrics::add(&self.metrics.datagrams_unroutable, 1);
             return;
         };
+        let local_addr = self.local_candidate(to);
         let Some(peer) = self.peers.get_mut(&id) else {
             return;
         };
@@ -408,7 +442,6 @@ impl Sfu {
         } else {
             None
         };
-        let local_addr = self.local_addr;
         let tag = |from: SocketAddr, message: BytesMut| TaggedBytesMut {
             now,
             transport: TransportContext {
@@ -429,6 +462,26 @@ impl Sfu {
             }
         }
         self.service(now, id);
+    }
+
+    /// The host candidate a datagram sent to `to` reached, as the ICE agent must be told (it
+    /// discards checks on any address that is not one of its local candidates). `to` itself
+    /// when it is a candidate; else the first candidate of its family — 1:1 NAT, where the
+    /// socket receives on a private address and answers advertise the public one
+    /// (`GLINT_PUBLIC_IP`); else the first candidate. Without a candidate, the bound address.
+    fn local_candidate(&self, to: Option<IpAddr>) -> SocketAddr {
+        let candidates = &self.settings.host_candidates;
+        let port = self.local_addr.port();
+        if let Some(ip) = to {
+            let reached = SocketAddr::new(ip, port);
+            if candidates.contains(&reached) {
+                return reached;
+            }
+            if let Some(c) = candidates.iter().find(|c| c.is_ipv4() == ip.is_ipv4()) {
+                return *c;
+            }
+        }
+        candidates.first().copied().unwrap_or(self.local_addr)
     }
 
     /// Run every timer that is due.
@@ -582,11 +635,29 @@ impl Sfu {
         self.peers.len()
     }
 
-    fn check_capacity(&self) -> Result<()> {
-        if self.peers.len() >= self.max_sessions {
+    /// Room for one more session of `role` from `client`: the total (viewers leave
+    /// `publisher_reserve` free) and the per-address limit.
+    fn check_capacity(&self, role: Role, client: Option<IpAddr>) -> Result<()> {
+        let limit = match role {
+            Role::Publisher => self.max_sessions,
+            Role::Viewer => self.max_sessions.saturating_sub(self.publisher_reserve),
+        };
+        if self.peers.len() >= limit {
             return Err(MediaError::Overloaded);
         }
+        if let Some(c) = client {
+            if self.per_address.get(&c).copied().unwrap_or(0) >= self.max_sessions_per_address {
+                return Err(MediaError::TooManyFromAddress(self.max_sessions_per_address));
+            }
+        }
         Ok(())
+    }
+
+    fn count_client(&mut self, id: SessionId, client: Option<IpAddr>) {
+        if let (Some(c), Some(peer)) = (client, self.peers.get_mut(&id)) {
+            peer.client = Some(c);
+            *self.per_address.entry(c).or_insert(0) += 1;
+        }
     }
 
     fn count_result<T>(&self, result: &Result<T>) {
@@ -623,6 +694,7 @@ impl Sfu {
                 video_receiver,
                 pending_nomination: None,
                 remote: None,
+                client: None,
             },
         );
         self.service(now, id);
@@ -944,6 +1016,14 @@ impl Sfu {
             self.timers.remove(&(t, id));
         }
         self.demux.remove_session(&peer.ufrag, id);
+        if let Some(c) = peer.client {
+            if let Some(n) = self.per_address.get_mut(&c) {
+                *n -= 1;
+                if *n == 0 {
+                    self.per_address.remove(&c);
+                }
+            }
+        }
         let _ = peer.pc.close();
         while let Some(out) = peer.pc.poll_write() {
             self.transmits.push_back(Transmit {
@@ -1119,6 +1199,24 @@ impl Sfu {
         }
     }
 
+    /// End `stream`'s publisher, WHIP peer or ingest, and take the stream off the air now, with
+    /// no reconnect grace (its stream key was rotated: it may not come back). Also ends a
+    /// stream waiting for a dropped publisher. False if the stream had no publisher.
+    pub fn end_publisher(&mut self, now: Instant, stream: &str, reason: &str) -> bool {
+        let Some(s) = self.streams.get(stream) else {
+            return false;
+        };
+        match (s.publisher, s.reconnect_deadline.is_some()) {
+            (Some(id), _) if self.ingest.contains_key(&id) => {
+                self.close_ingest(now, id, reason, Departure::Ended)
+            }
+            (Some(id), _) => self.remove_peer(now, id, reason, Departure::Ended),
+            (None, true) => self.take_off_air(now, stream, reason),
+            (None, false) => return false,
+        }
+        true
+    }
+
     /// RFC 3550 §6.6 BYE on each of a viewer's SSRCs, so its tracks end at once.
     fn say_goodbye(&mut self, now: Instant, id: SessionId) {
         let Some(peer) = self.peers.get_mut(&id) else {
@@ -1230,3 +1328,18 @@ fn codec_names(tracks: &[PublishedTrack]) -> Vec<String> {
         .map(|t| t.codec.rtp_codec.mime_type.clone())
         .collect()
 }
+/// The unit per-address limits count: an IPv4 address, an IPv6 /64 (what one subscriber is
+/// usually given, so one host cannot take a fresh address per request).
+pub fn address_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+    }
+}
+

@@ -18,7 +18,9 @@ use rtc::peer_connection::configuration::media_engine::MediaEngine;
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::sdp::RTCSessionDescription;
-use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate};
+use rtc::peer_connection::transport::{
+    CandidateConfig, CandidateHostConfig, RTCDtlsRole, RTCIceCandidate,
+};
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
@@ -138,8 +140,21 @@ fn map_rtc(context: &'static str) -> impl Fn(rtc::shared::error::Error) -> Media
     move |e| MediaError::Internal(format!("{context}: {e}"))
 }
 
-/// Parse an offer and check it carries audio or video at all (RFC 9725 §4.2 → 400 / 406).
+/// Most m-lines (media sections) an offer may have; more get 400. A publisher needs two (audio,
+/// video), simulcast or a data channel a few more.
+pub const MAX_MEDIA_SECTIONS: usize = 16;
+
+/// Parse an offer and check it carries audio or video at all (RFC 9725 §4.2 → 400 / 406), with
+/// at most [`MAX_MEDIA_SECTIONS`] m-lines.
 pub fn parse_offer(sdp: &str, want_send: bool) -> Result<RTCSessionDescription> {
+    // Counted before parsing: every m-line costs a transceiver, and an offer of hundreds (the
+    // 64 KiB body limit allows ~2000) would be parsed, negotiated and answered in the media task.
+    let m_lines = sdp.lines().filter(|l| l.starts_with("m=")).count();
+    if m_lines > MAX_MEDIA_SECTIONS {
+        return Err(MediaError::BadOffer(format!(
+            "offer has {m_lines} m-lines; at most {MAX_MEDIA_SECTIONS} are accepted"
+        )));
+    }
     let desc = RTCSessionDescription::offer(sdp.to_owned())
         .map_err(|e| MediaError::BadOffer(e.to_string()))?;
     let parsed = desc
@@ -188,6 +203,26 @@ pub fn parse_offer(sdp: &str, want_send: bool) -> Result<RTCSessionDescription> 
     Ok(desc)
 }
 
+/// The DTLS role the answer must take, from the offer's `a=setup` (RFC 5763 §5, RFC 8842):
+/// `active` → we are passive (DTLS server), `passive` → we are active (client). `actpass` or
+/// none: `None`, the default (active). The `rtc` core answers with its configured role
+/// whatever the offer says, which gave `a=setup:active` to an `a=setup:active` offer.
+fn answering_dtls_role(offer: &RTCSessionDescription) -> Option<RTCDtlsRole> {
+    let parsed = offer.unmarshal().ok()?;
+    let setup = parsed
+        .attributes
+        .iter()
+        .chain(parsed.media_descriptions.iter().flat_map(|m| m.attributes.iter()))
+        .find(|a| a.key == "setup")?
+        .value
+        .clone()?;
+    match setup.trim() {
+        "active" => Some(RTCDtlsRole::Server),
+        "passive" => Some(RTCDtlsRole::Client),
+        _ => None,
+    }
+}
+
 fn direction<'a>(keys: impl Iterator<Item = &'a str>) -> &'static str {
     for k in keys {
         match k {
@@ -207,6 +242,7 @@ fn build(
     creds: &IceCredentials,
     mut engine: MediaEngine,
     role: Role,
+    offer: &RTCSessionDescription,
 ) -> Result<RTCPeerConnection> {
     let registry = match role {
         // Viewers' RTP does not go through the connection (see `fanout`): retransmissions and
@@ -217,7 +253,7 @@ fn build(
         Role::Publisher => register_default_interceptors(Registry::new(), &mut engine)
             .map_err(map_rtc("interceptors"))?,
     };
-    let setting_engine = SettingEngineBuilder::new()
+    let mut setting_engine = SettingEngineBuilder::new()
         .with_ice_credentials(creds.ufrag.clone(), creds.pwd.clone())
         .with_lite(true)
         .with_multicast_dns_mode(MulticastDnsMode::Disabled)
@@ -226,7 +262,11 @@ fn build(
             Some(settings.ice_failed_timeout),
             Some(Duration::from_secs(1)),
         )
-        .build();
+        ;
+    if let Some(dtls) = answering_dtls_role(offer) {
+        setting_engine = setting_engine.with_answering_dtls_role(dtls);
+    }
+    let setting_engine = setting_engine.build();
     let mut pc = RTCPeerConnectionBuilder::new()
         .with_configuration(
             RTCConfigurationBuilder::new()
@@ -286,7 +326,7 @@ pub(crate) fn build_publisher(
     offer: RTCSessionDescription,
 ) -> Result<(RTCPeerConnection, String, Vec<PublishedTrack>)> {
     let engine = codec::publisher_media_engine().map_err(map_rtc("media engine"))?;
-    let mut pc = build(now, settings, creds, engine, Role::Publisher)?;
+    let mut pc = build(now, settings, creds, engine, Role::Publisher, &offer)?;
     let sdp = answer(now, &mut pc, offer)?;
     let tracks = negotiated_tracks(&sdp, "recvonly")?;
     if tracks.is_empty() {
@@ -311,7 +351,7 @@ pub(crate) fn build_viewer(
         .map(|t| (t.kind, t.codec.clone()))
         .collect();
     let engine = codec::viewer_media_engine(&codecs).map_err(map_rtc("media engine"))?;
-    let mut pc = build(now, settings, creds, engine, Role::Viewer)?;
+    let mut pc = build(now, settings, creds, engine, Role::Viewer, &offer)?;
     let mut senders = Vec::with_capacity(published.len());
     for t in published {
         let ssrc = rand::random::<u32>();
