@@ -68,6 +68,30 @@ impl media::ingest::rtmp::listener::StreamKeys for RtmpKeys {
     }
 }
 
+/// The API's hook for rotated stream keys: the stream's RTMP connections are closed, and the
+/// media core ends its publisher (WHIP session, or the RTMP ingest) and takes it off the air.
+pub struct EndPublisher {
+    pub media: MediaHandle,
+    pub rtmp: media::ingest::rtmp::publishers::RtmpPublishers,
+}
+
+impl api::publishers::PublisherControl for EndPublisher {
+    fn end_publisher<'a>(&'a self, stream: &'a str) -> api::publishers::EndFuture<'a> {
+        Box::pin(async move {
+            let connections = self.rtmp.end(stream);
+            match self.media.end_publisher(stream, "stream key rotated").await {
+                Ok(ended) => tracing::info!(
+                    stream,
+                    ended,
+                    rtmp_connections = connections,
+                    "stream key rotated: publisher ended"
+                ),
+                Err(e) => tracing::warn!(stream, error = %e, "could not end the publisher"),
+            }
+        })
+    }
+}
+
 pub fn authorizer(config_keys: Option<StaticKeys>, api: api::Api) -> Arc<dyn StreamAuthorizer> {
     Arc::new(Authorizer { config_keys, api })
 }

@@ -279,3 +279,75 @@ async fn enhanced_rtmp_hevc_is_refused_with_a_status_naming_the_codec() {
     assert_eq!(metric(&server, "publishers").await, 0);
     server.shutdown().await;
 }
+
+/// A TCP connection to the RTMP port from `from` (a loopback address) that sent C0, C1 and C2:
+/// `Some` if the server answered the handshake, `None` if it closed the connection instead.
+async fn rtmp_handshake(
+    server: &glint::Server,
+    from: std::net::IpAddr,
+) -> Option<tokio::net::TcpStream> {
+    use media::ingest::rtmp::handshake::SIG_LEN;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(std::net::SocketAddr::new(from, 0)).unwrap();
+    let mut sock = socket.connect(server.rtmp_addr).await.unwrap();
+    let c0_c1_c2 = &media::ingest::rtmp::client::Client::new().wire;
+    // A refused connection may be reset before the write completes.
+    sock.write_all(c0_c1_c2).await.ok()?;
+    let mut got = vec![0u8; 1 + 2 * SIG_LEN];
+    match tokio::time::timeout(WAIT, sock.read_exact(&mut got)).await {
+        Err(_) => panic!("the server must answer or close"),
+        Ok(Ok(_)) => Some(sock),
+        Ok(Err(_)) => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_not_publishing_yet_are_capped_per_address_and_in_total() {
+    let (server, _dir) = start_server_with(|c| {
+        c.rtmp_limits.max_connections = 3;
+        c.rtmp_limits.max_connections_per_address = 2;
+    })
+    .await;
+    let a: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+    let b: std::net::IpAddr = "127.0.0.2".parse().unwrap();
+    let mut a1 = rtmp_handshake(&server, a).await.expect("first from a");
+    let _a2 = rtmp_handshake(&server, a).await.expect("second from a");
+    assert!(
+        rtmp_handshake(&server, a).await.is_none(),
+        "a third from one address is closed"
+    );
+    let _b1 = rtmp_handshake(&server, b).await.expect("first from b");
+    assert!(
+        rtmp_handshake(&server, b).await.is_none(),
+        "a fourth in total is closed"
+    );
+
+    // Once a connection publishes with a valid key it no longer counts.
+    let full = obs_until_publish(KEY).wire;
+    a1.write_all(&full[1 + 2 * media::ingest::rtmp::handshake::SIG_LEN..])
+        .await
+        .unwrap();
+    let mut got = vec![0u8; 1 + 2 * media::ingest::rtmp::handshake::SIG_LEN];
+    let mut buf = [0u8; 4096];
+    let started = |got: &[u8]| {
+        replies(got).iter().any(|v| {
+            v.get(3)
+                .and_then(|i| i.get("code"))
+                .and_then(|c| c.as_str())
+                == Some("NetStream.Publish.Start")
+        })
+    };
+    while !started(&got) {
+        let n = tokio::time::timeout(WAIT, a1.read(&mut buf))
+            .await
+            .expect("publish answered")
+            .unwrap();
+        assert_ne!(n, 0, "publish refused");
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(
+        rtmp_handshake(&server, b).await.is_some(),
+        "the publisher's slot was given back"
+    );
+    server.shutdown().await;
+}

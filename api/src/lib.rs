@@ -17,6 +17,7 @@ pub mod follows;
 mod json;
 pub mod notifications;
 mod openapi;
+pub mod publishers;
 pub mod ratelimit;
 pub mod streams;
 pub mod users;
@@ -56,6 +57,8 @@ pub struct ApiState {
     /// Chat rooms with readers.
     pub chat: Arc<chat::room::Rooms>,
     pub chat_config: chat::ChatConfig,
+    /// Ends a stream's publisher when its key is rotated (the media side, wired by the binary).
+    pub publishers: Arc<dyn publishers::PublisherControl>,
 }
 
 /// The caller if a valid token came with the request, else nobody (public endpoints that show
@@ -103,6 +106,7 @@ impl Api {
                 hls_base: None,
                 chat: Arc::default(),
                 chat_config: chat::ChatConfig::default(),
+                publishers: Arc::new(publishers::NoMedia),
             },
         })
     }
@@ -248,6 +252,11 @@ impl Api {
         limit: u32,
     ) -> Result<Vec<videos::ExpiredVideo>> {
         videos::expired(&self.state, now_ms, limit).await
+    }
+
+    /// What ends a stream's publisher when its key is rotated; before [`Api::router`].
+    pub fn set_publisher_control(&mut self, control: Arc<dyn publishers::PublisherControl>) {
+        self.state.publishers = control;
     }
 
     /// Chat limits (tests use small ones); before [`Api::router`].

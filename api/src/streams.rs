@@ -354,7 +354,7 @@ pub(crate) async fn rotate_key(
     user: AuthUser,
     Path(id): Path<String>,
 ) -> Result<axum::Json<StreamKey>> {
-    owned(&st, &user, &id).await?;
+    let stream = owned(&st, &user, &id).await?;
     let key = new_stream_key();
     st.db
         .query("UPDATE type::thing('stream', $id) SET stream_key = $key")
@@ -362,7 +362,9 @@ pub(crate) async fn rotate_key(
         .bind(("key", key.clone()))
         .await?
         .check()?;
-    tracing::info!(stream = %id, "stream key rotated");
+    // Whoever publishes with the old key is off the air before the new key is handed out.
+    st.publishers.end_publisher(&stream.name).await;
+    tracing::info!(stream = %id, name = %stream.name, "stream key rotated; its publisher ended");
     Ok(axum::Json(StreamKey { stream_key: key }))
 }
 

@@ -31,6 +31,18 @@ pub fn negotiated(data: &[u8]) {
     }
 }
 
+/// Picture-size probing of publishers' keyframes for the HLS ladder: H.264 SPS (bytes as they
+/// come, and as the payload of an SPS NAL unit whatever their first byte) and VP8 headers.
+pub fn sps_probe(data: &[u8]) {
+    use crate::hls::probe::{h264_sps_size, vp8_keyframe_size};
+    let _ = h264_sps_size(data);
+    let mut sps = Vec::with_capacity(data.len() + 1);
+    sps.push(0x67);
+    sps.extend_from_slice(data);
+    let _ = h264_sps_size(&sps);
+    let _ = vp8_keyframe_size(data);
+}
+
 /// RTMP from anyone who connects to the RTMP port: handshake, then chunks, then AMF0 bodies.
 pub fn rtmp(data: &[u8]) {
     use crate::ingest::rtmp::{amf0, chunk::ChunkReader, handshake::Handshake};
@@ -83,7 +95,7 @@ mod tests {
     #[test]
     fn mutated_inputs_never_panic() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(0x911e7);
-        let seeds: [&[u8]; 5] = [
+        let seeds: [&[u8]; 6] = [
             OFFER.as_bytes(),
             &[
                 0x00, 0x01, 0x00, 0x08, 0x21, 0x12, 0xA4, 0x42, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11,
@@ -96,6 +108,11 @@ mod tests {
                 0x03, 0, 0, 0, 0, 0, 27, 0x14, 1, 0, 0, 0, 0x02, 0, 7, b'p', b'u', b'b', b'l',
                 b'i', b's', b'h', 0x00, 0x40, 0x14, 0, 0, 0, 0, 0, 0, 0x05, 0x02, 0, 3, b'k', b'e',
                 b'y',
+            ],
+            // x264's 640x360 High profile SPS (scaling matrices, cropping).
+            &[
+                0x67, 0x64, 0x00, 0x1e, 0xac, 0xd9, 0x40, 0xa0, 0x2f, 0xf9, 0x70, 0x11, 0x00, 0x00,
+                0x03, 0x00, 0x01, 0x00, 0x00, 0x03, 0x00, 0x3c, 0x0f, 0x16, 0x2d, 0x96,
             ],
         ];
         for i in 0..ITERATIONS {
@@ -129,6 +146,7 @@ mod tests {
             super::stun(&data);
             super::keyframe(&data);
             super::rtmp(&data);
+            super::sps_probe(&data);
             if i % 10 == 0 {
                 super::offer(&data);
                 super::negotiated(&data);

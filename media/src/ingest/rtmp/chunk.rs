@@ -15,8 +15,16 @@ pub const MSG_SET_CHUNK_SIZE: u8 = 1;
 pub const DEFAULT_CHUNK_SIZE: usize = 128;
 /// Largest chunk size we accept from a peer (OBS uses 4096; ffmpeg up to 65536).
 pub const MAX_CHUNK_SIZE: usize = 1 << 20;
-/// Largest message we reassemble (a 4K keyframe fits easily).
+/// Largest message we reassemble once a publish is accepted (a 4K keyframe fits easily).
 pub const MAX_MESSAGE: usize = 8 << 20;
+/// Unfinished messages (all chunk streams together) buffered once a publish is accepted: a
+/// keyframe at [`MAX_MESSAGE`] with audio and data interleaved.
+pub const MAX_BUFFERED: usize = 2 * MAX_MESSAGE;
+/// Largest message before a publish is accepted: commands (`connect`, `publish`, ...) are a
+/// few hundred bytes; media before the key check is dropped anyway.
+pub const MAX_MESSAGE_BEFORE_PUBLISH: usize = 64 << 10;
+/// Unfinished messages (all chunk streams together) buffered before a publish is accepted.
+pub const MAX_BUFFERED_BEFORE_PUBLISH: usize = 128 << 10;
 /// Chunk streams one connection may use at once.
 const MAX_CHUNK_STREAMS: usize = 64;
 const EXTENDED_TIMESTAMP: u32 = 0xFF_FFFF;
@@ -32,15 +40,44 @@ pub struct Message {
     pub payload: Bytes,
 }
 
-#[derive(Debug, Default, Clone)]
-struct ChunkState {
+/// What the next chunk's compressed header is read against (spec §5.3.1.2).
+#[derive(Debug, Default, Clone, Copy)]
+struct Header {
     timestamp: u32,
     delta: u32,
     length: usize,
     type_id: u8,
     stream_id: u32,
     extended: bool,
+}
+
+#[derive(Debug, Default)]
+struct ChunkState {
+    header: Header,
+    /// The message under way; it grows as its chunks arrive (never cloned: a message is copied
+    /// once, into its buffer).
     partial: Option<BytesMut>,
+}
+
+/// How much of a peer's input a [`ChunkReader`] holds: the largest message it reassembles, and
+/// the bytes of unfinished messages it buffers across all chunk streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkLimits {
+    pub max_message_bytes: usize,
+    pub max_buffered_bytes: usize,
+}
+
+impl ChunkLimits {
+    /// Before the stream key is checked: anyone on the internet.
+    pub const BEFORE_PUBLISH: Self = Self {
+        max_message_bytes: MAX_MESSAGE_BEFORE_PUBLISH,
+        max_buffered_bytes: MAX_BUFFERED_BEFORE_PUBLISH,
+    };
+    /// A publisher whose key was accepted.
+    pub const PUBLISHING: Self = Self {
+        max_message_bytes: MAX_MESSAGE,
+        max_buffered_bytes: MAX_BUFFERED,
+    };
 }
 
 /// Reassembles messages from a peer's chunk stream.
@@ -48,14 +85,15 @@ struct ChunkState {
 pub struct ChunkReader {
     chunk_size: usize,
     streams: HashMap<u32, ChunkState>,
+    limits: ChunkLimits,
+    /// Bytes held in unfinished messages, all chunk streams together.
+    buffered: usize,
 }
 
+/// The publishing limits (reading what a server sent, fuzzing); [`ChunkReader::new`] to choose.
 impl Default for ChunkReader {
     fn default() -> Self {
-        Self {
-            chunk_size: DEFAULT_CHUNK_SIZE,
-            streams: HashMap::new(),
-        }
+        Self::new(ChunkLimits::PUBLISHING)
     }
 }
 
@@ -64,8 +102,27 @@ fn be24(b: &[u8]) -> u32 {
 }
 
 impl ChunkReader {
+    pub fn new(limits: ChunkLimits) -> Self {
+        Self {
+            chunk_size: DEFAULT_CHUNK_SIZE,
+            streams: HashMap::new(),
+            limits,
+            buffered: 0,
+        }
+    }
+
     pub fn chunk_size(&self) -> usize {
         self.chunk_size
+    }
+
+    /// Bytes of unfinished messages held, all chunk streams together.
+    pub fn buffered(&self) -> usize {
+        self.buffered
+    }
+
+    /// New limits from the next chunk on (a publish was accepted). Messages under way are kept.
+    pub fn set_limits(&mut self, limits: ChunkLimits) {
+        self.limits = limits;
     }
 
     /// Read one chunk from the front of `input`. Returns the bytes consumed (0 when the chunk
@@ -103,8 +160,10 @@ impl ChunkReader {
                 return Err(RtmpError::Chunk("too many chunk streams"));
             }
         }
-        let mut st = self.streams.get(&csid).cloned().unwrap_or_default();
-        let continuing = st.partial.is_some();
+        let known = self.streams.get(&csid);
+        let mut st = known.map(|s| s.header).unwrap_or_default();
+        let had = known.and_then(|s| s.partial.as_ref()).map(BytesMut::len);
+        let continuing = had.is_some();
         let mut ts_field = None;
         match fmt {
             0 => {
@@ -135,7 +194,7 @@ impl ChunkReader {
         } else {
             ts_field.unwrap_or(st.delta)
         };
-        if st.length > MAX_MESSAGE {
+        if st.length > self.limits.max_message_bytes {
             return Err(RtmpError::TooLarge(st.length));
         }
         if fmt != 3 && continuing {
@@ -157,29 +216,38 @@ impl ChunkReader {
                 _ => st.timestamp = st.timestamp.wrapping_add(st.delta),
             }
         }
-        let mut partial = st
-            .partial
-            .take()
-            .unwrap_or_else(|| BytesMut::with_capacity(st.length));
-        let want = (st.length - partial.len()).min(self.chunk_size);
+        let had = had.unwrap_or(0);
+        let want = (st.length - had).min(self.chunk_size);
         let Some(data) = input.get(pos..pos + want) else {
             return Ok((0, None));
         };
-        pos += want;
-        partial.extend_from_slice(data);
-
-        let done = partial.len() == st.length;
-        let message = done.then(|| Message {
-            csid,
-            timestamp: st.timestamp,
-            type_id: st.type_id,
-            stream_id: st.stream_id,
-            payload: partial.split().freeze(),
-        });
-        if !done {
-            st.partial = Some(partial);
+        let done = had + want == st.length;
+        if !done && self.buffered + want > self.limits.max_buffered_bytes {
+            return Err(RtmpError::Buffered(self.buffered + want));
         }
-        self.streams.insert(csid, st);
+        pos += want;
+
+        let entry = self.streams.entry(csid).or_default();
+        entry.header = st;
+        // Memory follows the bytes that arrived, not the length a header claims.
+        let chunk_size = self.chunk_size;
+        let partial = entry
+            .partial
+            .get_or_insert_with(|| BytesMut::with_capacity(st.length.min(chunk_size)));
+        partial.extend_from_slice(data);
+        let message = if done {
+            self.buffered -= had;
+            entry.partial.take().map(|payload| Message {
+                csid,
+                timestamp: st.timestamp,
+                type_id: st.type_id,
+                stream_id: st.stream_id,
+                payload: payload.freeze(),
+            })
+        } else {
+            self.buffered += want;
+            None
+        };
 
         if let Some(m) = &message {
             if m.type_id == MSG_SET_CHUNK_SIZE {
@@ -320,6 +388,74 @@ mod tests {
             assert_eq!(r.read(&wire[..cut]).unwrap(), (0, None), "cut {cut}");
         }
         assert!(r.read(&wire).unwrap().1.is_some());
+    }
+
+    /// A type-0 header of a `len`-byte video message on chunk stream `csid` (one byte form).
+    fn header(csid: u8, len: usize) -> Vec<u8> {
+        let l = (len as u32).to_be_bytes();
+        vec![csid, 0, 0, 0, l[1], l[2], l[3], 9, 1, 0, 0, 0]
+    }
+
+    #[test]
+    fn before_publish_messages_are_small() {
+        let mut r = ChunkReader::new(ChunkLimits::BEFORE_PUBLISH);
+        assert_eq!(
+            r.read(&header(6, MAX_MESSAGE_BEFORE_PUBLISH + 1)),
+            Err(RtmpError::TooLarge(MAX_MESSAGE_BEFORE_PUBLISH + 1))
+        );
+        // At the limit: accepted, and only the bytes that came are held.
+        let mut r = ChunkReader::new(ChunkLimits::BEFORE_PUBLISH);
+        let mut wire = header(6, MAX_MESSAGE_BEFORE_PUBLISH);
+        wire.extend_from_slice(&[0; DEFAULT_CHUNK_SIZE]);
+        assert_eq!(r.read(&wire).unwrap(), (wire.len(), None));
+        assert_eq!(r.buffered(), DEFAULT_CHUNK_SIZE);
+        // Once publishing, the large limit.
+        let mut r = ChunkReader::new(ChunkLimits::BEFORE_PUBLISH);
+        r.set_limits(ChunkLimits::PUBLISHING);
+        assert!(r.read(&header(6, 1 << 20)).is_ok());
+    }
+
+    #[test]
+    fn unfinished_messages_across_chunk_streams_are_capped() {
+        // 32 KiB chunks; chunk streams 3, 4, ... each start a message at the limit and never
+        // finish it: the total held stops at the cap and the peer is refused.
+        const CHUNK: usize = 32 << 10;
+        let set = Message {
+            csid: 2,
+            timestamp: 0,
+            type_id: MSG_SET_CHUNK_SIZE,
+            stream_id: 0,
+            payload: Bytes::copy_from_slice(&(CHUNK as u32).to_be_bytes()),
+        };
+        let mut wire = Vec::new();
+        write_message(&mut wire, DEFAULT_CHUNK_SIZE, 2, &set);
+        let mut r = ChunkReader::new(ChunkLimits::BEFORE_PUBLISH);
+        assert_eq!(read_all(&mut r, &wire).len(), 1);
+        let mut refused = None;
+        for csid in 3..64u8 {
+            let mut wire = header(csid, MAX_MESSAGE_BEFORE_PUBLISH);
+            wire.extend_from_slice(&[0; CHUNK]);
+            match r.read(&wire) {
+                Ok((n, None)) => assert_eq!(n, wire.len()),
+                Ok(other) => panic!("{other:?}"),
+                Err(e) => {
+                    refused = Some((csid, e));
+                    break;
+                }
+            }
+            assert!(r.buffered() <= MAX_BUFFERED_BEFORE_PUBLISH);
+        }
+        let (csid, e) = refused.expect("refused within 61 chunk streams");
+        assert_eq!(e, RtmpError::Buffered(MAX_BUFFERED_BEFORE_PUBLISH + CHUNK));
+        assert_eq!(csid as usize - 3, MAX_BUFFERED_BEFORE_PUBLISH / CHUNK);
+        // Finished messages free their share.
+        let mut r = ChunkReader::new(ChunkLimits::BEFORE_PUBLISH);
+        let mut wire = Vec::new();
+        for _ in 0..4 {
+            write_message(&mut wire, 128, 6, &msg(1, 9, 60_000));
+        }
+        assert_eq!(read_all(&mut r, &wire).len(), 4);
+        assert_eq!(r.buffered(), 0);
     }
 
     #[test]

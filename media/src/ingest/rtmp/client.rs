@@ -49,6 +49,26 @@ impl Client {
     }
 }
 
+/// An SPS of x264's constrained baseline 1280x720, for tests' AVC configurations.
+pub const TEST_SPS: &[u8] = &[
+    0x67, 0x42, 0xc0, 0x1f, 0xd9, 0x00, 0x50, 0x05, 0xbb, 0x01, 0x10, 0x00, 0x00, 0x03, 0x00, 0x10,
+    0x00, 0x00, 0x03, 0x03, 0xc0, 0xf1, 0x83, 0x24, 0x80,
+];
+/// A PPS to go with [`TEST_SPS`].
+pub const TEST_PPS: &[u8] = &[0x68, 0xcb, 0x83, 0xcb, 0x20];
+
+/// An FLV video tag body holding an AVC sequence header (AVCDecoderConfigurationRecord) with
+/// one SPS and one PPS: what OBS sends first after `publish`.
+pub fn avc_config_tag(sps: &[u8], pps: &[u8]) -> Vec<u8> {
+    let mut tag = vec![0x17, 0x00, 0, 0, 0, 1, sps[1], sps[2], sps[3], 0xff, 0xe1];
+    tag.extend_from_slice(&(sps.len() as u16).to_be_bytes());
+    tag.extend_from_slice(sps);
+    tag.push(1);
+    tag.extend_from_slice(&(pps.len() as u16).to_be_bytes());
+    tag.extend_from_slice(pps);
+    tag
+}
+
 impl Default for Client {
     fn default() -> Self {
         Self::new()

@@ -1,22 +1,30 @@
 //! The RTMP listener: one task per TCP connection, each driving a [`ServerSession`] and turning
 //! an accepted publish into an SFU ingest publisher: H.264 → RTP as is (or re-encoded without
 //! B-frames through GStreamer, `reencode.rs`), AAC → Opus RTP through GStreamer (`audio.rs`).
+//!
+//! Until its publish is accepted a connection is anyone on the internet: it holds a slot (caps
+//! per address and in total, [`Slots`]) and must publish within [`RtmpLimits::publish_deadline`];
+//! its messages and buffers are small ([`super::chunk::ChunkLimits`]). Publishing connections are
+//! registered in [`RtmpPublishers`], so a rotated stream key ends them.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use rtc::rtp;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::audio::{self, AacToOpus, AudioTag};
 use super::flv::{self, VideoTag};
+use super::limits::{RtmpLimits, Slot, Slots};
+use super::publishers::{Registration, RtmpPublishers};
 use super::reencode::WithoutBFrames;
 use super::session::{ServerSession, SessionEvent};
 use crate::runtime::MediaHandle;
@@ -27,10 +35,16 @@ use crate::sfu::{Departure, SessionId};
 /// stream for a reconnect).
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 const READ_BUFFER: usize = 64 * 1024;
-/// Unconsumed input allowed before the peer is considered hostile.
+/// Unconsumed input allowed once publishing (at most one chunk stays unconsumed).
 const MAX_PENDING: usize = 16 << 20;
+/// Unconsumed input allowed before the publish is accepted: one chunk of the largest message
+/// allowed then, and a read.
+const MAX_PENDING_BEFORE_PUBLISH: usize = super::chunk::MAX_MESSAGE_BEFORE_PUBLISH + READ_BUFFER;
+/// How long the last status (why the connection ends) may take to write.
+const FAREWELL_TIMEOUT: Duration = Duration::from_secs(1);
 
 const UNSUPPORTED_VIDEO: &str = "unsupported video codec";
+const KEY_ROTATED: &str = "stream key rotated";
 
 pub type KeyFuture<'a> = Pin<Box<dyn Future<Output = Option<String>> + Send + 'a>>;
 
@@ -39,19 +53,41 @@ pub trait StreamKeys: Send + Sync + 'static {
     fn stream_for_key<'a>(&'a self, key: &'a str) -> KeyFuture<'a>;
 }
 
-/// Accept RTMP connections until the listener fails or the task is aborted.
+/// What every connection task shares.
+struct Shared {
+    media: MediaHandle,
+    keys: Arc<dyn StreamKeys>,
+    limits: RtmpLimits,
+    publishers: RtmpPublishers,
+}
+
+/// Accept RTMP connections until the listener fails or the task is aborted. Connections beyond
+/// `limits`' caps are closed at once; publishing ones are registered in `publishers`.
 pub fn spawn(
     listener: TcpListener,
     media: MediaHandle,
     keys: Arc<dyn StreamKeys>,
+    limits: RtmpLimits,
+    publishers: RtmpPublishers,
 ) -> JoinHandle<()> {
+    let slots = Slots::new(&limits);
+    let shared = Arc::new(Shared {
+        media,
+        keys,
+        limits,
+        publishers,
+    });
     tokio::spawn(async move {
         loop {
             match listener.accept().await {
-                Ok((sock, peer)) => {
-                    let _ = sock.set_nodelay(true);
-                    tokio::spawn(connection(sock, peer, media.clone(), keys.clone()));
-                }
+                Ok((sock, peer)) => match slots.try_acquire(peer.ip()) {
+                    Ok(slot) => {
+                        let _ = sock.set_nodelay(true);
+                        tokio::spawn(connection(sock, peer, shared.clone(), slot));
+                    }
+                    // Dropped: closed before a byte is read.
+                    Err(why) => debug!(%peer, %why, "rtmp connection refused"),
+                },
                 Err(e) => {
                     warn!(error = %e, "rtmp accept failed");
                     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -79,27 +115,75 @@ struct Publishing {
     audio_ssrc: u32,
     audio_seq: u16,
     audio_ts_base: u32,
+    /// Ends the connection when the stream's key is rotated.
+    registration: Registration,
 }
 
-async fn connection(
-    mut sock: TcpStream,
-    peer: SocketAddr,
-    media: MediaHandle,
-    keys: Arc<dyn StreamKeys>,
-) {
+impl Publishing {
+    fn new(stream: String, registration: Registration) -> Self {
+        Self {
+            stream,
+            ingest: None,
+            sps_pps: Vec::new(),
+            avc_record: Bytes::new(),
+            ssrc: rand::random(),
+            seq: rand::random(),
+            ts_base: rand::random(),
+            audio: None,
+            b_frames: false,
+            reencoder: None,
+            audio_ssrc: rand::random(),
+            audio_seq: rand::random(),
+            audio_ts_base: rand::random(),
+            registration,
+        }
+    }
+}
+
+/// Until `p` is publishing, never; then when its stream's key is rotated.
+async fn key_rotated(p: &Option<Publishing>) {
+    match p {
+        Some(p) => p.registration.ended().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// One connection, from accept to close. `slot` is held until the publish is accepted.
+async fn connection<S>(mut sock: S, peer: SocketAddr, shared: Arc<Shared>, slot: Slot)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let media = &shared.media;
     let started = Instant::now();
+    let publish_by = started + shared.limits.publish_deadline;
+    let mut slot = Some(slot);
     let mut session = ServerSession::new();
     let mut pending = BytesMut::with_capacity(READ_BUFFER);
     let mut publishing: Option<Publishing> = None;
     let reason = loop {
+        // Before an accepted publish, the publish deadline bounds reads and writes too.
+        let idle_by = Instant::now() + IDLE_TIMEOUT;
+        let (deadline, timed_out) = match publishing {
+            None if publish_by < idle_by => (publish_by, "no accepted publish in time"),
+            _ => (idle_by, "idle timeout"),
+        };
         pending.reserve(READ_BUFFER);
-        let read = match tokio::time::timeout(IDLE_TIMEOUT, sock.read_buf(&mut pending)).await {
-            Err(_) => break "idle timeout",
+        let read = tokio::select! {
+            biased;
+            _ = key_rotated(&publishing) => {
+                session.reject_publish("stream key rotated: publish with the new key");
+                let out = session.take_output();
+                let _ = tokio::time::timeout(FAREWELL_TIMEOUT, sock.write_all(&out)).await;
+                break KEY_ROTATED;
+            }
+            read = tokio::time::timeout_at(deadline, sock.read_buf(&mut pending)) => read,
+        };
+        match read {
+            Err(_) => break timed_out,
             Ok(Ok(0)) => break "connection closed",
             Ok(Err(_)) => break "read error",
-            Ok(Ok(n)) => n,
-        };
-        let _ = read;
+            Ok(Ok(_)) => {}
+        }
         let now_ms = started.elapsed().as_millis() as u32;
         let used = match session.feed(&pending, now_ms) {
             Ok(n) => n,
@@ -109,43 +193,41 @@ async fn connection(
             }
         };
         let _ = pending.split_to(used);
-        if pending.len() > MAX_PENDING {
+        let max_pending = if publishing.is_some() {
+            MAX_PENDING
+        } else {
+            MAX_PENDING_BEFORE_PUBLISH
+        };
+        if pending.len() > max_pending {
             break "too much unparsed input";
         }
         let mut stop = None;
         while let Some(ev) = session.poll_event() {
             match ev {
-                SessionEvent::PublishRequested { key, .. } => match keys.stream_for_key(&key).await
-                {
-                    Some(stream) => {
-                        info!(%peer, %stream, "rtmp publish accepted");
-                        session.accept_publish();
-                        publishing = Some(Publishing {
-                            stream,
-                            ingest: None,
-                            sps_pps: Vec::new(),
-                            avc_record: Bytes::new(),
-                            ssrc: rand::random(),
-                            seq: rand::random(),
-                            ts_base: rand::random(),
-                            audio: None,
-                            b_frames: false,
-                            reencoder: None,
-                            audio_ssrc: rand::random(),
-                            audio_seq: rand::random(),
-                            audio_ts_base: rand::random(),
-                        });
+                // The session answers a second publish itself (one stream per connection);
+                // replacing `publishing` would leak its ingest.
+                SessionEvent::PublishRequested { .. } if publishing.is_some() => {}
+                SessionEvent::PublishRequested { key, .. } => {
+                    match shared.keys.stream_for_key(&key).await {
+                        Some(stream) => {
+                            info!(%peer, %stream, "rtmp publish accepted");
+                            session.accept_publish();
+                            // Vouched for by its key: no longer counted among the unknown.
+                            slot = None;
+                            let registration = shared.publishers.register(&stream);
+                            publishing = Some(Publishing::new(stream, registration));
+                        }
+                        None => {
+                            info!(%peer, "rtmp publish refused: unknown stream key");
+                            session.reject_publish("unknown stream key");
+                        }
                     }
-                    None => {
-                        info!(%peer, "rtmp publish refused: unknown stream key");
-                        session.reject_publish("unknown stream key");
-                    }
-                },
+                }
                 SessionEvent::Video { timestamp, data } => {
                     let Some(p) = publishing.as_mut() else {
                         continue;
                     };
-                    if let Err(why) = on_video(&media, p, timestamp, &data).await {
+                    if let Err(why) = on_video(media, p, timestamp, &data).await {
                         if why == UNSUPPORTED_VIDEO {
                             // Tell the client why before closing (OBS shows the description).
                             session.reject_publish(
@@ -164,7 +246,7 @@ async fn connection(
                     let Some(p) = publishing.as_mut() else {
                         continue;
                     };
-                    if let Err(why) = on_audio(&media, p, timestamp, &data).await {
+                    if let Err(why) = on_audio(media, p, timestamp, &data).await {
                         stop = Some(why);
                         break;
                     }
@@ -173,8 +255,13 @@ async fn connection(
             }
         }
         let out = session.take_output();
-        if !out.is_empty() && sock.write_all(&out).await.is_err() {
-            break "write error";
+        if !out.is_empty() {
+            // A peer that does not read its replies is held to the same deadline.
+            match tokio::time::timeout_at(deadline, sock.write_all(&out)).await {
+                Err(_) => break timed_out,
+                Ok(Err(_)) => break "write error",
+                Ok(Ok(())) => {}
+            }
         }
         if let Some(why) = stop {
             break why;
@@ -183,16 +270,17 @@ async fn connection(
             break "publish refused";
         }
     };
+    drop(slot);
     if let Some(Publishing {
         ingest: Some(id),
         stream,
         ..
     }) = publishing
     {
-        // Only an unpublish (or a refused codec) ends the stream; a lost connection may be OBS
-        // about to reconnect.
+        // Only an unpublish, a refused codec or a rotated key ends the stream; a lost
+        // connection may be OBS about to reconnect.
         let how = match reason {
-            "unpublished" | UNSUPPORTED_VIDEO => Departure::Ended,
+            "unpublished" | UNSUPPORTED_VIDEO | KEY_ROTATED => Departure::Ended,
             _ => Departure::Dropped,
         };
         info!(%peer, %stream, reason, ?how, "rtmp publisher gone");
@@ -384,4 +472,290 @@ async fn on_audio(
         None => {}
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::DuplexStream;
+
+    use super::*;
+    use crate::ingest::rtmp::amf0::Value;
+    use crate::ingest::rtmp::chunk::{
+        Message, MAX_BUFFERED_BEFORE_PUBLISH, MAX_MESSAGE_BEFORE_PUBLISH, MSG_SET_CHUNK_SIZE,
+    };
+    use crate::ingest::rtmp::client::{
+        avc_config_tag, obs_until_publish, replies, s, Client, TEST_PPS, TEST_SPS,
+    };
+    use crate::ingest::rtmp::handshake::SIG_LEN;
+    use crate::ingest::rtmp::limits::DEFAULT_PUBLISH_DEADLINE as DEFAULT_DEADLINE;
+    use crate::ingest::rtmp::session::MSG_VIDEO;
+
+    const PEER: &str = "192.0.2.1:5000";
+    /// Bound on every wait for the server (real time).
+    const WAIT: Duration = Duration::from_secs(10);
+
+    /// Key `good` publishes stream `demo`.
+    struct OneKey;
+
+    impl StreamKeys for OneKey {
+        fn stream_for_key<'a>(&'a self, key: &'a str) -> KeyFuture<'a> {
+            Box::pin(async move { (key == "good").then(|| "demo".to_owned()) })
+        }
+    }
+
+    struct Harness {
+        shared: Arc<Shared>,
+        slots: Slots,
+        _media: crate::runtime::MediaTask,
+    }
+
+    async fn harness(reconnect_grace: Duration) -> Harness {
+        let (media, task) = crate::runtime::spawn(crate::MediaConfig {
+            udp_bind: "127.0.0.1:0".parse().unwrap(),
+            reconnect_grace,
+            fanout_threads: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let limits = RtmpLimits::default();
+        Harness {
+            slots: Slots::new(&limits),
+            shared: Arc::new(Shared {
+                media,
+                keys: Arc::new(OneKey),
+                limits,
+                publishers: RtmpPublishers::default(),
+            }),
+            _media: task,
+        }
+    }
+
+    impl Harness {
+        /// A connection task on an in-memory stream: the client's end, and the task.
+        fn connect(&self) -> (DuplexStream, JoinHandle<()>) {
+            let (client, server) = tokio::io::duplex(256 << 10);
+            let peer: SocketAddr = PEER.parse().unwrap();
+            let slot = self.slots.try_acquire(peer.ip()).unwrap();
+            let task = tokio::spawn(connection(server, peer, self.shared.clone(), slot));
+            (client, task)
+        }
+
+        async fn live_streams(&self) -> Vec<crate::StreamSummary> {
+            self.shared.media.streams().await.unwrap()
+        }
+    }
+
+    /// Everything the server sends until it closes the connection.
+    async fn read_to_close(c: &mut DuplexStream) -> Vec<u8> {
+        let mut got = Vec::new();
+        let _ = c.read_to_end(&mut got).await;
+        got
+    }
+
+    /// `onStatus` codes in what the server sent so far (handshake included).
+    fn status_codes(got: &[u8]) -> Vec<String> {
+        replies(got)
+            .into_iter()
+            .filter(|v| v.first().and_then(Value::as_str) == Some("onStatus"))
+            .filter_map(|v| v.get(3)?.get("code")?.as_str().map(str::to_owned))
+            .collect()
+    }
+
+    /// Read until `done` holds for everything received (bounded by [`WAIT`]).
+    async fn read_until(c: &mut DuplexStream, got: &mut Vec<u8>, done: impl Fn(&[u8]) -> bool) {
+        let mut buf = [0u8; 4096];
+        while !done(got) {
+            let n = tokio::time::timeout(WAIT, c.read(&mut buf))
+                .await
+                .expect("the server answers")
+                .unwrap();
+            assert_ne!(n, 0, "closed early: {:?}", status_codes(got));
+            got.extend_from_slice(&buf[..n]);
+        }
+    }
+
+    /// Until the predicate holds of the media core's streams, polling (bounded by [`WAIT`]).
+    async fn until_streams(h: &Harness, what: &str, f: impl Fn(&[crate::StreamSummary]) -> bool) {
+        let deadline = std::time::Instant::now() + WAIT;
+        while !f(&h.live_streams().await) {
+            assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Publish `demo` with key `good` and start its ingest (an AVC configuration); `got` holds
+    /// what the server sent, up to `NetStream.Publish.Start`.
+    async fn publishing(h: &Harness) -> (DuplexStream, JoinHandle<()>, Client, Vec<u8>) {
+        let (mut c, task) = h.connect();
+        let mut client = obs_until_publish("good");
+        c.write_all(&client.wire).await.unwrap();
+        let mut got = Vec::new();
+        read_until(&mut c, &mut got, |g| !status_codes(g).is_empty()).await;
+        assert_eq!(status_codes(&got), ["NetStream.Publish.Start"]);
+        client.wire.clear();
+        client.video(0, avc_config_tag(TEST_SPS, TEST_PPS));
+        c.write_all(&client.wire).await.unwrap();
+        until_streams(h, "demo live", |s| {
+            s.iter().any(|s| s.name == "demo" && s.live)
+        })
+        .await;
+        (c, task, client, got)
+    }
+
+    #[tokio::test]
+    async fn a_large_message_before_publish_closes_the_connection() {
+        let h = harness(Duration::ZERO).await;
+        let (mut c, task) = h.connect();
+        let mut client = Client::new();
+        // The header of a 1 MiB video message, and its first chunk.
+        let big = Message {
+            csid: 6,
+            timestamp: 0,
+            type_id: MSG_VIDEO,
+            stream_id: 1,
+            payload: vec![0u8; 1 << 20].into(),
+        };
+        let mut chunks = Vec::new();
+        crate::ingest::rtmp::chunk::write_message(&mut chunks, 128, 6, &big);
+        client.wire.extend_from_slice(&chunks[..12 + 128]);
+        c.write_all(&client.wire).await.unwrap();
+        // Closed as soon as the header is read (the handshake's answer may not even go out).
+        let got = read_to_close(&mut c).await;
+        assert!(
+            got.len() <= 1 + 2 * SIG_LEN,
+            "nothing answered after the handshake"
+        );
+        tokio::time::timeout(WAIT, task).await.unwrap().unwrap();
+        assert_eq!(h.slots.in_use(), 0, "its slot is given back");
+    }
+
+    #[tokio::test]
+    async fn unfinished_messages_across_chunk_streams_close_the_connection() {
+        let h = harness(Duration::ZERO).await;
+        let (mut c, task) = h.connect();
+        // 32 KiB chunks, then a message at the limit begun on chunk stream after chunk stream.
+        const CHUNK: usize = 32 << 10;
+        let mut client = Client::new();
+        client.msg(
+            2,
+            MSG_SET_CHUNK_SIZE,
+            0,
+            0,
+            (CHUNK as u32).to_be_bytes().to_vec(),
+        );
+        c.write_all(&client.wire).await.unwrap();
+        let mut started = 0;
+        for csid in 3..64u8 {
+            let l = (MAX_MESSAGE_BEFORE_PUBLISH as u32).to_be_bytes();
+            let mut wire = vec![csid, 0, 0, 0, l[1], l[2], l[3], MSG_VIDEO, 1, 0, 0, 0];
+            wire.extend_from_slice(&[0; CHUNK]);
+            if c.write_all(&wire).await.is_err() {
+                break;
+            }
+            started += 1;
+        }
+        let got = read_to_close(&mut c).await;
+        assert!(got.len() <= 1 + 2 * SIG_LEN);
+        tokio::time::timeout(WAIT, task).await.unwrap().unwrap();
+        // The server held at most the cap: it closed at the first chunk beyond it (what was
+        // written after that sat in the in-memory pipe, never in the session).
+        assert!(
+            started > MAX_BUFFERED_BEFORE_PUBLISH / CHUNK,
+            "wrote {started} chunk streams"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_publish_within_the_deadline_closes_the_connection() {
+        let h = harness(Duration::ZERO).await;
+        let (mut c, task) = h.connect();
+        let opened = Instant::now();
+        // A `connect`, then a `createStream` sent one byte every 5 s: never idle, never done.
+        let mut client = Client::new();
+        client.cmd(
+            0,
+            &[
+                s("connect"),
+                Value::Number(1.0),
+                Value::Object(vec![("app".into(), s("live"))]),
+            ],
+        );
+        c.write_all(&client.wire).await.unwrap();
+        client.wire.clear();
+        client.cmd(0, &[s("createStream"), Value::Number(2.0), Value::Null]);
+        // `c` both reads and writes: one select, a byte written each time 5 s pass quietly.
+        let mut buf = [0u8; 4096];
+        let mut bytes = client.wire.iter();
+        let closed_at = loop {
+            tokio::select! {
+                n = c.read(&mut buf) => if n.unwrap_or(0) == 0 { break Instant::now() },
+                _ = tokio::time::sleep(Duration::from_secs(5)) => {
+                    let b = *bytes.next().expect("closed before the trickle ends");
+                    let _ = c.write_all(&[b]).await;
+                }
+            }
+        };
+        let after = closed_at - opened;
+        assert!(
+            after >= DEFAULT_DEADLINE && after < DEFAULT_DEADLINE + Duration::from_secs(1),
+            "closed after {after:?}"
+        );
+        task.await.unwrap();
+        assert_eq!(h.slots.in_use(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_second_publish_is_refused_and_the_first_ingest_ends_with_the_connection() {
+        let h = harness(Duration::ZERO).await;
+        let (mut c, task, mut client, mut got) = publishing(&h).await;
+        assert_eq!(h.slots.in_use(), 0, "a publishing connection holds no slot");
+        // Another publish on the same connection, with a good key and with another.
+        for key in ["good", "other"] {
+            client.wire.clear();
+            client.cmd(
+                1,
+                &[
+                    s("publish"),
+                    Value::Number(7.0),
+                    Value::Null,
+                    s(key),
+                    s("live"),
+                ],
+            );
+            c.write_all(&client.wire).await.unwrap();
+            let before = status_codes(&got).len();
+            read_until(&mut c, &mut got, |g| status_codes(g).len() > before).await;
+            assert_eq!(
+                status_codes(&got).last().map(String::as_str),
+                Some("NetStream.Publish.BadName")
+            );
+        }
+        let live = h.live_streams().await;
+        assert!(live.len() == 1 && live[0].live, "{live:?}");
+        assert_eq!(h.shared.publishers.count("demo"), 1);
+        // The connection goes: the one ingest it started ends with it (grace 0: offline now).
+        drop(c);
+        tokio::time::timeout(WAIT, task).await.unwrap().unwrap();
+        until_streams(&h, "stream offline", |s| s.is_empty()).await;
+        assert_eq!(h.shared.publishers.count("demo"), 0);
+        let m = h.shared.media.metrics();
+        assert_eq!(m.publishers.load(std::sync::atomic::Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test]
+    async fn a_rotated_key_ends_the_connection_and_the_stream_at_once() {
+        // A long reconnect grace: the stream must go offline at once all the same.
+        let h = harness(Duration::from_secs(60)).await;
+        let (mut c, task, _client, mut got) = publishing(&h).await;
+        assert_eq!(h.shared.publishers.end("demo"), 1);
+        got.extend(read_to_close(&mut c).await);
+        tokio::time::timeout(WAIT, task).await.unwrap().unwrap();
+        assert_eq!(
+            status_codes(&got).last().map(String::as_str),
+            Some("NetStream.Publish.BadName"),
+            "told why"
+        );
+        until_streams(&h, "stream offline, not reconnecting", |s| s.is_empty()).await;
+    }
 }

@@ -9,6 +9,9 @@
 //! - `reencode.rs`: H.264 with B-frames → without, through GStreamer, for WebRTC viewers.
 //! - `session.rs`: one server-side connection: commands answered, publish requests and media
 //!   handed to the caller.
+//! - `listener.rs`: the TCP side: one task per connection, publishes into the SFU.
+//! - `limits.rs`: connection caps and the publish deadline for connections not publishing yet.
+//! - `publishers.rs`: connections publishing now, so a rotated stream key can end them.
 //! - `client.rs`: the publisher's side as bytes (what OBS sends), for tests.
 //!
 //! Every parser here reads untrusted network bytes: none panics, all are fuzzed
@@ -20,7 +23,9 @@ pub mod chunk;
 pub mod client;
 pub mod flv;
 pub mod handshake;
+pub mod limits;
 pub mod listener;
+pub mod publishers;
 pub mod reencode;
 pub mod session;
 
@@ -33,6 +38,8 @@ pub enum RtmpError {
     Chunk(&'static str),
     #[error("message of {0} bytes exceeds the limit")]
     TooLarge(usize),
+    #[error("{0} bytes of unfinished messages exceed the buffer limit")]
+    Buffered(usize),
     #[error("malformed AMF0: {0}")]
     Amf(&'static str),
 }

@@ -6,13 +6,18 @@
 //! (after Window Ack Size, Set Peer Bandwidth, Set Chunk Size); `releaseStream`/`FCPublish` →
 //! `_result`; `createStream` → `_result` with stream id 1; `publish(name)` → the caller's
 //! decision → `onStatus NetStream.Publish.Start` or `NetStream.Publish.BadName` and close.
+//! A second `publish` while one is pending or accepted gets `NetStream.Publish.BadName` and
+//! changes nothing: one connection publishes one stream.
+//!
+//! Until a publish is accepted the peer is anyone on the internet: its messages are held to
+//! [`ChunkLimits::BEFORE_PUBLISH`], and to [`ChunkLimits::PUBLISHING`] after.
 
 use std::collections::VecDeque;
 
 use bytes::Bytes;
 
 use super::amf0::{self, Value};
-use super::chunk::{self, ChunkReader, Message};
+use super::chunk::{self, ChunkLimits, ChunkReader, Message};
 use super::handshake::Handshake;
 use super::RtmpError;
 
@@ -46,7 +51,7 @@ pub enum SessionEvent {
     Unpublished,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ServerSession {
     handshake: Handshake,
     reader: ChunkReader,
@@ -59,11 +64,24 @@ pub struct ServerSession {
     closed: bool,
 }
 
+impl Default for ServerSession {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl ServerSession {
     pub fn new() -> Self {
         Self {
+            handshake: Handshake::default(),
+            reader: ChunkReader::new(ChunkLimits::BEFORE_PUBLISH),
+            out: Vec::new(),
             out_chunk_size: chunk::DEFAULT_CHUNK_SIZE,
-            ..Default::default()
+            events: VecDeque::new(),
+            app: None,
+            publish_tx: None,
+            publishing: false,
+            closed: false,
         }
     }
 
@@ -110,8 +128,15 @@ impl ServerSession {
         self.publishing
     }
 
+    /// Bytes of unfinished messages held (bounded by the chunk limits in force).
+    pub fn buffered(&self) -> usize {
+        self.reader.buffered()
+    }
+
+    /// The key was good: media flows, with the publishing limits.
     pub fn accept_publish(&mut self) {
         self.publishing = true;
+        self.reader.set_limits(ChunkLimits::PUBLISHING);
         let tx = self.publish_tx.take().unwrap_or(0.0);
         self.status(tx, "status", "NetStream.Publish.Start", "publishing");
     }
@@ -274,6 +299,16 @@ impl ServerSession {
                 let Some(app) = self.app.clone() else {
                     return Err(RtmpError::Amf("publish before connect"));
                 };
+                if self.publishing || self.publish_tx.is_some() {
+                    // Replacing the first publish would leave its stream without an owner.
+                    self.status(
+                        tx,
+                        "error",
+                        "NetStream.Publish.BadName",
+                        "this connection is already publishing a stream",
+                    );
+                    return Ok(());
+                }
                 let name = values.get(3).and_then(Value::as_str).unwrap_or_default();
                 // `key?param=...` (some tools add parameters) → `key`.
                 let mut key = name.split('?').next().unwrap_or_default().to_owned();
@@ -430,6 +465,109 @@ mod tests {
                 key: "live_urlkey".into()
             })
         );
+    }
+
+    #[test]
+    fn a_second_publish_is_refused_and_the_first_goes_on() {
+        let mut c = obs_until_publish("live_key");
+        let mut sess = ServerSession::new();
+        sess.feed(&c.wire, 0).unwrap();
+        assert!(matches!(
+            sess.poll_event(),
+            Some(SessionEvent::PublishRequested { .. })
+        ));
+        sess.accept_publish();
+        sess.take_output();
+        for key in ["other_key", "live_key"] {
+            c.wire.clear();
+            c.cmd(
+                1,
+                &[
+                    s("publish"),
+                    Value::Number(9.0),
+                    Value::Null,
+                    s(key),
+                    s("live"),
+                ],
+            );
+            c.video(40, vec![0x17, 0x01, 0, 0, 0]);
+            sess.feed(&c.wire, 0).unwrap();
+            let r = replies_after_handshake(&sess.take_output());
+            assert_eq!(r.len(), 1, "{r:?}");
+            assert_eq!(r[0][1], Value::Number(9.0));
+            assert_eq!(r[0][3].get("code"), Some(&s("NetStream.Publish.BadName")));
+            assert!(!sess.is_closed() && sess.is_publishing());
+            assert!(
+                matches!(sess.poll_event(), Some(SessionEvent::Video { .. })),
+                "the first publish's media still flows"
+            );
+            assert_eq!(sess.poll_event(), None);
+        }
+        // Two publishes in one read, before the first is decided: the second is refused too.
+        let mut c = obs_until_publish("live_key");
+        c.cmd(
+            1,
+            &[
+                s("publish"),
+                Value::Number(6.0),
+                Value::Null,
+                s("x"),
+                s("live"),
+            ],
+        );
+        let mut sess = ServerSession::new();
+        sess.feed(&c.wire, 0).unwrap();
+        assert!(matches!(
+            sess.poll_event(),
+            Some(SessionEvent::PublishRequested { key, .. }) if key == "live_key"
+        ));
+        assert_eq!(sess.poll_event(), None);
+    }
+
+    #[test]
+    fn large_messages_only_once_publishing() {
+        let mut c = obs_until_publish("live_key");
+        let mut sess = ServerSession::new();
+        sess.feed(&c.wire, 0).unwrap();
+        c.wire.clear();
+        // A 1 MiB video message: too large before the key check ...
+        c.video(0, vec![0x17; 1 << 20]);
+        assert_eq!(
+            ServerSession::new().feed(
+                &[obs_until_publish("k").wire.as_slice(), &c.wire].concat(),
+                0
+            ),
+            Err(RtmpError::TooLarge(1 << 20))
+        );
+        // ... and fine after it.
+        sess.poll_event();
+        sess.accept_publish();
+        assert_eq!(sess.feed(&c.wire, 0), Ok(c.wire.len()));
+        assert!(
+            matches!(sess.poll_event(), Some(SessionEvent::Video { data, .. }) if data.len() == 1 << 20)
+        );
+        assert_eq!(sess.buffered(), 0);
+    }
+
+    /// Commands in server output that follows the handshake (S0/S1/S2 already taken).
+    fn replies_after_handshake(out: &[u8]) -> Vec<Vec<Value>> {
+        let mut with_handshake = vec![0u8; 1 + 2 * crate::ingest::rtmp::handshake::SIG_LEN];
+        // Our output after `connect` is in OUT_CHUNK_SIZE chunks, as announced then.
+        let set = Message {
+            csid: CSID_CONTROL,
+            timestamp: 0,
+            type_id: chunk::MSG_SET_CHUNK_SIZE,
+            stream_id: 0,
+            payload: (OUT_CHUNK_SIZE as u32).to_be_bytes().to_vec().into(),
+        };
+        chunk::write_message(
+            &mut with_handshake,
+            chunk::DEFAULT_CHUNK_SIZE,
+            CSID_CONTROL,
+            &set,
+        );
+        with_handshake.extend_from_slice(out);
+        replies(&with_handshake)
     }
 
     #[test]
