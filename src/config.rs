@@ -49,6 +49,10 @@ pub struct Cli {
     /// [default: 720p30:3000,480p30:1500,360p30:800]
     #[arg(long, env = "GLINT_HLS_LADDER", value_delimiter = ',')]
     pub hls_ladder: Vec<String>,
+    /// Live streams whose HLS is a transcoded ladder at once; beyond it a stream gets its
+    /// source rendition only (H.264) or no HLS (VP8). [default: one per CPU]
+    #[arg(long, env = "GLINT_HLS_MAX_LADDERS")]
+    pub hls_max_ladders: Option<usize>,
     /// Public base URL of the HLS objects in /api/live (a CDN in front of glint). [default: /hls]
     #[arg(long, env = "GLINT_HLS_PUBLIC_URL")]
     pub hls_public_url: Option<String>,
@@ -174,6 +178,7 @@ pub struct FileConfig {
     pub reconnect_grace_secs: Option<u64>,
     pub hls: Option<bool>,
     pub hls_segment_secs: Option<u64>,
+    pub hls_max_ladders: Option<usize>,
     pub hls_ladder: Option<Vec<String>>,
     pub hls_public_url: Option<String>,
     pub hls_s3_bucket: Option<String>,
@@ -344,6 +349,9 @@ impl Config {
         c.database = cli.database.or(file.database);
         if cli.hls.or(file.hls).unwrap_or(true) {
             let mut hls = media::hls::HlsConfig::new(c.data_dir.join("hls"));
+            if let Some(n) = cli.hls_max_ladders.or(file.hls_max_ladders) {
+                hls.max_ladders = n;
+            }
             if let Some(s) = file.hls_segment_secs.filter(|s| (1..=10).contains(s)) {
                 hls.segment = std::time::Duration::from_secs(s);
             }

@@ -453,3 +453,57 @@ async fn a_whip_publisher_becomes_an_hls_ladder() {
     publisher.stop().await.unwrap();
     server.shutdown().await;
 }
+
+/// Ladders are capped (`max_ladders`): a stream beyond the cap gets its source rendition only,
+/// passed through without encoding, and is counted; a finished stream gives its place back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_beyond_the_ladder_cap_get_the_source_rendition_only() {
+    let (server, _dir) = start_server_with(|c| {
+        let mut hls = media::hls::HlsConfig::new(c.data_dir.join("hls"));
+        hls.max_ladders = 1;
+        c.media.hls = Some(hls);
+    })
+    .await;
+    let b = base(&server);
+    let start = |stream: &'static str, key: &'static str| {
+        let b = b.clone();
+        async move {
+            let p = loadtest::publish(loadtest::PublishConfig {
+                clip: Some(loadtest::clip::builtin()),
+                ..loadtest::PublishConfig::new(&b, stream, key)
+            })
+            .await
+            .unwrap();
+            p.wait_connected(WAIT).await.unwrap();
+            p
+        }
+    };
+    let renditions = |stream: &'static str| {
+        let b = b.clone();
+        async move {
+            let master = eventually_some("the master playlist", WAIT, || async {
+                get(&format!("{b}/hls/{stream}/master.m3u8")).await
+            })
+            .await;
+            String::from_utf8_lossy(&master.2)
+                .lines()
+                .filter(|l| l.ends_with("index.m3u8"))
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        }
+    };
+    let first = start("demo", KEY).await;
+    assert_eq!(renditions("demo").await.len(), 3);
+    let second = start("other", "other-key").await;
+    assert_eq!(renditions("other").await, vec!["source/index.m3u8"]);
+    assert_eq!(metric(&server, "hls_ladders_refused_total").await, 1);
+    // The source rendition plays: its segments appear.
+    eventually_some("a source segment of the capped stream", WAIT, || async {
+        let (_, _, body) = get(&format!("{b}/hls/other/source/index.m3u8")).await?;
+        (!segments(&String::from_utf8_lossy(&body)).is_empty()).then_some(())
+    })
+    .await;
+    first.stop().await.unwrap();
+    second.stop().await.unwrap();
+    server.shutdown().await;
+}

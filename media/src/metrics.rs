@@ -22,8 +22,10 @@ pub struct Metrics {
     pub hls_uploads: AtomicU64,
     pub hls_uploads_failed: AtomicU64,
     pub hls_uploads_dropped: AtomicU64,
+    pub hls_replay_segments_not_kept: AtomicU64,
     pub hls_packets_dropped: AtomicU64,
     pub hls_frames_dropped: AtomicU64,
+    pub hls_ladders_refused: AtomicU64,
 }
 
 impl Metrics {
@@ -37,7 +39,7 @@ impl Metrics {
 
     /// Prometheus text exposition of every counter, prefixed `glint_`.
     pub fn render_prometheus(&self, out: &mut String) {
-        let rows: [(&str, &str, &str, &AtomicU64); 18] = [
+        let rows: [(&str, &str, &str, &AtomicU64); 20] = [
             (
                 "publishers",
                 "gauge",
@@ -131,8 +133,14 @@ impl Metrics {
             (
                 "hls_uploads_dropped_total",
                 "counter",
-                "HLS objects dropped because the upload queue was full (storage too slow)",
+                "HLS segments dropped after waiting for room in the full upload queue (storage too slow)",
                 &self.hls_uploads_dropped,
+            ),
+            (
+                "hls_replay_segments_not_kept_total",
+                "counter",
+                "HLS segments not kept for a replay: their broadcast was over its size cap",
+                &self.hls_replay_segments_not_kept,
             ),
             (
                 "hls_packets_dropped_total",
@@ -145,6 +153,12 @@ impl Metrics {
                 "counter",
                 "Decoded frames a ladder encoder skipped because it fell behind real time",
                 &self.hls_frames_dropped,
+            ),
+            (
+                "hls_ladders_refused_total",
+                "counter",
+                "Live streams that got only their source rendition (or no HLS, VP8) because max_ladders were encoding",
+                &self.hls_ladders_refused,
             ),
         ];
         for (name, kind, help, value) in rows {

@@ -7,7 +7,8 @@
 //! - `output.rs`: the `GOutputStream` hlssink2 writes each segment and playlist into.
 //! - `discontinuity.rs`: `#EXT-X-DISCONTINUITY` where a publisher reconnected.
 //! - `replay.rs`: a finished broadcast kept as video on demand, and its deletion when it expires.
-//! - `store.rs`: where objects go (a local directory by default), written by one uploader task.
+//! - `store.rs`: where objects go (a local directory by default), written by the uploader
+//!   (parallel writes, segments before the playlists that name them, backpressure).
 //! - `s3.rs`: S3 (or a compatible service) as the store.
 //!
 //! The SFU hands each live stream's RTP to an [`HlsTap`] (a copy per packet, never blocking:
@@ -58,10 +59,21 @@ pub struct HlsConfig {
     /// Keep each broadcast as a replay (its segments are not deleted when they leave the live
     /// window; the platform deletes the replay when it expires).
     pub replays: bool,
+    /// Bytes of segments one broadcast keeps for its replay; beyond, segments are deleted as
+    /// they leave the live window.
+    pub replay_max_bytes: u64,
+    /// Objects written to the store at once.
+    pub upload_concurrency: usize,
+    /// Streams whose HLS encodes video (a ladder) at once. Each 720p input's default ladder
+    /// takes most of a core, and accounts are free: beyond this, an H.264 stream gets its
+    /// source rendition only (passed through, no encoding) and a VP8 stream no HLS (its
+    /// WebRTC viewers are not affected).
+    pub max_ladders: usize,
 }
 
 impl HlsConfig {
-    /// 2 s segments, a 6-segment live window, the default ladder, AAC at 128 kbit/s, replays.
+    /// 2 s segments, a 6-segment live window, the default ladder, AAC at 128 kbit/s, replays
+    /// of up to 32 GiB, 8 parallel uploads.
     pub fn new(dir: PathBuf) -> Self {
         Self {
             dir,
@@ -71,8 +83,16 @@ impl HlsConfig {
             audio_kbps: 128,
             s3: None,
             replays: true,
+            replay_max_bytes: replay::DEFAULT_MAX_BYTES,
+            upload_concurrency: store::DEFAULT_UPLOAD_CONCURRENCY,
+            max_ladders: default_max_ladders(),
         }
     }
+}
+
+/// One ladder per core by default (docs/benchmarks.md: ~80 % of a core each for 720p).
+pub fn default_max_ladders() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// Starts a transcoder task per live stream; owned by the media runtime.
@@ -82,6 +102,8 @@ pub struct Hls {
     uploads: Uploads,
     metrics: Arc<Metrics>,
     events: broadcast::Sender<StreamEvent>,
+    /// Permits to encode a ladder (`HlsConfig::max_ladders`).
+    ladders: Arc<tokio::sync::Semaphore>,
 }
 
 /// RTP packets a stream's tap may queue for its transcoder task.
@@ -112,9 +134,14 @@ impl Hls {
             }
             None => Arc::new(LocalDir::new(config.dir.clone())),
         };
-        let uploads = store::spawn_uploader(store.clone(), metrics.clone());
+        let limits = store::UploadLimits {
+            concurrency: config.upload_concurrency,
+            ..store::UploadLimits::default()
+        };
+        let uploads = store::spawn_uploader(store.clone(), metrics.clone(), limits);
         Self {
             store,
+            ladders: Arc::new(tokio::sync::Semaphore::new(config.max_ladders)),
             config: Arc::new(config),
             uploads,
             metrics,
@@ -143,6 +170,7 @@ impl Hls {
             self.uploads.clone(),
             self.metrics.clone(),
             self.events.clone(),
+            self.ladders.clone(),
             rx,
         ));
         HlsTap {
@@ -246,8 +274,11 @@ async fn run(
     uploads: Uploads,
     metrics: Arc<Metrics>,
     events: broadcast::Sender<StreamEvent>,
+    ladders: Arc<tokio::sync::Semaphore>,
     mut rx: mpsc::Receiver<TapMsg>,
 ) {
+    // Held while this stream's HLS encodes video.
+    let mut ladder_permit: Option<tokio::sync::OwnedSemaphorePermit> = None;
     let mut pending: Vec<TapPacket> = Vec::new();
     let mut input: Option<(PayloadFormat, probe::Size, Option<String>)> = None;
     let mut frame_times: Vec<u32> = Vec::new();
@@ -291,6 +322,7 @@ async fn run(
                     warn!(%stream, error = %e, "HLS transcoder failed; no HLS for this stream until it restarts");
                     failed = true;
                     running = None;
+                    ladder_permit = None;
                     Metrics::sub(&metrics.hls_transcoders, 1);
                 }
             }
@@ -346,14 +378,25 @@ async fn run(
             PayloadFormat::Vp8 => VideoInput::Vp8,
             _ => VideoInput::H264,
         };
-        let renditions = ladder::plan(
-            &Input {
-                size,
-                fps,
-                h264_profile_level_id: if video == VideoInput::H264 { pli } else { None },
-            },
-            &config.ladder,
-        );
+        let input = Input {
+            size,
+            fps,
+            h264_profile_level_id: if video == VideoInput::H264 { pli } else { None },
+        };
+        let mut renditions = ladder::plan(&input, &config.ladder);
+        if renditions.iter().any(|r| !r.passthrough) {
+            ladder_permit = ladders.clone().try_acquire_owned().ok();
+            if ladder_permit.is_none() {
+                Metrics::add(&metrics.hls_ladders_refused, 1);
+                if input.h264_profile_level_id.is_none() {
+                    warn!(%stream, max = config.max_ladders, "HLS ladders at their limit; this stream (VP8) gets no HLS, WebRTC only");
+                    failed = true;
+                    continue;
+                }
+                warn!(%stream, max = config.max_ladders, "HLS ladders at their limit; this stream gets its source rendition only");
+                renditions = ladder::plan(&input, &[]);
+            }
+        }
         // Stored once every rendition has a playlist: a player given the master earlier would
         // find its media playlists missing.
         master = Some(
@@ -368,6 +411,7 @@ async fn run(
             audio_kbps: config.audio_kbps,
             with_audio: saw_audio,
             keep_segments: config.replays,
+            replay_max_bytes: config.replay_max_bytes,
         };
         epoch = unix_ms();
         match Transcoder::start(
@@ -412,6 +456,8 @@ async fn run(
             }
         }
     }
+    // Its encoders are done: another stream may have them.
+    drop(ladder_permit);
 }
 
 fn unix_ms() -> u64 {
