@@ -253,7 +253,7 @@ mod tests {
         fn sps(self) -> Vec<u8> {
             let mut bits = self.bits;
             bits.push(true);
-            while bits.len() % 8 != 0 {
+            while !bits.len().is_multiple_of(8) {
                 bits.push(false);
             }
             let mut out = vec![0x67];
