@@ -6,8 +6,8 @@
 use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, Path, Request, State};
-use axum::middleware::Next;
 use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -127,7 +127,8 @@ impl SecurityHeaders {
              base-uri 'self'; form-action 'self'; frame-ancestors 'none'"
         );
         Self {
-            csp: HeaderValue::from_str(&csp).unwrap_or_else(|_| HeaderValue::from_static("default-src 'self'")),
+            csp: HeaderValue::from_str(&csp)
+                .unwrap_or_else(|_| HeaderValue::from_static("default-src 'self'")),
         }
     }
 }
@@ -140,7 +141,10 @@ fn origin_of(url: &str) -> Option<String> {
 }
 
 async fn security_headers(headers: Arc<SecurityHeaders>, req: Request, next: Next) -> Response {
-    let https = req.extensions().get::<crate::serve::ForwardedHttps>().is_some();
+    let https = req
+        .extensions()
+        .get::<crate::serve::ForwardedHttps>()
+        .is_some();
     let mut resp = next.run(req).await;
     let h = resp.headers_mut();
     h.insert(

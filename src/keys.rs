@@ -16,8 +16,8 @@ pub fn dev_keys(data_dir: &Path) -> anyhow::Result<HashMap<String, String>> {
     let path = data_dir.join(FILE);
     let keys: HashMap<String, String> = match std::fs::read_to_string(&path) {
         Ok(text) => {
-            let keys: HashMap<String, String> = toml::from_str(&text)
-                .with_context(|| format!("parsing {}", path.display()))?;
+            let keys: HashMap<String, String> =
+                toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
             if crate::secrets::restrict(&path)
                 .with_context(|| format!("restricting {}", path.display()))?
             {

@@ -57,7 +57,10 @@ async fn headers_that_never_finish_are_cut_off() {
     let started = std::time::Instant::now();
     let answer = read_until_closed(&mut tcp, Duration::from_secs(10)).await;
     assert!(started.elapsed() >= Duration::from_millis(900), "{answer}");
-    assert!(answer.is_empty() || answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
+        "{answer}"
+    );
 
     // An idle kept-alive connection is closed the same way.
     let mut tcp = connect(&server).await;
@@ -151,7 +154,10 @@ async fn cross_origin_only_where_it_belongs_and_pages_carry_security_headers() {
             .request(reqwest::Method::OPTIONS, format!("{b}{path}"))
             .header("origin", origin)
             .header("access-control-request-method", "POST")
-            .header("access-control-request-headers", "authorization,content-type")
+            .header(
+                "access-control-request-headers",
+                "authorization,content-type",
+            )
             .send()
             .await
             .unwrap();
@@ -159,11 +165,17 @@ async fn cross_origin_only_where_it_belongs_and_pages_carry_security_headers() {
     }
 
     let r = c.get(format!("{b}/")).send().await.unwrap();
-    let csp = r.headers()["content-security-policy"].to_str().unwrap().to_owned();
+    let csp = r.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
     assert!(csp.contains("object-src 'none'"), "{csp}");
     assert_eq!(r.headers()["x-content-type-options"], "nosniff");
-    assert_eq!(r.headers()["referrer-policy"], "strict-origin-when-cross-origin");
+    assert_eq!(
+        r.headers()["referrer-policy"],
+        "strict-origin-when-cross-origin"
+    );
     assert_eq!(r.headers()["x-frame-options"], "DENY");
     assert!(
         r.headers().get("strict-transport-security").is_none(),
@@ -208,7 +220,11 @@ async fn session_requests_are_rate_limited_per_client_address() {
     }
     let r = whep(&c, &b, None).await;
     assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
-    let retry: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    let retry: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(retry >= 1, "{retry}");
     // Without trusted proxies, X-Forwarded-For changes nothing: same address.
     let r = whep(&c, &b, Some("198.51.100.1")).await;
@@ -229,7 +245,11 @@ async fn session_requests_are_rate_limited_per_client_address() {
         assert_eq!(r.status(), StatusCode::CONFLICT);
     }
     let r = whep(&c, &b, Some("203.0.113.50, 198.51.100.1")).await;
-    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS, "spoofed left part ignored");
+    assert_eq!(
+        r.status(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "spoofed left part ignored"
+    );
     let r = whep(&c, &b, Some("198.51.100.2")).await;
     assert_eq!(r.status(), StatusCode::CONFLICT, "another client");
     server.shutdown().await;

@@ -80,7 +80,10 @@ async fn public_ip_behind_one_to_one_nat_connects() {
     let private = server.media.udp_addr();
     let relay = OneToOneNat::start(SocketAddr::new(public, private.port()), private).await;
     publish_and_view(&server, "127.0.0.1".parse().unwrap()).await;
-    assert!(relay.mappings().await >= 2, "both peers went through the NAT");
+    assert!(
+        relay.mappings().await >= 2,
+        "both peers went through the NAT"
+    );
     server.shutdown().await;
 }
 
@@ -94,7 +97,11 @@ struct OneToOneNat {
 
 impl OneToOneNat {
     async fn start(public: SocketAddr, private: SocketAddr) -> Self {
-        let outside = Arc::new(UdpSocket::bind(public).await.expect("bind the public address"));
+        let outside = Arc::new(
+            UdpSocket::bind(public)
+                .await
+                .expect("bind the public address"),
+        );
         let inside: Arc<Mutex<HashMap<SocketAddr, Arc<UdpSocket>>>> = Arc::default();
         let task = tokio::spawn({
             let (outside, inside) = (outside.clone(), inside.clone());

@@ -381,7 +381,11 @@ async fn options_advertise_accept_post() {
             }
             let r = req.send().await.unwrap();
             assert!(r.status().is_success(), "{path} {origin:?}: {}", r.status());
-            assert_eq!(r.headers()["accept-post"], "application/sdp", "{path} {origin:?}");
+            assert_eq!(
+                r.headers()["accept-post"],
+                "application/sdp",
+                "{path} {origin:?}"
+            );
         }
     }
     server.shutdown().await;

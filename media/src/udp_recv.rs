@@ -230,7 +230,10 @@ mod tests {
     #[test]
     fn mapped_addresses_become_ipv4() {
         let mapped: SocketAddr = "[::ffff:10.1.2.3]:5".parse().unwrap();
-        assert_eq!(canonical(mapped), "10.1.2.3:5".parse::<SocketAddr>().unwrap());
+        assert_eq!(
+            canonical(mapped),
+            "10.1.2.3:5".parse::<SocketAddr>().unwrap()
+        );
         let v6: SocketAddr = "[::1]:5".parse().unwrap();
         assert_eq!(canonical(v6), v6);
     }

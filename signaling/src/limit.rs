@@ -103,7 +103,10 @@ mod tests {
         }
         let wait = r.take(a, t0).unwrap_err();
         assert!(wait > Duration::from_millis(900) && wait <= Duration::from_secs(1));
-        assert!(r.take("192.0.2.2".parse().unwrap(), t0).is_ok(), "others unaffected");
+        assert!(
+            r.take("192.0.2.2".parse().unwrap(), t0).is_ok(),
+            "others unaffected"
+        );
         assert!(r.take(a, t0 + Duration::from_secs(1)).is_ok(), "refilled");
         assert!(r.take(a, t0 + Duration::from_secs(1)).is_err());
     }

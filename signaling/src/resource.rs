@@ -165,9 +165,7 @@ fn fragment_candidates(fragment: &str) -> Result<Vec<String>, SignalingError> {
         }
     }
     if lines == 0 {
-        return Err(SignalingError::BadRequest(
-            "empty trickle fragment".into(),
-        ));
+        return Err(SignalingError::BadRequest("empty trickle fragment".into()));
     }
     Ok(candidates)
 }
