@@ -76,10 +76,12 @@ struct Claims {
     iat: u64,
 }
 
-/// Signing keys for access tokens.
+/// Signing keys for access tokens, and how long the tokens they sign live.
+#[derive(Clone)]
 pub struct JwtKeys {
     encoding: EncodingKey,
     decoding: DecodingKey,
+    ttl: Duration,
 }
 
 impl JwtKeys {
@@ -87,7 +89,18 @@ impl JwtKeys {
         Self {
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
+            ttl: ACCESS_TOKEN_TTL,
         }
+    }
+
+    /// Tokens signed from now on live `ttl` (whole seconds, at least one).
+    pub fn set_ttl(&mut self, ttl: Duration) {
+        self.ttl = ttl.max(Duration::from_secs(1));
+    }
+
+    /// How long a new access token lives.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
     }
 
     pub fn issue(&self, user_id: &str) -> Result<String> {
@@ -95,16 +108,35 @@ impl JwtKeys {
         let claims = Claims {
             sub: user_id.to_owned(),
             iat: now,
-            exp: now + ACCESS_TOKEN_TTL.as_secs(),
+            exp: now + self.ttl.as_secs(),
         };
         encode(&Header::default(), &claims, &self.encoding)
             .map_err(|e| ApiError::Internal(e.to_string()))
     }
 
+    /// The user id of a valid, unexpired token.
     pub fn verify(&self, token: &str) -> Result<String> {
-        let data = decode::<Claims>(token, &self.decoding, &Validation::default())
-            .map_err(|_| ApiError::Unauthorized("invalid or expired access token"))?;
-        Ok(data.claims.sub)
+        Ok(self.decode(token)?.id)
+    }
+
+    /// The caller a valid, unexpired token names. Expired means expired: no leeway (one server
+    /// or a few sharing a clock issue and check them), so a stream closed at the token's expiry
+    /// cannot be reopened with the same token.
+    fn decode(&self, token: &str) -> Result<AuthUser> {
+        let mut validation = Validation::default();
+        validation.leeway = 0;
+        let refused = || ApiError::Unauthorized("invalid or expired access token");
+        let data = decode::<Claims>(token, &self.decoding, &validation).map_err(|_| refused())?;
+        let expires_at_ms = i64::try_from(data.claims.exp.saturating_mul(1000)).unwrap_or(i64::MAX);
+        // The JWT check has one-second resolution (`exp < now`); a stream closes at the
+        // millisecond, so the token is refused from that millisecond on.
+        if expires_at_ms <= crate::db::now_ms() {
+            return Err(refused());
+        }
+        Ok(AuthUser {
+            id: data.claims.sub,
+            expires_at_ms,
+        })
     }
 }
 
@@ -121,10 +153,40 @@ pub fn sha256_hex(s: &str) -> String {
     hex::encode(Sha256::digest(s.as_bytes()))
 }
 
-/// The caller, from `Authorization: Bearer <access token>` (or `?access_token=` for
-/// EventSource, which cannot set headers).
+/// The caller, from `Authorization: Bearer <access token>`. A `?access_token=` in the URL is
+/// ignored here: URLs end up in logs (ours, proxies', browsers' history). Only the two routes a
+/// browser cannot give a header, EventSource and WebSocket, take it, through [`StreamUser`].
 pub struct AuthUser {
     pub id: String,
+    /// When the token expires (Unix ms): streams opened with it end then.
+    pub expires_at_ms: i64,
+}
+
+fn bearer(parts: &Parts) -> Option<&str> {
+    parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+}
+
+fn url_token(parts: &Parts) -> Option<&str> {
+    parts
+        .uri
+        .query()?
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("access_token="))
+}
+
+/// Did the request come with a token, in the header or (stream routes) the URL?
+pub(crate) fn has_stream_token(parts: &Parts) -> bool {
+    parts
+        .headers
+        .contains_key(axum::http::header::AUTHORIZATION)
+        || url_token(parts).is_some()
 }
 
 impl FromRequestParts<ApiState> for AuthUser {
@@ -134,25 +196,26 @@ impl FromRequestParts<ApiState> for AuthUser {
         parts: &mut Parts,
         state: &ApiState,
     ) -> Result<Self, Self::Rejection> {
-        let header = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .map(str::to_owned);
-        let query = parts.uri.query().and_then(|q| {
-            q.split('&')
-                .find_map(|kv| kv.strip_prefix("access_token="))
-                .map(str::to_owned)
-        });
-        let token = header
-            .or(query)
+        let token = bearer(parts).ok_or(ApiError::Unauthorized("an access token is required"))?;
+        state.keys.decode(token.trim())
+    }
+}
+
+/// The caller of a streaming route (notification SSE, chat WebSocket): the bearer header, or
+/// `?access_token=` for browsers, whose EventSource and WebSocket cannot set headers.
+pub struct StreamUser(pub AuthUser);
+
+impl FromRequestParts<ApiState> for StreamUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &ApiState,
+    ) -> Result<Self, Self::Rejection> {
+        let token = bearer(parts)
+            .or_else(|| url_token(parts))
             .ok_or(ApiError::Unauthorized("an access token is required"))?;
-        let id = state.keys.verify(token.trim())?;
-        Ok(AuthUser { id })
+        Ok(StreamUser(state.keys.decode(token.trim())?))
     }
 }
 
@@ -182,5 +245,27 @@ mod tests {
         let other = JwtKeys::new(b"another-secret-another-secret-12");
         assert!(other.verify(&token).is_err());
         assert!(keys.verify("not.a.jwt").is_err());
+    }
+
+    #[test]
+    fn the_token_carries_its_expiry_and_an_expired_one_is_refused() {
+        let mut keys = JwtKeys::new(b"secret-secret-secret-secret-1234");
+        keys.set_ttl(Duration::from_secs(120));
+        let before = crate::db::now_ms();
+        let user = keys.decode(&keys.issue("abc").unwrap()).unwrap();
+        let left = user.expires_at_ms - before;
+        assert!((119_000..=120_000).contains(&left), "{left} ms");
+        let now = crate::db::now_ms() as u64 / 1000;
+        let expired = encode(
+            &Header::default(),
+            &Claims {
+                sub: "abc".into(),
+                iat: now - 10,
+                exp: now - 1,
+            },
+            &keys.encoding,
+        )
+        .unwrap();
+        assert!(keys.verify(&expired).is_err(), "no leeway");
     }
 }

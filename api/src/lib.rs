@@ -19,6 +19,7 @@ pub mod notifications;
 mod openapi;
 pub mod publishers;
 pub mod ratelimit;
+pub mod realtime;
 pub mod streams;
 pub mod users;
 pub mod validate;
@@ -57,6 +58,8 @@ pub struct ApiState {
     /// Chat rooms with readers.
     pub chat: Arc<chat::room::Rooms>,
     pub chat_config: chat::ChatConfig,
+    /// Open chat WebSockets and notification streams: caps, and logout's end signal.
+    pub realtime: Arc<realtime::Registry>,
     /// Ends a stream's publisher when its key is rotated (the media side, wired by the binary).
     pub publishers: Arc<dyn publishers::PublisherControl>,
 }
@@ -106,6 +109,7 @@ impl Api {
                 hls_base: None,
                 chat: Arc::default(),
                 chat_config: chat::ChatConfig::default(),
+                realtime: Arc::default(),
                 publishers: Arc::new(publishers::NoMedia),
             },
         })
@@ -262,6 +266,16 @@ impl Api {
     /// Chat limits (tests use small ones); before [`Api::router`].
     pub fn set_chat_config(&mut self, config: chat::ChatConfig) {
         self.state.chat_config = config;
+    }
+
+    /// Limits of chat WebSockets and notification streams; before [`Api::router`].
+    pub fn set_realtime_config(&mut self, config: realtime::RealtimeConfig) {
+        self.state.realtime = Arc::new(realtime::Registry::new(config));
+    }
+
+    /// Lifetime of access tokens issued from now on (tests use short ones).
+    pub fn set_access_token_ttl(&mut self, ttl: Duration) {
+        Arc::make_mut(&mut self.state.keys).set_ttl(ttl);
     }
 
     /// Delete chat messages older than `before_ms`; how many.

@@ -14,10 +14,11 @@ use serde::{Deserialize, Serialize};
 use tokio_stream::wrappers::BroadcastStream;
 use utoipa::{IntoParams, ToSchema};
 
-use crate::auth::AuthUser;
+use crate::auth::{AuthUser, StreamUser};
 use crate::db::{new_id, now_ms};
 use crate::error::{ApiError, Result};
 use crate::json::Query;
+use crate::realtime::{ClientAddr, Scope};
 use crate::{validate, ApiState};
 
 pub fn router() -> Router<ApiState> {
@@ -112,11 +113,18 @@ pub(crate) async fn mark_all_read(
 }
 
 /// `text/event-stream` of the caller's new notifications (`event: notification`, JSON data).
-#[utoipa::path(get, path = "/api/notifications/stream", responses((status = 200, content_type = "text/event-stream")), security(("bearer" = [])))]
+/// The one route besides chat that takes `?access_token=` (EventSource cannot send headers).
+/// Counted against the caller's address and account ([`crate::realtime`], 429 beyond); a
+/// comment line every ping interval keeps proxies from timing it out; it ends, after an
+/// `event: end` naming why, when the access token expires or the user logs out.
+#[utoipa::path(get, path = "/api/notifications/stream", responses((status = 200, content_type = "text/event-stream"),
+    (status = 401, body = crate::error::ErrorBody), (status = 429, body = crate::error::ErrorBody)), security(("bearer" = [])))]
 pub(crate) async fn stream(
     State(st): State<ApiState>,
-    user: AuthUser,
-) -> Sse<impl FutStream<Item = std::result::Result<Event, Infallible>>> {
+    ClientAddr(addr): ClientAddr,
+    StreamUser(user): StreamUser,
+) -> Result<Sse<impl FutStream<Item = std::result::Result<Event, Infallible>>>> {
+    let mut permit = st.realtime.admit(addr, Some(&user), Scope::Notifications)?;
     let me = user.id;
     let events = BroadcastStream::new(st.notify.subscribe()).filter_map(move |n| {
         let out = match n {
@@ -133,7 +141,19 @@ pub(crate) async fn stream(
         };
         std::future::ready(out)
     });
-    Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+    // The permit lives as long as the response body: dropped when the client goes away.
+    let (why, told) = tokio::sync::oneshot::channel();
+    let until = async move {
+        let _ = why.send(permit.ended().await);
+    };
+    let end = futures_util::stream::once(told).filter_map(|end| {
+        std::future::ready(
+            end.ok()
+                .map(|end| Ok(Event::default().event("end").data(end.reason()))),
+        )
+    });
+    let events = events.take_until(until).chain(end);
+    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(st.realtime.config().ping_interval)))
 }
 
 /// A channel went live: a stored notification for each follower, each also pushed to SSE.

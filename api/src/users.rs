@@ -11,7 +11,7 @@ use axum::Router;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::auth::{self, AuthUser, ACCESS_TOKEN_TTL, REFRESH_TOKEN_TTL};
+use crate::auth::{self, AuthUser, REFRESH_TOKEN_TTL};
 use crate::db::{new_id, now_ms};
 use crate::error::{ApiError, Result};
 use crate::json::Json;
@@ -107,7 +107,7 @@ async fn issue_session(st: &ApiState, user: User) -> Result<Session> {
         user,
         access_token,
         token_type: "Bearer",
-        expires_in: ACCESS_TOKEN_TTL.as_secs(),
+        expires_in: st.keys.ttl().as_secs(),
         refresh_token,
     })
 }
@@ -257,11 +257,20 @@ pub(crate) async fn logout(
     Json(req): Json<RefreshRequest>,
 ) -> Result<StatusCode> {
     let hash = auth::sha256_hex(&req.refresh_token);
-    st.db
-        .query("DELETE refresh_token WHERE token_hash = $hash")
+    let mut res = st
+        .db
+        .query(
+            "SELECT VALUE user FROM refresh_token WHERE token_hash = $hash; \
+             DELETE refresh_token WHERE token_hash = $hash",
+        )
         .bind(("hash", hash))
-        .await?
-        .check()?;
+        .await?;
+    let users: Vec<String> = res.take(0)?;
+    res.check()?;
+    // The user's open chat and notification streams end too.
+    for user in users {
+        st.realtime.end_streams_of(&user);
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 

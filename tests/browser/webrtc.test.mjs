@@ -9,7 +9,10 @@ test('Chromium WHIP publisher to Chromium WHEP viewer', { timeout: 90000 }, asyn
   const browser = await launchChromium();
   try {
     const pub = await browser.context.newPage();
-    await pub.goto(`${glint.base}/publish/demo?key=test-key&autostart=1`);
+    // The key is typed into the page (never put in its URL).
+    await pub.goto(`${glint.base}/publish/demo`);
+    await pub.fill('#key', 'test-key');
+    await pub.click('#go');
     await waitFor(() => pub.evaluate(() => window.glint.state), 20000, 'publisher live').then(async () => {
       await waitFor(async () => (await pub.evaluate(() => window.glint.state)) === 'live', 20000, 'publisher connected');
     });

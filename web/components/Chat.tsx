@@ -2,7 +2,7 @@
 // The channel's chat over its WebSocket: history on join, live messages, moderation events, and
 // the viewer count. Text is rendered as text (React escapes it), never as HTML.
 import { useEffect, useRef, useState } from 'react';
-import { accessToken } from '@/lib/api';
+import { accessToken, EXPIRED_RECONNECT_JITTER_MS } from '@/lib/api';
 import { useSession } from '@/lib/session';
 
 interface Message {
@@ -23,6 +23,10 @@ interface You {
 }
 
 const MAX_SHOWN = 200;
+// Close codes the server ends a reader's socket with when its access token expired or its user
+// logged out (docs/api.md): reconnect soon (with a refreshed token, or as whoever is signed in).
+const CLOSE_TOKEN_EXPIRED = 4001;
+const CLOSE_LOGGED_OUT = 4002;
 
 export default function Chat({ channel, ownerId, onViewers }: { channel: string; ownerId: string; onViewers?: (n: number) => void }) {
   const { session, ready } = useSession();
@@ -43,14 +47,18 @@ export default function Chat({ channel, ownerId, onViewers }: { channel: string;
     let retry: ReturnType<typeof setTimeout> | undefined;
     const open = async () => {
       const token = session ? await accessToken() : null;
+      if (closed) return;
       const proto = window.location.protocol === 'https:' ? 'wss' : 'ws';
       const url = `${proto}://${window.location.host}/api/chat/${encodeURIComponent(channel)}${token ? `?access_token=${encodeURIComponent(token)}` : ''}`;
       const socket = new WebSocket(url);
       ws.current = socket;
       socket.onopen = () => setConnected(true);
-      socket.onclose = () => {
+      socket.onclose = (e) => {
         setConnected(false);
-        if (!closed) retry = setTimeout(open, 2000);
+        if (closed) return;
+        const wait =
+          e.code === CLOSE_TOKEN_EXPIRED ? Math.random() * EXPIRED_RECONNECT_JITTER_MS : e.code === CLOSE_LOGGED_OUT ? 0 : 2000;
+        retry = setTimeout(open, wait);
       };
       socket.onmessage = (e) => {
         const ev = JSON.parse(e.data);

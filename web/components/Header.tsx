@@ -3,7 +3,7 @@
 // a toast when a followed channel goes live), and the account links.
 import Link from 'next/link';
 import { useEffect, useState } from 'react';
-import { accessToken, api, logout, type Notification } from '@/lib/api';
+import { accessToken, api, EXPIRED_RECONNECT_JITTER_MS, logout, type Notification } from '@/lib/api';
 import { useSession } from '@/lib/session';
 
 interface Toast {
@@ -41,7 +41,14 @@ export default function Header() {
         setToasts((t) => [...t, toast]);
         setTimeout(() => setToasts((t) => t.filter((x) => x.id !== toast.id)), 8000);
       });
-      // Tokens expire: reconnect with a fresh one.
+      // The server ends the stream when the token expires (or the user logged out somewhere):
+      // reconnect soon (accessToken() refreshes the expiring token).
+      source.addEventListener('end', (e) => {
+        source?.close();
+        const expired = (e as MessageEvent).data === 'access token expired';
+        if (!closed) retry = setTimeout(connect, expired ? Math.random() * EXPIRED_RECONNECT_JITTER_MS : 0);
+      });
+      // Anything else (a refused or dropped connection): retry shortly with a current token.
       source.onerror = () => {
         source?.close();
         if (!closed) retry = setTimeout(connect, 3000);

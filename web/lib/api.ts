@@ -169,6 +169,12 @@ function refresh(): Promise<Session | null> {
   return refreshing;
 }
 
+/** How long a stream the server ended at its token's expiry waits before reconnecting, at most
+ * (ms): every tab's stream ends at the same moment, and a random wait lets the first tab's
+ * refresh land in localStorage before the others look, instead of all of them spending the same
+ * refresh token (a reuse, which ends the session). */
+export const EXPIRED_RECONNECT_JITTER_MS = 1000;
+
 /** The current access token, refreshed first when it is about to expire. */
 export async function accessToken(): Promise<string | null> {
   const s = loadSession();

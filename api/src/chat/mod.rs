@@ -1,6 +1,8 @@
 //! Live chat: one room per channel over WebSocket at `GET /api/chat/{channel}` (the channel's
 //! username). Anyone may read; a logged-in user (`Authorization: Bearer` or `?access_token=`)
-//! may send. The server stamps id, author and time, keeps the last messages for new readers,
+//! may send. Connections are capped per address and per user ([`crate::realtime`]); the server
+//! pings each one and closes it when nothing comes back, and closes a logged-in reader's when
+//! its access token expires or the user logs out. The server stamps id, author and time, keeps the last messages for new readers,
 //! and stores every message (pruned after [`RETENTION`]).
 //!
 //! - `room.rs`: a room's rules (bans, timeouts, slow mode, rate limit) and its broadcast: each
@@ -14,13 +16,15 @@
 //! five for the owner and moderators). Server → client: `hello` (history, settings, who you are),
 //! `message`, `delete`, `timeout`, `ban`, `unban`, `settings`, `viewers`, and `error` (`code`, `message`)
 //! to the sender alone. A reader too slow for the room is disconnected (close code 1008), never
-//! waited for.
+//! waited for. Close codes: 1008 too slow, 1009 a frame over [`ChatConfig::max_frame_bytes`]
+//! (refused from its header, never buffered), 1001 no answer to pings, 4001 the access token
+//! expired (reconnect with a fresh one), 4002 the user logged out.
 
 pub mod room;
 pub mod store;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{FromRequestParts, Path, State};
@@ -33,16 +37,26 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast::error::RecvError;
 use utoipa::ToSchema;
 
-use crate::auth::AuthUser;
+use crate::auth::{AuthUser, StreamUser};
 use crate::db::{new_id, now_ms};
 use crate::error::{ApiError, Result};
+use crate::realtime::{ClientAddr, End, Liveness, Permit, Scope};
 use crate::{validate, ApiState};
 use room::{Refusal, Restriction, Room};
 
 /// Messages are deleted from the database after this long.
 pub const RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
-/// Longest client frame accepted (a message is at most `max_len` characters).
-const MAX_FRAME_BYTES: usize = 8 * 1024;
+/// Bytes one character of a message may take in a client's JSON frame: a character outside the
+/// BMP written as two `\uXXXX` escapes.
+const MAX_JSON_BYTES_PER_CHAR: usize = 12;
+/// A command's JSON around its text (`{"type":"send","text":""}`, whitespace, other commands).
+const FRAME_OVERHEAD_BYTES: usize = 256;
+/// Close codes (RFC 6455 §7.4; 4000-4999 are the application's).
+const CLOSE_NO_ANSWER: u16 = 1001;
+const CLOSE_TOO_SLOW: u16 = 1008;
+const CLOSE_TOO_BIG: u16 = 1009;
+const CLOSE_TOKEN_EXPIRED: u16 = 4001;
+const CLOSE_LOGGED_OUT: u16 = 4002;
 /// Frames written to one reader with one flush, at most.
 const MAX_BATCH: usize = 64;
 /// tungstenite's read buffer per connection (clients send small frames).
@@ -63,6 +77,14 @@ pub struct ChatConfig {
     pub rate: (usize, Duration),
     /// Frames a reader may fall behind the room before it is dropped.
     pub reader_buffer: usize,
+}
+
+impl ChatConfig {
+    /// Longest client frame (and message) accepted: the largest valid command. A longer frame
+    /// closes the connection (1009) as soon as its header announces it.
+    pub fn max_frame_bytes(&self) -> usize {
+        self.max_len * MAX_JSON_BYTES_PER_CHAR + FRAME_OVERHEAD_BYTES
+    }
 }
 
 impl Default for ChatConfig {
@@ -161,24 +183,19 @@ pub fn router() -> Router<ApiState> {
         )
 }
 
-/// The caller, if a token came; a token that does not verify is an error, not anonymity.
+/// The caller, if a token came (header, or `?access_token=`: a browser's WebSocket cannot send
+/// headers); a token that does not verify is an error, not anonymity.
 struct Caller(Option<AuthUser>);
 
 impl FromRequestParts<ApiState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, st: &ApiState) -> Result<Self, ApiError> {
-        let has_token = parts
-            .headers
-            .contains_key(axum::http::header::AUTHORIZATION)
-            || parts
-                .uri
-                .query()
-                .is_some_and(|q| q.split('&').any(|kv| kv.starts_with("access_token=")));
-        if !has_token {
+        if !crate::auth::has_stream_token(parts) {
             return Ok(Caller(None));
         }
-        Ok(Caller(Some(AuthUser::from_request_parts(parts, st).await?)))
+        let StreamUser(user) = StreamUser::from_request_parts(parts, st).await?;
+        Ok(Caller(Some(user)))
     }
 }
 
@@ -198,11 +215,12 @@ async fn room(st: &ApiState, channel: &str) -> Result<Arc<Room>> {
 async fn join(
     State(st): State<ApiState>,
     Path(channel): Path<String>,
+    ClientAddr(addr): ClientAddr,
     caller: Caller,
     ws: WebSocketUpgrade,
 ) -> Result<Response> {
     let room = room(&st, &channel).await?;
-    let you = match caller.0 {
+    let you = match &caller.0 {
         Some(u) => {
             let user = crate::users::load_user(&st, &u.id)
                 .await?
@@ -215,14 +233,21 @@ async fn join(
         }
         None => None,
     };
+    let permit = st.realtime.admit(
+        addr,
+        caller.0.as_ref(),
+        Scope::Chat(room.channel_id.clone()),
+    )?;
+    let max_frame = st.chat_config.max_frame_bytes();
     Ok(ws
-        .max_message_size(MAX_FRAME_BYTES)
+        .max_frame_size(max_frame)
+        .max_message_size(max_frame)
         // tungstenite zero-fills its whole read buffer on every read attempt (128 KiB by
         // default), and a reader's socket is polled for input after every frame sent to it:
         // with the default, two thirds of the server's CPU went to memset.
         .read_buffer_size(READ_BUFFER_BYTES)
         .on_upgrade(move |socket| async move {
-            serve(st.clone(), room.clone(), you, socket).await;
+            serve(st.clone(), room.clone(), you, permit, socket).await;
             st.chat.release(&room);
         }))
 }
@@ -233,8 +258,15 @@ fn frame(event: &Event) -> Message {
     ))
 }
 
-/// One reader: room events out, commands in, until either side ends.
-async fn serve(st: ApiState, room: Arc<Room>, you: Option<You>, mut socket: WebSocket) {
+/// One reader: room events out, commands in, pings, until either side ends, the reader stops
+/// answering, or its token expires or its user logs out.
+async fn serve(
+    st: ApiState,
+    room: Arc<Room>,
+    you: Option<You>,
+    mut permit: Permit,
+    mut socket: WebSocket,
+) {
     let mut events = room.subscribe();
     let hello = Event::Hello {
         channel: room.channel_name.clone(),
@@ -246,20 +278,47 @@ async fn serve(st: ApiState, room: Arc<Room>, you: Option<You>, mut socket: WebS
     if socket.send(frame(&hello)).await.is_err() {
         return;
     }
+    let config = *st.realtime.config();
+    let mut liveness = Liveness::new(Instant::now(), config.idle_timeout);
+    let mut ping = tokio::time::interval_at(
+        tokio::time::Instant::now() + config.ping_interval,
+        config.ping_interval,
+    );
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
+            end = permit.ended() => {
+                let code = match end {
+                    End::TokenExpired => CLOSE_TOKEN_EXPIRED,
+                    End::LoggedOut => CLOSE_LOGGED_OUT,
+                };
+                return close(socket, code, end.reason()).await;
+            }
+            _ = ping.tick() => {
+                if !liveness.alive(Instant::now()) {
+                    return close(socket, CLOSE_NO_ANSWER, "no answer to ping").await;
+                }
+                let ping = socket.send(Message::Ping(Default::default()));
+                if !matches!(tokio::time::timeout(SEND_TIMEOUT, ping).await, Ok(Ok(()))) {
+                    return;
+                }
+            }
             event = events.recv() => match event {
                 Ok(bytes) => {
                     match tokio::time::timeout(SEND_TIMEOUT, send_batch(&mut socket, &mut events, bytes)).await {
                         Ok(Ok(())) => {}
                         Ok(Err(Gone::Closed)) => return,
-                        Ok(Err(Gone::Lagged)) | Err(_) => return close(socket, "too slow for this chat").await,
+                        Ok(Err(Gone::Lagged)) | Err(_) => return close(socket, CLOSE_TOO_SLOW, "too slow for this chat").await,
                     }
                 }
-                Err(RecvError::Lagged(_)) => return close(socket, "too slow for this chat").await,
+                Err(RecvError::Lagged(_)) => return close(socket, CLOSE_TOO_SLOW, "too slow for this chat").await,
                 Err(RecvError::Closed) => return,
             },
-            incoming = socket.recv() => match incoming {
+            incoming = socket.recv() => {
+                if let Some(Ok(_)) = &incoming {
+                    liveness.heard(Instant::now());
+                }
+                match incoming {
                 Some(Ok(Message::Text(text))) => {
                     let reply = match serde_json::from_str::<Command>(text.as_str()) {
                         Ok(cmd) => handle(&st, &room, you.as_ref(), cmd).await,
@@ -278,11 +337,24 @@ async fn serve(st: ApiState, room: Arc<Room>, you: Option<You>, mut socket: WebS
                         return;
                     }
                 }
-                Some(Ok(_)) => {} // ping/pong are answered by the library
-                Some(Err(_)) | None => return,
-            },
+                Some(Ok(_)) => {} // pings are answered by the library; pongs count as heard
+                Some(Err(e)) => {
+                    if too_big(e) {
+                        close(socket, CLOSE_TOO_BIG, "frame too big").await;
+                    }
+                    return;
+                }
+                None => return,
+            }},
         }
     }
+}
+
+/// Did the read fail on a frame or message over the limit (refused from its header)?
+fn too_big(e: axum::Error) -> bool {
+    e.into_inner()
+        .downcast::<tungstenite::Error>()
+        .is_ok_and(|e| matches!(*e, tungstenite::Error::Capacity(_)))
 }
 
 enum Gone {
@@ -317,12 +389,12 @@ async fn send_batch(
     socket.flush().await.map_err(|_| Gone::Closed)
 }
 
-async fn close(mut socket: WebSocket, reason: &'static str) {
-    tracing::debug!(reason, "chat reader dropped");
+async fn close(mut socket: WebSocket, code: u16, reason: &'static str) {
+    tracing::debug!(code, reason, "chat reader dropped");
     let _ = tokio::time::timeout(
         Duration::from_secs(1),
         socket.send(Message::Close(Some(CloseFrame {
-            code: 1008,
+            code,
             reason: Utf8Bytes::from_static(reason),
         }))),
     )
