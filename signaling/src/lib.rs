@@ -13,6 +13,22 @@
 pub mod auth;
 pub mod error;
 pub mod limit;
+
+/// Entry points for the fuzz targets (`fuzz/`): parsers of what clients send, fed anything.
+pub mod fuzzing {
+    use axum::http::{header, HeaderMap, HeaderValue};
+
+    /// A trickle PATCH's body (RFC 8840 fragment) and `If-Match` value.
+    pub fn trickle(data: &[u8]) {
+        let (head, body) = data.split_at(data.len().min(64));
+        let _ = crate::resource::fragment_candidates(&String::from_utf8_lossy(body));
+        let mut headers = HeaderMap::new();
+        if let Ok(v) = HeaderValue::from_bytes(head) {
+            headers.insert(header::IF_MATCH, v);
+        }
+        let _ = crate::resource::check_if_match(&headers, media::SessionId(7));
+    }
+}
 mod resource;
 
 use std::sync::Arc;

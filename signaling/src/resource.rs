@@ -119,7 +119,7 @@ fn etag(id: SessionId) -> String {
 
 /// RFC 9725 §4.3.1: a trickle PATCH names the session's entity-tag in `If-Match`; none →
 /// 428, another one → 412; `*` asks for an ICE restart (§4.3.2), which we do not do.
-fn check_if_match(headers: &HeaderMap, id: SessionId) -> Result<(), SignalingError> {
+pub(crate) fn check_if_match(headers: &HeaderMap, id: SessionId) -> Result<(), SignalingError> {
     let Some(value) = headers.get(header::IF_MATCH) else {
         return Err(SignalingError::PreconditionRequired);
     };
@@ -143,7 +143,7 @@ fn check_if_match(headers: &HeaderMap, id: SessionId) -> Result<(), SignalingErr
 
 /// The candidates of an RFC 8840 SDP fragment; 400 for anything that is not one: every
 /// non-empty line must be `<type>=<value>`, and there must be at least one line.
-fn fragment_candidates(fragment: &str) -> Result<Vec<String>, SignalingError> {
+pub(crate) fn fragment_candidates(fragment: &str) -> Result<Vec<String>, SignalingError> {
     let mut lines = 0;
     let mut candidates = Vec::new();
     for line in fragment.lines().map(str::trim).filter(|l| !l.is_empty()) {
