@@ -89,7 +89,13 @@ pub fn router(
         StatusCode::REQUEST_TIMEOUT,
         config.http_limits.request_timeout,
     ))
-    .layer(TraceLayer::new_for_http())
+    // Spans name the path, never the query: the chat and notification-stream URLs carry an
+    // access token (`?access_token=`, the one way a browser's WebSocket or EventSource can).
+    .layer(TraceLayer::new_for_http().make_span_with(
+        |req: &axum::http::Request<axum::body::Body>| {
+            tracing::debug_span!("request", method = %req.method(), path = %req.uri().path())
+        },
+    ))
 }
 
 /// RFC 9725 §4.4 / WHEP: `OPTIONS` on an endpoint says what `POST` takes. The CORS layer
