@@ -56,6 +56,11 @@ impl Sampler {
         }
     }
 
+    /// Is a broadcast of `stream` open?
+    pub fn on_air(&self, stream: &str) -> bool {
+        self.on_air.contains_key(stream)
+    }
+
     /// `stream` went off air at `now_ms`: write its samples, then close its broadcast.
     pub async fn end(&mut self, api: &api::Api, audience: &HlsAudience, stream: &str, now_ms: i64) {
         audience.end_broadcast(stream);

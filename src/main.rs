@@ -4,8 +4,7 @@ use clap::Parser;
 use glint::{Cli, Config};
 use tracing_subscriber::EnvFilter;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_env("GLINT_LOG")
@@ -15,6 +14,15 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let config = Config::load(Cli::parse())?;
+    // SurrealDB reads this from the environment: set it while this is the only thread.
+    api::db::set_durable_writes(config.database_sync);
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run(config))
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
     let server = glint::start(config).await?;
     shutdown_signal().await;
     tracing::info!("shutting down");

@@ -2,13 +2,17 @@
 //! first, then the database; stream go-live/offline, viewer counts and replays flow from media to
 //! the API; broadcasts are sampled for analytics; expired replays are deleted from the HLS
 //! store and the database.
+//!
+//! Stream events reach the platform task through a bounded broadcast channel: when it lags
+//! (events were lost), and at start, the database's live flags are made to agree with the media
+//! core's own state ([`resync`]), so a lost `Offline` cannot leave a stream live forever.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use media::{MediaHandle, StreamEvent};
+use media::{MediaHandle, StreamEvent, StreamSummary};
 use signaling::{AuthError, AuthFuture, StaticKeys, StreamAuthorizer};
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::task::JoinHandle;
 
 /// How often viewer counts (WebRTC + HLS) are copied into the database and to chat rooms.
@@ -114,68 +118,152 @@ pub fn spawn_sync(
     replay_retention: Duration,
     analytics_interval: Duration,
 ) -> JoinHandle<()> {
-    let mut events = media.subscribe();
-    tokio::spawn(async move {
-        match api.close_dangling_broadcasts().await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(broadcasts = n, "closed broadcasts the last run left open"),
-            Err(e) => tracing::warn!(error = %e, "could not close broadcasts left open"),
-        }
-        let mut sampler = crate::analytics::Sampler::default();
-        let mut tick = tokio::time::interval(VIEWER_COUNT_INTERVAL);
-        let mut sample_tick = tokio::time::interval(analytics_interval);
-        sample_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                ev = events.recv() => match ev {
-                    Ok(StreamEvent::Live { stream }) => {
-                        record(&api, &stream, true).await;
-                        sampler.begin(&api, &audience, &stream, api::db::now_ms()).await;
-                    }
-                    Ok(StreamEvent::Offline { stream }) => {
-                        sampler.end(&api, &audience, &stream, api::db::now_ms()).await;
-                        record(&api, &stream, false).await;
-                    }
-                    Ok(StreamEvent::Replay(replay)) => keep_replay(&api, &replay, replay_retention).await,
-                    Err(RecvError::Lagged(n)) => tracing::warn!(missed = n, "stream events lagged"),
-                    Err(RecvError::Closed) => return,
-                },
-                _ = sample_tick.tick() => {
-                    let Ok(streams) = media.streams().await else { return };
-                    let now = std::time::Instant::now();
-                    sampler.sample(&api, &audience, &streams, now, api::db::now_ms()).await;
-                }
-                _ = tick.tick() => {
-                    let Ok(streams) = media.streams().await else { return };
-                    let now = std::time::Instant::now();
-                    audience.prune(now);
-                    for s in streams.iter().filter(|s| s.live) {
-                        let viewers = s.viewers + audience.count(&s.name, now);
-                        if let Err(e) = api.set_viewers(&s.name, viewers).await {
-                            tracing::warn!(stream = %s.name, error = %e, "could not record viewer count");
-                        }
-                    }
-                }
-
-            }
-        }
-    })
+    let events = media.subscribe();
+    tokio::spawn(run_sync(
+        events,
+        media,
+        api,
+        audience,
+        replay_retention,
+        analytics_interval,
+    ))
 }
 
-/// Delete replays whose time is up (retention over, or deleted by their owner), until aborted.
+/// The platform task: `events` are the media core's (subscribed before anything else reads its
+/// state, so nothing falls between the first resync and the first event).
+async fn run_sync(
+    mut events: broadcast::Receiver<StreamEvent>,
+    media: MediaHandle,
+    api: api::Api,
+    audience: Arc<crate::audience::HlsAudience>,
+    replay_retention: Duration,
+    analytics_interval: Duration,
+) {
+    match api.close_dangling_broadcasts().await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(broadcasts = n, "closed broadcasts the last run left open"),
+        Err(e) => tracing::warn!(error = %e, "could not close broadcasts left open"),
+    }
+    let mut sampler = crate::analytics::Sampler::default();
+    // Streams the last run left live (it crashed, say) are not live now.
+    let Ok(streams) = media.streams().await else {
+        return;
+    };
+    resync(&api, &audience, &mut sampler, &streams).await;
+    let mut tick = tokio::time::interval(VIEWER_COUNT_INTERVAL);
+    let mut sample_tick = tokio::time::interval(analytics_interval);
+    sample_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            ev = events.recv() => match ev {
+                Ok(StreamEvent::Live { stream }) => {
+                    record(&api, &stream, true).await;
+                    if !sampler.on_air(&stream) {
+                        sampler.begin(&api, &audience, &stream, api::db::now_ms()).await;
+                    }
+                }
+                Ok(StreamEvent::Offline { stream }) => {
+                    sampler.end(&api, &audience, &stream, api::db::now_ms()).await;
+                    record(&api, &stream, false).await;
+                }
+                Ok(StreamEvent::Replay(replay)) => keep_replay(&api, &replay, replay_retention).await,
+                Err(RecvError::Lagged(n)) => {
+                    tracing::warn!(missed = n, "stream events lagged: resyncing live streams from the media core");
+                    let Ok(streams) = media.streams().await else { return };
+                    resync(&api, &audience, &mut sampler, &streams).await;
+                }
+                Err(RecvError::Closed) => return,
+            },
+            _ = sample_tick.tick() => {
+                let Ok(streams) = media.streams().await else { return };
+                let now = std::time::Instant::now();
+                sampler.sample(&api, &audience, &streams, now, api::db::now_ms()).await;
+            }
+            _ = tick.tick() => {
+                let Ok(streams) = media.streams().await else { return };
+                let now = std::time::Instant::now();
+                audience.prune(now);
+                for s in streams.iter().filter(|s| s.live) {
+                    let viewers = s.viewers + audience.count(&s.name, now);
+                    if let Err(e) = api.set_viewers(&s.name, viewers).await {
+                        tracing::warn!(stream = %s.name, error = %e, "could not record viewer count");
+                    }
+                }
+            }
+
+        }
+    }
+}
+
+/// Which streams to mark offline (live in the database, not on air in the media core) and
+/// which live (on air in the media core, not live in the database).
+fn live_changes(db_live: &[String], media: &[StreamSummary]) -> (Vec<String>, Vec<String>) {
+    let on_air: std::collections::HashSet<&str> = media
+        .iter()
+        .filter(|s| s.live)
+        .map(|s| s.name.as_str())
+        .collect();
+    let offline = db_live
+        .iter()
+        .filter(|n| !on_air.contains(n.as_str()))
+        .cloned()
+        .collect();
+    let mut live: Vec<String> = on_air
+        .iter()
+        .filter(|n| !db_live.iter().any(|d| d == *n))
+        .map(|n| (*n).to_owned())
+        .collect();
+    live.sort();
+    (offline, live)
+}
+
+/// Make the database's live flags (and the open analytics broadcasts) agree with `media`, the
+/// media core's streams: what events were lost is read from its state instead.
+async fn resync(
+    api: &api::Api,
+    audience: &crate::audience::HlsAudience,
+    sampler: &mut crate::analytics::Sampler,
+    media: &[StreamSummary],
+) {
+    let db_live = match api.live_stream_names().await {
+        Ok(names) => names,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read live streams to resync");
+            return;
+        }
+    };
+    let (offline, live) = live_changes(&db_live, media);
+    let now_ms = api::db::now_ms();
+    for stream in &offline {
+        tracing::info!(%stream, "resync: not on air, marked offline");
+        sampler.end(api, audience, stream, now_ms).await;
+        record(api, stream, false).await;
+    }
+    for stream in &live {
+        record(api, stream, true).await;
+        if !sampler.on_air(stream) {
+            sampler.begin(api, audience, stream, now_ms).await;
+        }
+    }
+}
+
+/// Delete the objects of broadcasts the last run left with no replay record (at start), then
+/// delete replays whose time is up (retention over, or deleted by their owner), until aborted.
 pub fn spawn_replay_expiry(
     media: MediaHandle,
     api: api::Api,
     replay_retention: Duration,
 ) -> JoinHandle<()> {
+    // Broadcasts of this run start after this (nothing is published before start returns).
+    let started_at_ms = api::db::now_ms().max(0) as u64;
     tokio::spawn(async move {
-        let Some(replays) = media
-            .replays()
-            .cloned()
-            .filter(|_| !replay_retention.is_zero())
-        else {
+        let Some(replays) = media.replays().cloned() else {
             return;
         };
+        sweep_orphans(&api, &replays, started_at_ms).await;
+        if replay_retention.is_zero() {
+            return;
+        }
         let mut expiry = tokio::time::interval(expiry_interval(replay_retention));
         loop {
             expiry.tick().await;
@@ -184,10 +272,51 @@ pub fn spawn_replay_expiry(
     })
 }
 
+/// Delete every broadcast in the HLS store that began before `before_epoch_ms` and has no
+/// replay record: a run that died mid-broadcast left its segments (and, replays off, its last
+/// live window) behind, and nothing else would ever delete them. Returns how many.
+async fn sweep_orphans(
+    api: &api::Api,
+    replays: &media::hls::replay::Replays,
+    before_epoch_ms: u64,
+) -> usize {
+    let stored = match replays.stored().await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not list the HLS store for orphaned broadcasts");
+            return 0;
+        }
+    };
+    let known: std::collections::HashSet<(String, i64)> = match api.video_epochs().await {
+        Ok(v) => v.into_iter().collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read replay records; orphaned broadcasts kept");
+            return 0;
+        }
+    };
+    let mut deleted = 0;
+    for b in stored.iter().filter(|b| b.epoch < before_epoch_ms) {
+        if known.contains(&(b.stream.clone(), b.epoch as i64)) {
+            continue;
+        }
+        match replays.delete(&b.stream, b.epoch, &b.renditions).await {
+            Ok(()) => {
+                deleted += 1;
+                tracing::info!(stream = %b.stream, epoch = b.epoch, "deleted a broadcast's objects that had no replay record");
+            }
+            Err(e) => {
+                tracing::warn!(stream = %b.stream, epoch = b.epoch, error = %e, "could not delete an orphaned broadcast")
+            }
+        }
+    }
+    deleted
+}
+
 /// How often old chat messages are deleted.
 const CHAT_PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
 
-/// Delete chat messages older than the chat retention, every hour, until aborted.
+/// Delete chat messages older than the chat retention and notifications older than theirs,
+/// every hour, until aborted.
 pub fn spawn_chat_pruning(api: api::Api) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(CHAT_PRUNE_INTERVAL);
@@ -198,6 +327,11 @@ pub fn spawn_chat_pruning(api: api::Api) -> JoinHandle<()> {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(messages = n, "old chat messages deleted"),
                 Err(e) => tracing::warn!(error = %e, "could not prune chat messages"),
+            }
+            match api.prune_notifications(api::db::now_ms()).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(notifications = n, "old notifications deleted"),
+                Err(e) => tracing::warn!(error = %e, "could not prune notifications"),
             }
         }
     })
@@ -247,8 +381,171 @@ async fn expire_replays(api: &api::Api, replays: &media::hls::replay::Replays) {
 
 async fn record(api: &api::Api, stream: &str, live: bool) {
     match api.set_live(stream, live).await {
-        Ok(notified) if live => tracing::info!(stream, notified, "went live; followers notified"),
-        Ok(_) => {}
+        Ok(true) => tracing::info!(stream, "went live; notifying followers"),
+        Ok(false) => {}
         Err(e) => tracing::warn!(stream, live, error = %e, "could not record stream state"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use media::sfu::peer::PublishedTrack;
+    use media::Departure;
+
+    fn summary(name: &str, live: bool) -> StreamSummary {
+        StreamSummary {
+            name: name.into(),
+            live,
+            reconnecting: false,
+            viewers: 0,
+            codecs: Vec::new(),
+            bytes_in: 0,
+            keyframe_interval_ms: None,
+            viewers_served: 0,
+        }
+    }
+
+    #[test]
+    fn resync_changes_only_what_differs() {
+        let db_live = vec!["gone".to_owned(), "both".to_owned()];
+        let media = [
+            summary("both", true),
+            summary("new", true),
+            summary("idle", false),
+        ];
+        let (offline, live) = live_changes(&db_live, &media);
+        assert_eq!(offline, ["gone"]);
+        assert_eq!(live, ["new"]);
+        assert_eq!(live_changes(&[], &[]), (vec![], vec![]));
+    }
+
+    async fn is_live(api: &api::Api, name: &str) -> bool {
+        api.live_stream_names()
+            .await
+            .unwrap()
+            .iter()
+            .any(|n| n == name)
+    }
+
+    async fn set_live_in_db(api: &api::Api, name: &str, live: bool) {
+        api.state()
+            .db
+            .query("UPSERT type::thing('stream', $n) SET owner = $n, name = $n, title = 't', tags = [], stream_key = 'k', live = $live, viewers = 0, created_at = 0")
+            .bind(("n", name.to_owned()))
+            .bind(("live", live))
+            .await
+            .unwrap()
+            .check()
+            .unwrap();
+    }
+
+    /// Poll (with a yield between tries) until `check` holds; panics after 10 s.
+    async fn eventually<F: std::future::Future<Output = bool>>(what: &str, check: impl Fn() -> F) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !check().await {
+            assert!(std::time::Instant::now() < deadline, "{what}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn broadcasts_without_a_replay_record_are_swept_at_start() {
+        use media::hls::store::{Kind, LocalDir, SegmentStore};
+        let root = std::env::temp_dir().join(format!("glint-sweep-{}", rand::random::<u64>()));
+        let store = std::sync::Arc::new(LocalDir::new(root.clone()));
+        let files = [
+            "alice/source/index.m3u8",
+            "alice/source/seg-100-00000.ts", // orphan: no record
+            "alice/360p/seg-100-00000.ts",
+            "alice/videos/100/master.m3u8",
+            "alice/source/seg-200-00000.ts", // recorded
+            "alice/videos/200/master.m3u8",
+            "alice/source/seg-900-00000.ts", // began after start
+        ];
+        for f in files {
+            let kind = Kind::of_path(f).unwrap();
+            store.put(f, "x".into(), kind).await.unwrap();
+        }
+        let replays = media::hls::replay::Replays::new(store.clone());
+        let api = api::Api::connect("mem://", &[7; 32]).await.unwrap();
+        api.add_video(api::videos::NewVideo {
+            stream_name: "alice",
+            epoch: 200,
+            ended_at: 300,
+            duration_ms: 100,
+            renditions: &["source".to_owned()],
+            retention_ms: 1_000_000,
+        })
+        .await
+        .unwrap();
+        assert_eq!(sweep_orphans(&api, &replays, 500).await, 1);
+        assert_eq!(
+            store.list("").await.unwrap(),
+            [
+                "alice/source/index.m3u8",
+                "alice/source/seg-200-00000.ts",
+                "alice/source/seg-900-00000.ts",
+                "alice/videos/200/master.m3u8",
+            ]
+        );
+        assert_eq!(
+            sweep_orphans(&api, &replays, 500).await,
+            0,
+            "nothing left to do"
+        );
+        std::fs::remove_dir_all(root).unwrap();
+    }
+
+    /// The task's event channel holds one event here, so three sent at once make it lag.
+    #[tokio::test]
+    async fn a_lagging_platform_task_resyncs_from_the_media_core() {
+        let api = api::Api::connect("mem://", &[7; 32]).await.unwrap();
+        set_live_in_db(&api, "alice", true).await; // the last run left her live
+        set_live_in_db(&api, "bob", false).await;
+        let config = media::MediaConfig {
+            udp_bind: "127.0.0.1:0".parse().unwrap(),
+            ..Default::default()
+        };
+        let (media, _media_task) = media::spawn(config).await.unwrap();
+        // Bob is on air in the media core; no event about it reaches the task's channel.
+        let bob = media
+            .publish_ingest("bob", vec![PublishedTrack::h264("42e01f")])
+            .await
+            .unwrap();
+        let (tx, rx) = broadcast::channel(1);
+        let hour = Duration::from_secs(3600);
+        let task = tokio::spawn(run_sync(
+            rx,
+            media.clone(),
+            api.clone(),
+            Arc::default(),
+            hour,
+            hour,
+        ));
+        eventually("at start: alice offline, bob live", || async {
+            !is_live(&api, "alice").await && is_live(&api, "bob").await
+        })
+        .await;
+
+        // Alice's Offline and Bob's end are lost in a lag.
+        set_live_in_db(&api, "alice", true).await;
+        media.close_ingest(bob, "test", Departure::Ended).await;
+        eventually("bob off air in the media core", || async {
+            !media.streams().await.unwrap().iter().any(|s| s.live)
+        })
+        .await;
+        for _ in 0..3 {
+            tx.send(StreamEvent::Offline {
+                stream: "nobody".into(),
+            })
+            .unwrap();
+        }
+        eventually("after the lag: alice and bob offline", || async {
+            !is_live(&api, "alice").await && !is_live(&api, "bob").await
+        })
+        .await;
+        task.abort();
+        media.shutdown().await;
     }
 }

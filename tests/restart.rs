@@ -141,3 +141,82 @@ async fn users_follows_and_keys_survive_a_restart() {
     assert_eq!(r.status(), 201);
     stop(g);
 }
+
+/// `kill -9`: no shutdown, nothing flushed by the server.
+fn kill(mut g: Glint) {
+    g.child.kill().expect("SIGKILL");
+    let status = g.child.wait().unwrap();
+    assert!(!status.success(), "killed, not exited: {status}");
+}
+
+/// WHIP with `key` on `stream`: 201 when the key is the stream's.
+async fn whip(c: &Client, base: &str, stream: &str, key: &str) -> reqwest::StatusCode {
+    c.post(format!("{base}/whip/{stream}"))
+        .header("content-type", "application/sdp")
+        .bearer_auth(key)
+        .body(common::fixture("obs_offer.sdp"))
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+/// A key rotation and a logout the API acknowledged are not undone by the process being killed
+/// right after (the embedded database is durable by default: docs/operations.md).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_key_and_a_logout_survive_kill_9() {
+    let dir = common::tempdir::Dir::new();
+    let c = Client::new();
+    let g = start(&dir.path);
+    let b = g.base.clone();
+    let v: Value = c.post(format!("{b}/api/users/register")).json(&json!({"username": "streamer", "email": "s@example.com", "password": "a good password"})).send().await.unwrap().json().await.unwrap();
+    let access = v["access_token"].as_str().unwrap().to_owned();
+    let refresh = v["refresh_token"].as_str().unwrap().to_owned();
+    let v: Value = c
+        .post(format!("{b}/api/streams"))
+        .bearer_auth(&access)
+        .json(&json!({"title": "durable"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let (id, old_key) = (
+        v["id"].as_str().unwrap().to_owned(),
+        v["stream_key"].as_str().unwrap().to_owned(),
+    );
+    let r = c
+        .post(format!("{b}/api/streams/{id}/key"))
+        .bearer_auth(&access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let new_key = r.json::<Value>().await.unwrap()["stream_key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_ne!(new_key, old_key);
+    let r = c
+        .post(format!("{b}/api/users/logout"))
+        .json(&json!({"refresh_token": refresh}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    kill(g);
+
+    let g = start(&dir.path);
+    let b = g.base.clone();
+    assert_eq!(whip(&c, &b, "streamer", &old_key).await, 401, "old key");
+    assert_eq!(whip(&c, &b, "streamer", &new_key).await, 201, "new key");
+    let r = c
+        .post(format!("{b}/api/users/refresh"))
+        .json(&json!({"refresh_token": refresh}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401, "logged out stays logged out");
+    stop(g);
+}

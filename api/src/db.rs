@@ -58,6 +58,11 @@ DEFINE FIELD IF NOT EXISTS title ON notification TYPE string;
 DEFINE FIELD IF NOT EXISTS read ON notification TYPE bool;
 DEFINE FIELD IF NOT EXISTS created_at ON notification TYPE int;
 DEFINE INDEX IF NOT EXISTS notification_user ON notification FIELDS user;
+DEFINE INDEX IF NOT EXISTS notification_created ON notification FIELDS created_at;
+
+-- When each channel (by owner id) last went on or off air: the go-live notification debounce.
+DEFINE TABLE IF NOT EXISTS channel_on_air SCHEMAFULL;
+DEFINE FIELD IF NOT EXISTS at ON channel_on_air TYPE int;
 
 DEFINE TABLE IF NOT EXISTS refresh_token SCHEMAFULL;
 DEFINE FIELD IF NOT EXISTS user ON refresh_token TYPE string;
@@ -149,9 +154,36 @@ pub const CATEGORIES: [(&str, &str); 8] = [
     ("education", "Education"),
 ];
 
+/// The environment variable SurrealDB 2.7 reads, once, when its first SurrealKV (or RocksDB)
+/// store opens: `true` makes every commit wait for `fsync` (surrealkv `Durability::Immediate`),
+/// `false` (SurrealDB's default) leaves committed writes in the OS page cache, where a power
+/// loss or kernel crash can undo acknowledged ones (a crash of the process alone cannot: the
+/// commit has been written to the file).
+pub const SYNC_DATA_ENV: &str = "SURREAL_SYNC_DATA";
+
+/// Make embedded-database commits wait for the disk (`true`) or not. Process-wide, and read
+/// once by SurrealDB: call it before the first connection, while the process has one thread.
+pub fn set_durable_writes(on: bool) {
+    std::env::set_var(SYNC_DATA_ENV, if on { "true" } else { "false" });
+}
+
+/// Whether SurrealKV commits wait for the disk, as SurrealDB reads its setting.
+pub fn durable_writes() -> bool {
+    std::env::var(SYNC_DATA_ENV)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(false)
+}
+
 /// Connect (`mem://`, `surrealkv://path`, `ws://host:port`), select the namespace and apply
 /// the schema.
 pub async fn connect(url: &str) -> Result<Db> {
+    if url.starts_with("surrealkv") {
+        tracing::info!(
+            durable = durable_writes(),
+            "embedded database: commits wait for the disk when durable"
+        );
+    }
     let db = any::connect(url).await?;
     db.use_ns("glint").use_db("glint").await?;
     db.query(SCHEMA).await?.check()?;

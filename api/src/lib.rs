@@ -60,6 +60,8 @@ pub struct ApiState {
     pub chat_config: chat::ChatConfig,
     /// Open chat WebSockets and notification streams: caps, and logout's end signal.
     pub realtime: Arc<realtime::Registry>,
+    /// Go-live fan-outs (debounced, off the caller's task) and the notification retention.
+    pub notifier: notifications::Notifier,
     /// Ends a stream's publisher when its key is rotated (the media side, wired by the binary).
     pub publishers: Arc<dyn publishers::PublisherControl>,
 }
@@ -110,6 +112,7 @@ impl Api {
                 chat: Arc::default(),
                 chat_config: chat::ChatConfig::default(),
                 realtime: Arc::default(),
+                notifier: notifications::Notifier::default(),
                 publishers: Arc::new(publishers::NoMedia),
             },
         })
@@ -169,11 +172,12 @@ impl Api {
         Ok(names.into_iter().next())
     }
 
-    /// The media core says the stream named `name` went live (or offline). Going live notifies
-    /// the owner's followers; returns how many.
-    pub async fn set_live(&self, name: &str, live: bool) -> Result<usize> {
+    /// The media core says the stream named `name` went live (or offline). Going live
+    /// schedules notifications for the owner's followers (unless the channel was on air within
+    /// the debounce); returns whether it did.
+    pub async fn set_live(&self, name: &str, live: bool) -> Result<bool> {
         let Some(stream) = streams::by_name(&self.state, name).await? else {
-            return Ok(0);
+            return Ok(false);
         };
         let started_at = live.then(db::now_ms);
         self.state
@@ -189,16 +193,20 @@ impl Api {
             room.set_viewers(0);
         }
         tracing::info!(stream = name, live, "stream state recorded");
-        if live && !stream.live {
-            return notifications::fan_out_live(
-                &self.state,
-                &stream.owner,
-                &stream.name,
-                &stream.title,
-            )
-            .await;
+        if live != stream.live {
+            return notifications::on_air_changed(&self.state, &stream, live, db::now_ms()).await;
         }
-        Ok(0)
+        Ok(false)
+    }
+
+    /// Names of the streams the database has live (to check against the media core's).
+    pub async fn live_stream_names(&self) -> Result<Vec<String>> {
+        let mut res = self
+            .state
+            .db
+            .query("SELECT VALUE name FROM stream WHERE live = true")
+            .await?;
+        Ok(res.take(0)?)
     }
 
     /// Current viewer count of a live stream (for sorting and display; pushed to its chat).
@@ -281,6 +289,23 @@ impl Api {
     /// Delete chat messages older than `before_ms`; how many.
     pub async fn prune_chat(&self, before_ms: i64) -> Result<usize> {
         chat::store::prune(&self.state, before_ms).await
+    }
+
+    /// Every replay record's (stream name, epoch), deleted ones included: what the HLS store's
+    /// broadcasts are checked against at start.
+    pub async fn video_epochs(&self) -> Result<Vec<(String, i64)>> {
+        #[derive(serde::Deserialize)]
+        struct Row {
+            stream_name: String,
+            epoch: i64,
+        }
+        let mut res = self
+            .state
+            .db
+            .query("SELECT stream_name, epoch FROM video")
+            .await?;
+        let rows: Vec<Row> = res.take(0)?;
+        Ok(rows.into_iter().map(|r| (r.stream_name, r.epoch)).collect())
     }
 
     /// Forget a video whose objects were deleted.

@@ -1,7 +1,9 @@
-//! Go-live notifications: stored per follower, listed and marked read, and pushed live over
-//! Server-Sent Events.
+//! Go-live notifications: stored per follower (in batches, on their own task, debounced per
+//! channel, pruned after a retention), listed and marked read, and pushed live over Server-Sent
+//! Events.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Path, State};
@@ -11,11 +13,12 @@ use axum::routing::{get, post};
 use axum::Router;
 use futures_util::{Stream as FutStream, StreamExt};
 use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
 use tokio_stream::wrappers::BroadcastStream;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::{AuthUser, StreamUser};
-use crate::db::{new_id, now_ms};
+use crate::db::new_id;
 use crate::error::{ApiError, Result};
 use crate::json::Query;
 use crate::realtime::{ClientAddr, Scope};
@@ -156,12 +159,107 @@ pub(crate) async fn stream(
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(st.realtime.config().ping_interval)))
 }
 
-/// A channel went live: a stored notification for each follower, each also pushed to SSE.
+/// A channel that was on air within this long does not notify its followers again when it
+/// goes live (a flapping connection, a quick restart of the encoder).
+pub const DEFAULT_DEBOUNCE: Duration = Duration::from_secs(10 * 60);
+/// Notifications are deleted this long after they were created, read or not.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
+/// Followers written per `INSERT` statement of a go-live fan-out.
+const INSERT_BATCH_ROWS: usize = 1000;
+/// Go-live fan-outs that run at once; others wait their turn on their own tasks.
+const CONCURRENT_FANOUTS: usize = 2;
+
+/// The go-live debounce and the retention of stored notifications.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NotifyConfig {
+    pub debounce: Duration,
+    pub retention: Duration,
+}
+
+impl Default for NotifyConfig {
+    fn default() -> Self {
+        Self {
+            debounce: DEFAULT_DEBOUNCE,
+            retention: DEFAULT_RETENTION,
+        }
+    }
+}
+
+/// Runs go-live fan-outs on their own tasks, a few at a time, so whoever reports a stream going
+/// live (the platform task) never waits for its followers' notifications to be written.
+#[derive(Clone)]
+pub struct Notifier {
+    pub config: NotifyConfig,
+    fanouts: Arc<Semaphore>,
+}
+
+impl Default for Notifier {
+    fn default() -> Self {
+        Self {
+            config: NotifyConfig::default(),
+            fanouts: Arc::new(Semaphore::new(CONCURRENT_FANOUTS)),
+        }
+    }
+}
+
+/// Is a go-live at `now_ms` of a channel last seen going on or off air at `last_on_air_ms`
+/// inside the debounce (so nobody is notified)?
+fn debounced(last_on_air_ms: Option<i64>, now_ms: i64, debounce: Duration) -> bool {
+    last_on_air_ms.is_some_and(|at| now_ms.saturating_sub(at) < debounce.as_millis() as i64)
+}
+
+/// `stream` (as stored before the change) went live or offline at `now_ms`. Remembers when,
+/// for the debounce; a go-live outside it schedules one stored notification per follower (see
+/// [`fan_out_live`]). Returns whether notifications were scheduled.
+pub(crate) async fn on_air_changed(
+    st: &ApiState,
+    stream: &crate::streams::Stream,
+    live: bool,
+    now_ms: i64,
+) -> Result<bool> {
+    let mut res = st
+        .db
+        .query(
+            "RETURN type::thing('channel_on_air', $c).at; \
+             UPSERT type::thing('channel_on_air', $c) SET at = $now",
+        )
+        .bind(("c", stream.owner.clone()))
+        .bind(("now", now_ms))
+        .await?;
+    let last: Option<i64> = res.take(0)?;
+    if !live {
+        return Ok(false);
+    }
+    if debounced(last, now_ms, st.notifier.config.debounce) {
+        tracing::info!(stream = %stream.name, "went live again within the notification debounce: followers not notified");
+        return Ok(false);
+    }
+    let (st, channel, name, title) = (
+        st.clone(),
+        stream.owner.clone(),
+        stream.name.clone(),
+        stream.title.clone(),
+    );
+    tokio::spawn(async move {
+        let Ok(_turn) = st.notifier.fanouts.clone().acquire_owned().await else {
+            return;
+        };
+        match fan_out_live(&st, &channel, &name, &title, now_ms).await {
+            Ok(n) => tracing::info!(stream = %name, notified = n, "followers notified"),
+            Err(e) => tracing::warn!(stream = %name, error = %e, "could not notify followers"),
+        }
+    });
+    Ok(true)
+}
+
+/// A channel went live: a stored notification for each follower, written in batches of
+/// [`INSERT_BATCH_ROWS`] (one `INSERT` each), each then pushed to SSE. Returns how many.
 pub(crate) async fn fan_out_live(
     st: &ApiState,
     channel: &str,
     stream: &str,
     title: &str,
+    created_at: i64,
 ) -> Result<usize> {
     let mut res = st
         .db
@@ -169,30 +267,69 @@ pub(crate) async fn fan_out_live(
         .bind(("c", channel.to_owned()))
         .await?;
     let followers: Vec<String> = res.take(0)?;
-    let created_at = now_ms();
-    for follower in &followers {
-        let n = Notification {
-            id: new_id(),
-            user: follower.clone(),
-            kind: "live".into(),
-            channel: channel.to_owned(),
-            stream: stream.to_owned(),
-            title: title.to_owned(),
-            read: false,
-            created_at,
-        };
+    for batch in followers.chunks(INSERT_BATCH_ROWS) {
+        let rows: Vec<Notification> = batch
+            .iter()
+            .map(|follower| Notification {
+                id: new_id(),
+                user: follower.clone(),
+                kind: "live".into(),
+                channel: channel.to_owned(),
+                stream: stream.to_owned(),
+                title: title.to_owned(),
+                read: false,
+                created_at,
+            })
+            .collect();
         st.db
-            .query("CREATE type::thing('notification', $id) SET user = $user, kind = $kind, channel = $channel, stream = $stream, title = $title, read = false, created_at = $now")
-            .bind(("id", n.id.clone()))
-            .bind(("user", n.user.clone()))
-            .bind(("kind", n.kind.clone()))
-            .bind(("channel", n.channel.clone()))
-            .bind(("stream", n.stream.clone()))
-            .bind(("title", n.title.clone()))
-            .bind(("now", created_at))
+            .query("INSERT INTO notification $rows")
+            .bind(("rows", rows.clone()))
             .await?
             .check()?;
-        let _ = st.notify.send(n);
+        for n in rows {
+            let _ = st.notify.send(n);
+        }
     }
     Ok(followers.len())
+}
+
+/// Delete notifications created before `before_ms`; how many.
+pub(crate) async fn prune(st: &ApiState, before_ms: i64) -> Result<usize> {
+    let mut res = st
+        .db
+        .query("DELETE notification WHERE created_at < $before RETURN BEFORE")
+        .bind(("before", before_ms))
+        .await?;
+    let deleted: Vec<serde::de::IgnoredAny> = res.take(0)?;
+    Ok(deleted.len())
+}
+
+impl crate::Api {
+    /// Delete notifications older than the retention (as of `now_ms`); how many.
+    pub async fn prune_notifications(&self, now_ms: i64) -> Result<usize> {
+        let retention = self.state.notifier.config.retention.as_millis() as i64;
+        prune(&self.state, now_ms.saturating_sub(retention)).await
+    }
+
+    /// The go-live debounce and the notification retention; before [`crate::Api::router`].
+    pub fn set_notify_config(&mut self, config: NotifyConfig) {
+        self.state.notifier.config = config;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_debounce_counts_from_the_last_time_on_or_off_air() {
+        let ten_min = Duration::from_secs(600);
+        assert!(!debounced(None, 1_000_000, ten_min), "never on air");
+        assert!(debounced(Some(1_000_000 - 599_999), 1_000_000, ten_min));
+        assert!(!debounced(Some(1_000_000 - 600_000), 1_000_000, ten_min));
+        assert!(
+            !debounced(Some(5), 1_000_000, Duration::ZERO),
+            "debounce off"
+        );
+    }
 }

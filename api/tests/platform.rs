@@ -378,10 +378,9 @@ async fn follows_and_go_live_notifications() {
     assert_eq!(resp.headers()["content-type"], "text/event-stream");
     let mut sse = resp.into_body();
 
-    assert_eq!(
+    assert!(
         api.set_live("streamer", true).await.unwrap(),
-        1,
-        "one follower notified"
+        "followers being notified"
     );
 
     // The pushed event arrives (bounded wait, no sleep).
@@ -481,7 +480,7 @@ async fn follows_and_go_live_notifications() {
     assert_eq!(v["items"][0]["live"], true);
 
     // Going live again while already live notifies nobody twice.
-    assert_eq!(api.set_live("streamer", true).await.unwrap(), 0);
+    assert!(!api.set_live("streamer", true).await.unwrap());
 
     assert_eq!(
         call(

@@ -73,7 +73,7 @@ pub struct HlsConfig {
 
 impl HlsConfig {
     /// 2 s segments, a 6-segment live window, the default ladder, AAC at 128 kbit/s, replays
-    /// of up to 32 GiB, 8 parallel uploads.
+    /// of up to 32 GB, 8 parallel uploads.
     pub fn new(dir: PathBuf) -> Self {
         Self {
             dir,

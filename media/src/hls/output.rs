@@ -22,7 +22,8 @@ mod imp {
         pub buf: Mutex<Vec<u8>>,
         /// A media playlist: reconnect marks to add before it is stored.
         pub marks: Mutex<Option<Arc<Marks>>>,
-        /// A media playlist: the rendition's recording reads it.
+        /// A media playlist: the rendition's recording reads it. A segment: the recording
+        /// decides whether it is kept for the replay.
         pub recording: Mutex<Option<Arc<Recording>>>,
     }
 
@@ -53,17 +54,23 @@ mod imp {
             if let Some(marks) = self.marks.lock().unwrap_or_else(|e| e.into_inner()).take() {
                 body = marks.apply(&String::from_utf8_lossy(&body)).into_bytes();
             }
-            if let Some(r) = self
+            let recording = self
                 .recording
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .take()
-            {
-                r.observe(&String::from_utf8_lossy(&body));
-            }
+                .take();
             if let Some((path, kind, uploads)) =
                 self.target.lock().unwrap_or_else(|e| e.into_inner()).take()
             {
+                if let Some(r) = recording {
+                    match kind {
+                        Kind::Segment => {
+                            let name = path.rsplit('/').next().unwrap_or(&path);
+                            r.segment_written(name, body.len() as u64);
+                        }
+                        _ => r.observe(&String::from_utf8_lossy(&body)),
+                    }
+                }
                 uploads.put(path, body.into(), kind);
             }
             Ok(())
@@ -80,6 +87,13 @@ impl UploadStream {
     pub fn new(path: String, kind: Kind, uploads: Uploads) -> Self {
         let s: Self = glib::Object::new();
         *s.imp().target.lock().unwrap_or_else(|e| e.into_inner()) = Some((path, kind, uploads));
+        s
+    }
+
+    /// A segment, kept for the replay or not by `recording`.
+    pub fn segment(path: String, uploads: Uploads, recording: Arc<Recording>) -> Self {
+        let s = Self::new(path, Kind::Segment, uploads);
+        *s.imp().recording.lock().unwrap_or_else(|e| e.into_inner()) = Some(recording);
         s
     }
 

@@ -7,12 +7,25 @@
 //! `<stream>/videos/<epoch>/`, pointing at the live segments (`../../<rendition>/seg-<epoch>-N.ts`).
 //! The platform stores a [`Replay`] record and, when it expires, [`Replays::delete`] removes its
 //! objects by prefix.
+//!
+//! A broadcast keeps at most [`ReplayBudget`]'s bytes of segments (all renditions together):
+//! once a segment would go over, it and every later one are not kept (they are deleted as they
+//! leave the live window, as with replays off), so the replay is the broadcast's beginning and
+//! live HLS goes on. At start the platform looks for broadcasts whose objects are in the store
+//! but that have no replay record (the server died mid-broadcast, or before recording it):
+//! [`Replays::stored`] lists them, [`Replays::delete`] removes them.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt::Write;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use super::store::SegmentStore;
+use super::store::{SegmentStore, StoreError};
+use crate::metrics::Metrics;
+
+/// Bytes of segments one broadcast keeps for its replay, by default: 32 GB, about 10 hours of
+/// a 720p source at 4.5 Mbit/s with the default ladder (480p and 360p re-encoded, ~3 GB/hour).
+pub const DEFAULT_MAX_BYTES: u64 = 32_000_000_000;
 
 /// A finished broadcast kept as a replay.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,6 +85,11 @@ pub struct Replays {
 }
 
 impl Replays {
+    /// Replays in `store` (the media core makes its own; tests give theirs).
+    pub fn new(store: Arc<dyn SegmentStore>) -> Self {
+        Self { store }
+    }
+
     /// Delete every object of the broadcast of `stream` that started at `epoch`; an error
     /// leaves it for the next try.
     pub async fn delete(
@@ -79,11 +97,102 @@ impl Replays {
         stream: &str,
         epoch: u64,
         renditions: &[String],
-    ) -> Result<(), String> {
+    ) -> Result<(), StoreError> {
         for prefix in prefixes(stream, epoch, renditions) {
             self.store.delete_prefix(&prefix).await?;
         }
         Ok(())
+    }
+
+    /// Every broadcast that has segments or a VOD folder in the store.
+    pub async fn stored(&self) -> Result<Vec<StoredBroadcast>, StoreError> {
+        Ok(stored_broadcasts(&self.store.list("").await?))
+    }
+}
+
+/// A broadcast with objects in the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredBroadcast {
+    pub stream: String,
+    pub epoch: u64,
+    /// Renditions it has segments of.
+    pub renditions: Vec<String>,
+}
+
+/// Group object paths by broadcast: `<stream>/<rendition>/seg-<epoch>-<n>.ts` and
+/// `<stream>/videos/<epoch>/<file>`; other objects (live playlists, thumbnails) are not part of
+/// one.
+pub fn stored_broadcasts(paths: &[String]) -> Vec<StoredBroadcast> {
+    let mut found: BTreeMap<(String, u64), BTreeSet<String>> = BTreeMap::new();
+    for path in paths {
+        let parts: Vec<&str> = path.split('/').collect();
+        match parts[..] {
+            [stream, "videos", epoch, _] => {
+                if let Ok(epoch) = epoch.parse() {
+                    found.entry((stream.to_owned(), epoch)).or_default();
+                }
+            }
+            [stream, rendition, file] => {
+                let epoch = file
+                    .strip_prefix("seg-")
+                    .and_then(|f| f.split_once('-'))
+                    .filter(|(_, rest)| rest.ends_with(".ts"))
+                    .and_then(|(epoch, _)| epoch.parse().ok());
+                if let Some(epoch) = epoch {
+                    found
+                        .entry((stream.to_owned(), epoch))
+                        .or_default()
+                        .insert(rendition.to_owned());
+                }
+            }
+            _ => {}
+        }
+    }
+    found
+        .into_iter()
+        .map(|((stream, epoch), renditions)| StoredBroadcast {
+            stream,
+            epoch,
+            renditions: renditions.into_iter().collect(),
+        })
+        .collect()
+}
+
+/// How many bytes of segments one broadcast may keep, shared by its renditions.
+#[derive(Debug)]
+pub struct ReplayBudget {
+    stream: String,
+    max_bytes: u64,
+    used_bytes: AtomicU64,
+    full: AtomicBool,
+    metrics: Arc<Metrics>,
+}
+
+impl ReplayBudget {
+    pub fn new(stream: &str, max_bytes: u64, metrics: Arc<Metrics>) -> Arc<Self> {
+        Arc::new(Self {
+            stream: stream.to_owned(),
+            max_bytes,
+            used_bytes: AtomicU64::new(0),
+            full: AtomicBool::new(false),
+            metrics,
+        })
+    }
+
+    /// A segment of `bytes` was written: may it be kept? Once one is refused, every later one
+    /// is (a replay is one unbroken stretch from the start).
+    fn admit(&self, bytes: u64) -> bool {
+        if !self.full.load(Ordering::Acquire) {
+            let used = self.used_bytes.fetch_add(bytes, Ordering::AcqRel) + bytes;
+            if used <= self.max_bytes {
+                return true;
+            }
+            if !self.full.swap(true, Ordering::AcqRel) {
+                tracing::warn!(stream = %self.stream, max_bytes = self.max_bytes, "broadcast reached its replay size cap: later segments are not kept (live HLS goes on)");
+            }
+        }
+        Metrics::add(&self.metrics.hls_replay_segments_not_kept, 1);
+        false
     }
 }
 
@@ -94,20 +203,70 @@ struct Entry {
     discontinuity: bool,
 }
 
-/// Every segment one rendition's live playlists listed, in order.
 #[derive(Debug, Default)]
+struct Entries {
+    /// Kept segments its playlists listed, in order.
+    listed: Vec<Entry>,
+    listed_names: HashSet<String>,
+    /// Kept segments written but not listed yet.
+    kept: HashSet<String>,
+}
+
+/// Every kept segment one rendition's live playlists listed, in order.
+#[derive(Debug)]
 pub struct Recording {
-    entries: Mutex<(Vec<Entry>, HashSet<String>)>,
+    entries: Mutex<Entries>,
+    budget: Arc<ReplayBudget>,
+}
+
+impl Default for Recording {
+    /// No size cap.
+    fn default() -> Self {
+        Self::new(ReplayBudget::new("", u64::MAX, Arc::default()))
+    }
 }
 
 /// A broadcast keeps at most this many segments per rendition (2 s segments: 2.3 days).
 const MAX_SEGMENTS: usize = 100_000;
 
 impl Recording {
-    /// A media playlist as it goes to the store: remember the segments not seen before.
+    /// Segments count against `budget`, shared by the broadcast's renditions.
+    pub fn new(budget: Arc<ReplayBudget>) -> Self {
+        Self {
+            entries: Mutex::default(),
+            budget,
+        }
+    }
+
+    /// The segment `name` (`seg-<epoch>-<n>.ts`) of `bytes` was written: is it kept for the
+    /// replay? Only kept segments are listed in it; the others are deleted when they leave the
+    /// live window.
+    pub fn segment_written(&self, name: &str, bytes: u64) -> bool {
+        let mut e = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if e.kept.contains(name) || e.listed_names.contains(name) {
+            return true; // written again (hlssink2 does not, but once is enough)
+        }
+        if e.listed.len() + e.kept.len() >= MAX_SEGMENTS || !self.budget.admit(bytes) {
+            return false;
+        }
+        e.kept.insert(name.to_owned());
+        true
+    }
+
+    /// Was the segment `name` kept for the replay?
+    pub fn is_kept(&self, name: &str) -> bool {
+        let e = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        e.kept.contains(name) || e.listed_names.contains(name)
+    }
+
+    /// A media playlist as it goes to the store: remember the kept segments not listed before.
     pub fn observe(&self, playlist: &str) {
         let mut guard = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        let (entries, seen) = &mut *guard;
+        let Entries {
+            listed: entries,
+            listed_names,
+            kept,
+        } = &mut *guard;
         let mut discontinuity = false;
         let mut seconds = None;
         for line in playlist.lines().map(str::trim) {
@@ -117,7 +276,8 @@ impl Recording {
                 seconds = inf.split(',').next().and_then(|s| s.trim().parse().ok());
             } else if !line.is_empty() && !line.starts_with('#') {
                 if let Some(s) = seconds.take() {
-                    if entries.len() < MAX_SEGMENTS && seen.insert(line.to_owned()) {
+                    if kept.remove(line) {
+                        listed_names.insert(line.to_owned());
                         entries.push(Entry {
                             uri: line.to_owned(),
                             seconds: s,
@@ -134,19 +294,19 @@ impl Recording {
         self.entries
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .0
+            .listed
             .len()
     }
 
     pub fn duration_ms(&self) -> u64 {
         let guard = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        (guard.0.iter().map(|e| e.seconds).sum::<f64>() * 1000.0).round() as u64
+        (guard.listed.iter().map(|e| e.seconds).sum::<f64>() * 1000.0).round() as u64
     }
 
     /// The VOD media playlist; segment URIs get `uri_prefix` in front.
     pub fn vod_playlist(&self, uri_prefix: &str) -> String {
         let guard = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        let entries = &guard.0;
+        let entries = &guard.listed;
         let target = entries
             .iter()
             .map(|e| e.seconds.ceil() as u64)
@@ -188,6 +348,9 @@ mod tests {
     fn keeps_segments_that_left_the_live_window() {
         let r = Recording::default();
         for first in 0..10 {
+            for i in first..first + 3 {
+                r.segment_written(&format!("seg-7-{i:05}.ts"), 1000);
+            }
             r.observe(&live(first, 3, Some(5)));
         }
         assert_eq!(r.segments(), 12);
@@ -199,6 +362,83 @@ mod tests {
         assert!(vod.contains("#EXT-X-DISCONTINUITY\n#EXTINF:2.000,\n../../720p/seg-7-00005.ts\n"));
         assert_eq!(vod.matches("#EXT-X-DISCONTINUITY\n").count(), 1);
         assert!(vod.ends_with("../../720p/seg-7-00011.ts\n#EXT-X-ENDLIST\n"));
+    }
+
+    #[test]
+    fn a_broadcast_over_its_size_cap_keeps_its_beginning_only() {
+        let metrics = Arc::new(Metrics::default());
+        let budget = ReplayBudget::new("demo", 5000, metrics.clone());
+        let (source, low) = (
+            Recording::new(budget.clone()),
+            Recording::new(budget.clone()),
+        );
+        let mut kept = Vec::new();
+        for i in 0..6 {
+            let name = format!("seg-7-{i:05}.ts");
+            // 1000 + 500 bytes per segment across two renditions: 3 segments fit in 5000.
+            kept.push((
+                source.segment_written(&name, 1000),
+                low.segment_written(&name, 500),
+            ));
+            source.observe(&live(0, i + 1, None));
+            low.observe(&live(0, i + 1, None));
+        }
+        assert_eq!(
+            kept,
+            [
+                (true, true),
+                (true, true),
+                (true, true),
+                (false, false),
+                (false, false),
+                (false, false)
+            ]
+        );
+        // A small segment after the cap is not kept either: the replay has no holes.
+        assert!(!low.segment_written("seg-7-00099.ts", 1));
+        assert_eq!((source.segments(), low.segments()), (3, 3));
+        assert!(source.is_kept("seg-7-00002.ts"));
+        assert!(!source.is_kept("seg-7-00003.ts"));
+        assert!(source
+            .vod_playlist("")
+            .ends_with("seg-7-00002.ts\n#EXT-X-ENDLIST\n"));
+        assert_eq!(
+            metrics.hls_replay_segments_not_kept.load(Ordering::Relaxed),
+            7
+        );
+    }
+
+    #[test]
+    fn broadcasts_are_found_by_their_objects() {
+        let paths: Vec<String> = [
+            "demo/master.m3u8",
+            "demo/thumb.jpg",
+            "demo/source/index.m3u8",
+            "demo/source/seg-17-00000.ts",
+            "demo/source/seg-17-00001.ts",
+            "demo/360p/seg-17-00000.ts",
+            "demo/source/seg-20-00000.ts",
+            "demo/videos/17/master.m3u8",
+            "demo/videos/9/source.m3u8",
+            "other/source/seg-x-00000.ts",
+            "other/source/seg-5.ts",
+        ]
+        .map(String::from)
+        .to_vec();
+        let found = stored_broadcasts(&paths);
+        let b = |stream: &str, epoch, r: &[&str]| StoredBroadcast {
+            stream: stream.into(),
+            epoch,
+            renditions: r.iter().map(|s| s.to_string()).collect(),
+        };
+        assert_eq!(
+            found,
+            [
+                b("demo", 9, &[]),
+                b("demo", 17, &["360p", "source"]),
+                b("demo", 20, &["source"]),
+            ]
+        );
     }
 
     #[test]

@@ -1,18 +1,17 @@
 //! S3 (or any S3-compatible service) as the HLS store, through `aws-sdk-s3`: credentials from
 //! the usual AWS chain (environment, profile, instance role), objects written with the
 //! Content-Type and Cache-Control a CDN in front needs. Every call has a timeout, so a slow or
-//! dead S3 costs retries in the uploader task, never a stuck one.
+//! dead S3 costs retries in the uploader's tasks, never a stuck one.
 
 use std::time::Duration;
 
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region};
-use aws_sdk_s3::error::DisplayErrorContext;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{Delete, ObjectIdentifier};
 use bytes::Bytes;
 
-use super::store::{Kind, SegmentStore, StoreFuture};
+use super::store::{Kind, SegmentStore, StoreError, StoreFuture};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct S3Config {
@@ -30,6 +29,21 @@ pub struct S3Config {
 const OPERATION_TIMEOUT: Duration = Duration::from_secs(10);
 /// Rounds of (list 1,000, delete them) one prefix deletion may take.
 const MAX_DELETE_ROUNDS: usize = 1000;
+/// Pages of 1,000 keys one listing may read (a million objects).
+const MAX_LIST_PAGES: usize = 1000;
+
+/// An SDK error as a [`StoreError`], keeping its source chain.
+fn s3_error(
+    op: &'static str,
+    key: &str,
+    source: impl std::error::Error + Send + Sync + 'static,
+) -> StoreError {
+    StoreError::S3 {
+        op,
+        key: key.to_owned(),
+        source: Box::new(source),
+    }
+}
 
 pub struct S3Store {
     client: aws_sdk_s3::Client,
@@ -80,7 +94,7 @@ impl SegmentStore for S3Store {
                 .send()
                 .await
                 .map(|_| ())
-                .map_err(|e| format!("S3 put {path}: {}", DisplayErrorContext(e)))
+                .map_err(|e| s3_error("put", path, e))
         })
     }
 
@@ -93,13 +107,12 @@ impl SegmentStore for S3Store {
                 .send()
                 .await
                 .map(|_| ())
-                .map_err(|e| format!("S3 delete {path}: {}", DisplayErrorContext(e)))
+                .map_err(|e| s3_error("delete", path, e))
         })
     }
 
     fn delete_prefix<'a>(&'a self, prefix: &'a str) -> StoreFuture<'a> {
         Box::pin(async move {
-            let err = |e: String| format!("S3 delete {prefix}*: {e}");
             let full = format!("{}{prefix}", self.prefix);
             // Deleted keys leave the listing, so each round lists from the start again.
             for _ in 0..MAX_DELETE_ROUNDS {
@@ -111,7 +124,7 @@ impl SegmentStore for S3Store {
                     .max_keys(1000)
                     .send()
                     .await
-                    .map_err(|e| err(DisplayErrorContext(e).to_string()))?;
+                    .map_err(|e| s3_error("list", &full, e))?;
                 let objects = listed
                     .contents()
                     .iter()
@@ -125,16 +138,50 @@ impl SegmentStore for S3Store {
                     .set_objects(Some(objects))
                     .quiet(true)
                     .build()
-                    .map_err(|e| err(e.to_string()))?;
+                    .map_err(|e| s3_error("delete", &full, e))?;
                 self.client
                     .delete_objects()
                     .bucket(&self.bucket)
                     .delete(delete)
                     .send()
                     .await
-                    .map_err(|e| err(DisplayErrorContext(e).to_string()))?;
+                    .map_err(|e| s3_error("delete", &full, e))?;
             }
-            Err(err("too many objects".into()))
+            Err(StoreError::TooMany(full))
+        })
+    }
+
+    fn list<'a>(&'a self, prefix: &'a str) -> StoreFuture<'a, Vec<String>> {
+        Box::pin(async move {
+            let full = format!("{}{prefix}", self.prefix);
+            let mut found = Vec::new();
+            let mut token: Option<String> = None;
+            for _ in 0..MAX_LIST_PAGES {
+                let page = self
+                    .client
+                    .list_objects_v2()
+                    .bucket(&self.bucket)
+                    .prefix(&full)
+                    .max_keys(1000)
+                    .set_continuation_token(token.take())
+                    .send()
+                    .await
+                    .map_err(|e| s3_error("list", &full, e))?;
+                found.extend(
+                    page.contents()
+                        .iter()
+                        .filter_map(|o| o.key())
+                        .filter_map(|k| k.strip_prefix(&self.prefix))
+                        .map(str::to_owned),
+                );
+                match page.next_continuation_token() {
+                    Some(next) if page.is_truncated() == Some(true) => {
+                        token = Some(next.to_owned())
+                    }
+                    _ => return Ok(found),
+                }
+            }
+            Err(StoreError::TooMany(full))
         })
     }
 }

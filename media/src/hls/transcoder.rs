@@ -23,7 +23,7 @@ use gstreamer_app as gst_app;
 use super::discontinuity::Marks;
 use super::ladder::Rendition;
 use super::output::UploadStream;
-use super::replay::Recording;
+use super::replay::{Recording, ReplayBudget};
 use super::store::{Kind, Uploads};
 use crate::metrics::Metrics;
 use crate::pipeline;
@@ -43,6 +43,9 @@ pub struct Settings {
     pub with_audio: bool,
     /// Replays on: segments leaving the live window stay in the store.
     pub keep_segments: bool,
+    /// Bytes of segments (all renditions) the broadcast keeps for its replay; later segments
+    /// leave the store with the live window.
+    pub replay_max_bytes: u64,
 }
 
 pub struct Transcoder {
@@ -99,6 +102,7 @@ impl Transcoder {
         }
         let mut sinks = Vec::new();
         let mut recordings = Vec::new();
+        let budget = ReplayBudget::new(prefix, settings.replay_max_bytes, metrics.clone());
         for r in renditions {
             let sink = pipeline
                 .by_name(&format!("hls_{}", r.name))
@@ -106,8 +110,9 @@ impl Transcoder {
             let marks = Arc::new(Marks::default());
             sinks.push((sink.clone(), marks.clone()));
             let m1 = marks.clone();
-            let recording = Arc::new(Recording::default());
+            let recording = Arc::new(Recording::new(budget.clone()));
             recordings.push((r.name.clone(), recording.clone()));
+            let (r2, r3) = (recording.clone(), recording.clone());
             let dir = format!("{prefix}/{}", r.name);
             let (u1, u2, u3) = (uploads.clone(), uploads.clone(), uploads.clone());
             let d1 = dir.clone();
@@ -125,10 +130,10 @@ impl Transcoder {
             sink.connect("get-fragment-stream", false, move |args| {
                 let location = args[1].get::<String>().ok()?;
                 marks.segment_requested(basename(&location));
-                let s = UploadStream::new(
+                let s = UploadStream::segment(
                     format!("{d2}/{}", basename(&location)),
-                    Kind::Segment,
                     u2.clone(),
+                    r2.clone(),
                 );
                 Some(s.upcast::<gio::OutputStream>().to_value())
             });
@@ -136,8 +141,9 @@ impl Transcoder {
             let keep = settings.keep_segments;
             sink.connect("delete-fragment", false, move |args| {
                 let location = args[1].get::<String>().ok()?;
-                if !keep {
-                    u3.delete(format!("{d3}/{}", basename(&location)));
+                let name = basename(&location);
+                if !keep || !r3.is_kept(name) {
+                    u3.delete(format!("{d3}/{name}"));
                 }
                 None // GStreamer 1.22's signal returns nothing
             });
