@@ -59,7 +59,8 @@ export default function WatchPage() {
       .catch(() => setVideos([]));
   }, [streamId, live]);
 
-  const owner = stream?.owner;
+  // Channels the operator configured by key have no account behind them: nothing to follow.
+  const owner = stream?.owner?.startsWith('operator:') ? undefined : stream?.owner;
   useEffect(() => {
     if (!session || !owner) return setFollowing(null);
     api<Page<FollowEntry>>(`/api/users/${session.user.id}/following?limit=100`)
