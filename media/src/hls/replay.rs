@@ -210,6 +210,8 @@ struct Entries {
     listed_names: HashSet<String>,
     /// Kept segments written but not listed yet.
     kept: HashSet<String>,
+    /// A playlist listed a segment (kept or not): the rendition is playing live.
+    listed_any: bool,
 }
 
 /// Every kept segment one rendition's live playlists listed, in order.
@@ -266,6 +268,7 @@ impl Recording {
             listed: entries,
             listed_names,
             kept,
+            listed_any,
         } = &mut *guard;
         let mut discontinuity = false;
         let mut seconds = None;
@@ -276,6 +279,7 @@ impl Recording {
                 seconds = inf.split(',').next().and_then(|s| s.trim().parse().ok());
             } else if !line.is_empty() && !line.starts_with('#') {
                 if let Some(s) = seconds.take() {
+                    *listed_any = true;
                     if kept.remove(line) {
                         listed_names.insert(line.to_owned());
                         entries.push(Entry {
@@ -288,6 +292,14 @@ impl Recording {
                 discontinuity = false;
             }
         }
+    }
+
+    /// Has a live playlist listed a segment yet (whether or not it is kept)?
+    pub fn live(&self) -> bool {
+        self.entries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .listed_any
     }
 
     pub fn segments(&self) -> usize {
@@ -395,6 +407,7 @@ mod tests {
             ]
         );
         // A small segment after the cap is not kept either: the replay has no holes.
+        assert!(source.live());
         assert!(!low.segment_written("seg-7-00099.ts", 1));
         assert_eq!((source.segments(), low.segments()), (3, 3));
         assert!(source.is_kept("seg-7-00002.ts"));
@@ -406,6 +419,16 @@ mod tests {
             metrics.hls_replay_segments_not_kept.load(Ordering::Relaxed),
             7
         );
+    }
+
+    #[test]
+    fn a_rendition_with_nothing_kept_is_still_live() {
+        let r = Recording::new(ReplayBudget::new("demo", 0, Arc::default()));
+        assert!(!r.live());
+        assert!(!r.segment_written("seg-7-00000.ts", 1000));
+        r.observe(&live(0, 1, None));
+        assert!(r.live(), "its live playlist lists a segment");
+        assert_eq!(r.segments(), 0, "none kept");
     }
 
     #[test]

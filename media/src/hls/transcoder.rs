@@ -243,7 +243,7 @@ impl Transcoder {
 
     /// Every rendition has written its first media playlist (its first segment is stored).
     pub fn playlists_ready(&self) -> bool {
-        self.recordings.iter().all(|(_, r)| r.segments() > 0)
+        self.recordings.iter().all(|(_, r)| r.live())
     }
 
     /// Each rendition's recording (name, recording).
