@@ -15,7 +15,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let streams: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(1_000);
     let follows: usize = args.get(4).and_then(|s| s.parse().ok()).unwrap_or(100_000);
     let db = api::db::connect(url).await?;
-    let hash = api::auth::hash_password("a good password".into()).await?;
+    let gate = api::hash_gate::HashGate::default();
+    let hash = api::auth::hash_password(&gate, "a good password".into()).await?;
     let started = std::time::Instant::now();
     let ids: Vec<String> = (0..users).map(|_| api::db::new_id()).collect();
     let cats: Vec<&str> = api::db::CATEGORIES.iter().map(|(s, _)| *s).collect();

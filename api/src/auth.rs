@@ -1,5 +1,5 @@
-//! Passwords (argon2id), access tokens (JWT, HS256, short-lived), refresh tokens (random,
-//! stored only as SHA-256, revocable), and the `AuthUser` extractor.
+//! Passwords (argon2id, through the [`HashGate`]), access tokens (JWT, HS256, short-lived), and
+//! the `AuthUser` extractor. Refresh tokens are in `sessions`.
 
 use std::time::Duration;
 
@@ -14,12 +14,11 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::{ApiError, Result};
+use crate::hash_gate::HashGate;
 use crate::ApiState;
 
 /// Access tokens live this long; clients refresh with their refresh token.
 pub const ACCESS_TOKEN_TTL: Duration = Duration::from_secs(15 * 60);
-/// Refresh tokens live this long (or until logout).
-pub const REFRESH_TOKEN_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// OWASP Password Storage Cheat Sheet: argon2id, m = 19 MiB, t = 2, p = 1.
 fn argon2() -> Argon2<'static> {
@@ -27,23 +26,26 @@ fn argon2() -> Argon2<'static> {
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
 }
 
-/// Hash a password off the async runtime (tens of milliseconds of CPU).
-pub async fn hash_password(password: String) -> Result<String> {
-    tokio::task::spawn_blocking(move || {
+/// Hash a password on the blocking pool, through `gate` (tens of milliseconds of CPU, 19 MiB).
+pub async fn hash_password(gate: &HashGate, password: String) -> Result<String> {
+    gate.run(move || {
         let salt = SaltString::generate(&mut OsRng);
         argon2()
             .hash_password(password.as_bytes(), &salt)
             .map(|h| h.to_string())
     })
-    .await
-    .map_err(|e| ApiError::Internal(e.to_string()))?
+    .await?
     .map_err(|e| ApiError::Internal(e.to_string()))
 }
 
-/// Verify off the async runtime. A missing user is checked against a dummy hash so that
-/// "no such user" and "wrong password" take the same time.
-pub async fn verify_password(password: String, hash: Option<String>) -> Result<bool> {
-    tokio::task::spawn_blocking(move || {
+/// Verify on the blocking pool, through `gate`. A missing user is checked against a dummy hash
+/// so that "no such user" and "wrong password" take the same time.
+pub async fn verify_password(
+    gate: &HashGate,
+    password: String,
+    hash: Option<String>,
+) -> Result<bool> {
+    gate.run(move || {
         let (hash, real) = match hash {
             Some(h) => (h, true),
             None => (dummy_hash().to_owned(), false),
@@ -54,8 +56,7 @@ pub async fn verify_password(password: String, hash: Option<String>) -> Result<b
             .is_ok()
             && real)
     })
-    .await
-    .map_err(|e| ApiError::Internal(e.to_string()))?
+    .await?
 }
 
 fn dummy_hash() -> &'static str {
@@ -140,15 +141,6 @@ impl JwtKeys {
     }
 }
 
-/// A new refresh token (given to the client) and its hash (stored).
-pub fn new_refresh_token() -> (String, String) {
-    use base64::Engine;
-    let bytes: [u8; 32] = rand::random();
-    let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
-    let hash = sha256_hex(&token);
-    (token, hash)
-}
-
 pub fn sha256_hex(s: &str) -> String {
     hex::encode(Sha256::digest(s.as_bytes()))
 }
@@ -225,16 +217,24 @@ mod tests {
 
     #[tokio::test]
     async fn passwords_hash_and_verify() {
-        let hash = hash_password("correct horse".into()).await.unwrap();
+        let gate = HashGate::default();
+        let hash = hash_password(&gate, "correct horse".into()).await.unwrap();
         assert!(
             hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
             "{hash}"
         );
-        assert!(verify_password("correct horse".into(), Some(hash.clone()))
+        assert!(
+            verify_password(&gate, "correct horse".into(), Some(hash.clone()))
+                .await
+                .unwrap()
+        );
+        assert!(!verify_password(&gate, "wrong".into(), Some(hash))
             .await
             .unwrap());
-        assert!(!verify_password("wrong".into(), Some(hash)).await.unwrap());
-        assert!(!verify_password("anything".into(), None).await.unwrap());
+        assert!(!verify_password(&gate, "anything".into(), None)
+            .await
+            .unwrap());
+        assert_eq!(gate.started(), 4);
     }
 
     #[test]

@@ -64,11 +64,14 @@ DEFINE INDEX IF NOT EXISTS notification_created ON notification FIELDS created_a
 DEFINE TABLE IF NOT EXISTS channel_on_air SCHEMAFULL;
 DEFINE FIELD IF NOT EXISTS at ON channel_on_air TYPE int;
 
+-- One row per login session (a refresh-token family): the hash of its current token.
 DEFINE TABLE IF NOT EXISTS refresh_token SCHEMAFULL;
 DEFINE FIELD IF NOT EXISTS user ON refresh_token TYPE string;
 DEFINE FIELD IF NOT EXISTS token_hash ON refresh_token TYPE string;
 DEFINE FIELD IF NOT EXISTS expires_at ON refresh_token TYPE int;
 DEFINE INDEX IF NOT EXISTS refresh_token_hash ON refresh_token FIELDS token_hash UNIQUE;
+DEFINE INDEX IF NOT EXISTS refresh_token_user ON refresh_token FIELDS user;
+DEFINE INDEX IF NOT EXISTS refresh_token_expires ON refresh_token FIELDS expires_at;
 
 DEFINE TABLE IF NOT EXISTS video SCHEMAFULL;
 DEFINE FIELD IF NOT EXISTS stream ON video TYPE option<string>;

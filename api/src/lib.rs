@@ -6,6 +6,7 @@
 //! Each area has a `router()`; [`Api`] is what the binary holds: it builds the router, checks
 //! WHIP stream keys for the media core, and records streams going live or offline.
 
+pub mod accounts;
 pub mod analytics;
 pub mod auth;
 pub mod cache;
@@ -14,12 +15,14 @@ pub mod chat;
 pub mod db;
 pub mod error;
 pub mod follows;
+pub mod hash_gate;
 mod json;
 pub mod notifications;
 mod openapi;
 pub mod publishers;
 pub mod ratelimit;
 pub mod realtime;
+pub mod sessions;
 pub mod streams;
 pub mod users;
 pub mod validate;
@@ -51,7 +54,8 @@ pub struct ApiState {
     pub db: Db,
     pub keys: Arc<auth::JwtKeys>,
     pub notify: broadcast::Sender<notifications::Notification>,
-    pub limiter: Arc<ratelimit::RateLimiter>,
+    /// Registration and login limits, the password-hashing gate, sessions, reserved names.
+    pub accounts: Arc<accounts::Accounts>,
     pub directory: Arc<cache::PageCache>,
     /// Base URL of HLS objects (`/hls`, or a CDN), for the URLs in stream and video JSON.
     pub hls_base: Option<Arc<str>>,
@@ -106,7 +110,7 @@ impl Api {
                 db,
                 keys: Arc::new(auth::JwtKeys::new(jwt_secret)),
                 notify,
-                limiter: Arc::new(ratelimit::RateLimiter::default()),
+                accounts: Arc::default(),
                 directory: Arc::new(cache::PageCache::default()),
                 hls_base: None,
                 chat: Arc::default(),
@@ -143,9 +147,24 @@ impl Api {
             .with_state(self.state.clone())
     }
 
-    /// May `key` publish to the stream named `name`? (Constant-time comparison.)
+    /// The operator's configured streams become channels in the directory (created once).
+    pub async fn ensure_operator_streams(&self, names: &[String]) -> Result<usize> {
+        streams::ensure_operator_streams(&self.state, names).await
+    }
+
+    /// Account limits and the configured streams' names; before [`Api::router`].
+    pub fn set_account_config(&mut self, config: &accounts::AccountConfig) {
+        self.state.accounts = Arc::new(accounts::Accounts::new(config));
+    }
+
+    /// May `key` publish to the stream named `name`? (Constant-time comparison.) Never for a
+    /// stream the operator configured by key: only its configured key does (checked before
+    /// this, by the binary), whatever the database holds under that name.
     pub async fn check_stream_key(&self, name: &str, key: &str) -> Result<Result<(), KeyCheck>> {
         use subtle::ConstantTimeEq;
+        if self.state.accounts.is_configured_stream(name) {
+            return Ok(Err(KeyCheck::WrongKey));
+        }
         let Some(stream) = streams::by_name(&self.state, name).await? else {
             return Ok(Err(KeyCheck::UnknownStream));
         };
@@ -169,7 +188,13 @@ impl Api {
             .bind(("key", key.to_owned()))
             .await?;
         let names: Vec<String> = res.take(0)?;
-        Ok(names.into_iter().next())
+        Ok(names.into_iter().next().filter(|name| {
+            let configured = self.state.accounts.is_configured_stream(name);
+            if configured {
+                tracing::warn!(stream = %name, "a database stream key names a configured stream: refused (only its configured key publishes to it)");
+            }
+            !configured
+        }))
     }
 
     /// The media core says the stream named `name` went live (or offline). Going live

@@ -161,6 +161,12 @@ pub(crate) async fn list(
         Some(s) if s.chars().count() > 50 => {
             return Err(ApiError::validation("q", "at most 50 characters"))
         }
+        Some(s) if s.chars().any(validate::is_control) => {
+            return Err(ApiError::validation(
+                "q",
+                "must not contain control characters",
+            ))
+        }
         Some(s) if !s.is_empty() => Some(s.to_lowercase()),
         _ => None,
     };
@@ -269,6 +275,30 @@ pub(crate) async fn create(
         .await?
         .ok_or(ApiError::Unauthorized("account no longer exists"))?;
     let id = new_id();
+    // One at a time, checked first: the unique indexes alone let parallel creates through
+    // (see `Accounts::unique_writes`).
+    let unique = st.accounts.unique_writes.lock().await;
+    let mut res = st
+        .db
+        .query(
+            "SELECT VALUE true FROM stream WHERE owner = $owner LIMIT 1; \
+             SELECT VALUE true FROM stream WHERE name = $name LIMIT 1",
+        )
+        .bind(("owner", owner.id.clone()))
+        .bind(("name", owner.username.clone()))
+        .await?;
+    let (mine, named): (Option<bool>, Option<bool>) = (res.take(0)?, res.take(1)?);
+    if mine.is_some() {
+        return Err(ApiError::Conflict(
+            "you already have a stream; edit it with PUT".into(),
+        ));
+    }
+    if named.is_some() {
+        // A configured stream named like a user who registered before names were reserved.
+        return Err(ApiError::Conflict(
+            "a stream with this name already exists".into(),
+        ));
+    }
     st.db
         .query(
             "CREATE type::thing('stream', $id) SET owner = $owner, name = $name, title = $m.title, category = $m.category, \
@@ -281,11 +311,8 @@ pub(crate) async fn create(
         .bind(("key", new_stream_key()))
         .bind(("now", now_ms()))
         .await?
-        .check()
-        .map_err(|e| match ApiError::from(e) {
-            ApiError::Conflict(_) => ApiError::Conflict("you already have a stream; edit it with PUT".into()),
-            other => other,
-        })?;
+        .check()?;
+    drop(unique);
     let s = load(&st, &id)
         .await?
         .ok_or(ApiError::Internal("created stream vanished".into()))?;
@@ -369,6 +396,39 @@ pub(crate) async fn rotate_key(
 }
 
 /// The stream named `name` (WHIP URL name), with its key.
+/// Owner of the channels the operator configured by key (`[stream_keys]`, or the generated
+/// `demo`): no account has this id, so nobody can log in as it or edit them through the API.
+pub const OPERATOR_OWNER: &str = "operator";
+
+/// Make each configured stream a channel in the directory (listed, with a page, chat and a
+/// viewer count), created once, titled with its name. Its key stays in the configuration: the
+/// record's key is empty, which never matches a key (see `Api::check_stream_key`).
+pub(crate) async fn ensure_operator_streams(st: &ApiState, names: &[String]) -> Result<usize> {
+    let mut created = 0;
+    for name in names {
+        if by_name(st, name).await?.is_some() {
+            continue;
+        }
+        st.db
+            .query(
+                "CREATE type::thing('stream', $id) SET owner = $owner, name = $name, title = $name, category = NONE, \
+                 tags = [], language = NONE, stream_key = '', live = false, started_at = NONE, viewers = 0, created_at = $now",
+            )
+            .bind(("id", new_id()))
+            // The owner index is unique: one pseudo-owner per configured stream.
+            .bind(("owner", format!("{OPERATOR_OWNER}:{name}")))
+            .bind(("name", name.clone()))
+            .bind(("now", now_ms()))
+            .await?
+            .check()?;
+        created += 1;
+    }
+    if created > 0 {
+        st.directory.invalidate();
+    }
+    Ok(created)
+}
+
 pub(crate) async fn by_name(st: &ApiState, name: &str) -> Result<Option<Stream>> {
     select_one(st, "stream WHERE name = $v", name).await
 }

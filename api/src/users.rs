@@ -1,9 +1,10 @@
-//! Accounts: register, login (rate-limited), token refresh and logout, profiles.
+//! Accounts: register (rate-limited per address, duplicates refused before hashing, reserved
+//! names refused), login (rate-limited, see `ratelimit`), token refresh and logout
+//! (`sessions`), profiles. Password hashing goes through the `HashGate`.
 
-use std::net::SocketAddr;
 use std::time::Instant;
 
-use axum::extract::{ConnectInfo, Path, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
@@ -11,11 +12,13 @@ use axum::Router;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::auth::{self, AuthUser, REFRESH_TOKEN_TTL};
+use crate::auth::{self, AuthUser};
 use crate::db::{new_id, now_ms};
 use crate::error::{ApiError, Result};
 use crate::json::Json;
-use crate::{validate, ApiState};
+use crate::ratelimit::LoginRefusal;
+use crate::realtime::ClientAddr;
+use crate::{sessions, validate, ApiState};
 
 pub fn router() -> Router<ApiState> {
     Router::new()
@@ -73,6 +76,7 @@ pub struct Session {
     pub token_type: &'static str,
     /// Seconds until `access_token` expires.
     pub expires_in: u64,
+    /// Works once: each refresh returns the next one. Using one twice ends the session.
     pub refresh_token: String,
 }
 
@@ -92,38 +96,48 @@ struct Credentials {
     created_at: i64,
 }
 
-async fn issue_session(st: &ApiState, user: User) -> Result<Session> {
-    let access_token = st.keys.issue(&user.id)?;
-    let (refresh_token, hash) = auth::new_refresh_token();
-    st.db
-        .query("CREATE type::thing('refresh_token', $id) SET user = $user, token_hash = $hash, expires_at = $exp")
-        .bind(("id", new_id()))
-        .bind(("user", user.id.clone()))
-        .bind(("hash", hash))
-        .bind(("exp", now_ms() + REFRESH_TOKEN_TTL.as_millis() as i64))
-        .await?
-        .check()?;
+/// An access token for `user`, with `refresh_token` (a new session's first, or a refresh's
+/// next).
+fn session(st: &ApiState, user: User, refresh_token: String) -> Result<Session> {
     Ok(Session {
+        access_token: st.keys.issue(&user.id)?,
         user,
-        access_token,
         token_type: "Bearer",
         expires_in: st.keys.ttl().as_secs(),
         refresh_token,
     })
 }
 
+async fn new_session(st: &ApiState, user: User) -> Result<Session> {
+    let refresh_token = sessions::start(st, &user.id).await?;
+    session(st, user, refresh_token)
+}
+
 #[utoipa::path(post, path = "/api/users/register", request_body = RegisterRequest,
-    responses((status = 201, body = Session), (status = 400, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody)))]
+    responses((status = 201, body = Session), (status = 400, body = crate::error::ErrorBody),
+        (status = 409, description = "username taken, email already registered, or username is reserved", body = crate::error::ErrorBody),
+        (status = 429, description = "too many registrations from this address (Retry-After)", body = crate::error::ErrorBody),
+        (status = 503, description = "password hashing at capacity (Retry-After)", body = crate::error::ErrorBody)))]
 pub(crate) async fn register(
     State(st): State<ApiState>,
+    ClientAddr(addr): ClientAddr,
     Json(req): Json<RegisterRequest>,
 ) -> Result<impl IntoResponse> {
+    st.accounts.admit_registration(addr, Instant::now())?;
     let username = validate::username(&req.username)?;
     let email = validate::email(&req.email)?;
     validate::password(&req.password)?;
-    let password_hash = auth::hash_password(req.password).await?;
+    if st.accounts.is_reserved(&username) {
+        return Err(ApiError::Conflict("username is reserved".into()));
+    }
+    // Before the (expensive) hash: a duplicate costs a lookup, not 19 MiB and a core.
+    refuse_taken(&st, &username, &email).await?;
+    let password_hash = auth::hash_password(&st.accounts.hashes, req.password).await?;
     let id = new_id();
     let created_at = now_ms();
+    // Two registrations racing for one name: checked again, and created, one at a time.
+    let unique = st.accounts.unique_writes.lock().await;
+    refuse_taken(&st, &username, &email).await?;
     st.db
         .query("CREATE type::thing('user', $id) CONTENT $data")
         .bind(("id", id.clone()))
@@ -138,8 +152,9 @@ pub(crate) async fn register(
         ))
         .await?
         .check()?;
+    drop(unique);
     tracing::info!(user = %id, %username, "user registered");
-    let session = issue_session(
+    let session = new_session(
         &st,
         User {
             id,
@@ -151,47 +166,68 @@ pub(crate) async fn register(
     Ok((StatusCode::CREATED, axum::Json(session)))
 }
 
-/// The peer address of the connection (X-Forwarded-For is not trusted: no proxy is
-/// configured yet). "local" when served without connection info (in-process tests).
-pub struct ClientIp(pub String);
-
-impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ClientIp {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(
-        parts: &mut axum::http::request::Parts,
-        _: &S,
-    ) -> Result<Self, Self::Rejection> {
-        let ip = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip().to_string());
-        Ok(ClientIp(ip.unwrap_or_else(|| "local".to_owned())))
+/// 409 when the username or the email already has an account.
+async fn refuse_taken(st: &ApiState, username: &str, email: &str) -> Result<()> {
+    let mut res = st
+        .db
+        .query(
+            "SELECT VALUE true FROM user WHERE username = $username LIMIT 1; \
+             SELECT VALUE true FROM user WHERE email = $email LIMIT 1",
+        )
+        .bind(("username", username.to_owned()))
+        .bind(("email", email.to_owned()))
+        .await?;
+    let name_taken: Option<bool> = res.take(0)?;
+    let email_taken: Option<bool> = res.take(1)?;
+    if name_taken.is_some() {
+        return Err(ApiError::Conflict("username taken".into()));
     }
+    if email_taken.is_some() {
+        return Err(ApiError::Conflict("email already registered".into()));
+    }
+    Ok(())
 }
 
 #[utoipa::path(post, path = "/api/users/login", request_body = LoginRequest,
-    responses((status = 200, body = Session), (status = 401, body = crate::error::ErrorBody), (status = 429, body = crate::error::ErrorBody)))]
+    responses((status = 200, body = Session), (status = 401, body = crate::error::ErrorBody),
+        (status = 429, description = "too many attempts from this address, or failures at this account from it (Retry-After)", body = crate::error::ErrorBody),
+        (status = 503, description = "password hashing at capacity (Retry-After)", body = crate::error::ErrorBody)))]
 pub(crate) async fn login(
     State(st): State<ApiState>,
-    ClientIp(ip): ClientIp,
+    ClientAddr(addr): ClientAddr,
     Json(req): Json<LoginRequest>,
 ) -> Result<axum::Json<Session>> {
     let login = req.username.trim().to_lowercase();
     // Usernames and emails are short and printable; anything else cannot match an account
     // (and a NUL byte is not something to hand the database).
     let plausible = login.len() <= 254 && !login.chars().any(char::is_control);
-    let now = Instant::now();
-    let ip_ok = st.limiter.allow(&format!("ip:{ip}"), now);
-    let account_ok = st.limiter.allow(&format!("account:{login}"), now);
-    if !ip_ok || !account_ok {
-        return Err(ApiError::RateLimited);
-    }
+    let ip = addr.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
+    let limits = &st.accounts.login;
+    // The limiter keys accounts by a hash of the login text (bounded size whatever was sent).
+    limits
+        .begin(&login, ip, Instant::now())
+        .map_err(|refusal| match refusal {
+            LoginRefusal::Address(wait) => ApiError::TooManyRequests {
+                message: "too many login attempts from this address; try again later",
+                retry_after: wait.0,
+            },
+            LoginRefusal::Account(wait) => ApiError::TooManyRequests {
+                message:
+                    "too many failed logins for this account from this address; try again later",
+                retry_after: wait.0,
+            },
+        })?;
     let found: Option<Credentials> = if plausible {
+        // Usernames have no `@`: one index lookup either way.
+        let field = if login.contains('@') {
+            "email"
+        } else {
+            "username"
+        };
         let mut res = st
             .db
-            .query("SELECT record::id(id) AS id, username, password_hash, created_at FROM user WHERE username = $login OR email = $login LIMIT 1")
-            .bind(("login", login))
+            .query(format!("SELECT record::id(id) AS id, username, password_hash, created_at FROM user WHERE {field} = $login LIMIT 1"))
+            .bind(("login", login.clone()))
             .await?;
         res.take(0)?
     } else {
@@ -199,11 +235,12 @@ pub(crate) async fn login(
     };
     let hash = found.as_ref().map(|c| c.password_hash.clone());
     // Same work and same answer whether or not the account exists.
-    if !auth::verify_password(req.password, hash).await? {
+    if !auth::verify_password(&st.accounts.hashes, req.password, hash).await? {
+        limits.failed(&login, ip, Instant::now());
         return Err(ApiError::Unauthorized("wrong username or password"));
     }
     let c = found.ok_or(ApiError::Unauthorized("wrong username or password"))?;
-    let session = issue_session(
+    let session = new_session(
         &st,
         User {
             id: c.id,
@@ -215,60 +252,38 @@ pub(crate) async fn login(
     Ok(axum::Json(session))
 }
 
-#[derive(Deserialize)]
-struct TokenRow {
-    id: String,
-    user: String,
-    expires_at: i64,
-}
-
 #[utoipa::path(post, path = "/api/users/refresh", request_body = RefreshRequest,
-    responses((status = 200, body = Session), (status = 401, body = crate::error::ErrorBody)))]
+    responses((status = 200, body = Session),
+        (status = 401, description = "unknown, expired, or already used (the session is then revoked)", body = crate::error::ErrorBody)))]
 pub(crate) async fn refresh(
     State(st): State<ApiState>,
     Json(req): Json<RefreshRequest>,
 ) -> Result<axum::Json<Session>> {
-    let hash = auth::sha256_hex(&req.refresh_token);
-    let mut res = st
-        .db
-        .query("SELECT record::id(id) AS id, user, expires_at FROM refresh_token WHERE token_hash = $hash LIMIT 1")
-        .bind(("hash", hash))
-        .await?;
-    let row: Option<TokenRow> = res.take(0)?;
-    let row = row.ok_or(ApiError::Unauthorized("unknown or revoked refresh token"))?;
-    // Rotation: a refresh token works once.
-    st.db
-        .query("DELETE type::thing('refresh_token', $id)")
-        .bind(("id", row.id))
-        .await?
-        .check()?;
-    if row.expires_at < now_ms() {
-        return Err(ApiError::Unauthorized("refresh token expired"));
-    }
-    let user = load_user(&st, &row.user)
+    let rotated = match sessions::rotate(&st, &req.refresh_token).await? {
+        Ok(rotated) => rotated,
+        Err(refused) => {
+            if let sessions::Refused::Reused(user) = &refused {
+                // Possibly stolen: whatever the session had open ends, as on logout.
+                st.realtime.end_streams_of(user);
+            }
+            return Err(ApiError::Unauthorized(refused.message()));
+        }
+    };
+    let user = load_user(&st, &rotated.user)
         .await?
         .ok_or(ApiError::Unauthorized("account no longer exists"))?;
-    Ok(axum::Json(issue_session(&st, user).await?))
+    Ok(axum::Json(session(&st, user, rotated.token)?))
 }
 
+/// Ends the session the refresh token belongs to (any of its tokens will do); 204 also for a
+/// token that names no session.
 #[utoipa::path(post, path = "/api/users/logout", request_body = RefreshRequest, responses((status = 204)))]
 pub(crate) async fn logout(
     State(st): State<ApiState>,
     Json(req): Json<RefreshRequest>,
 ) -> Result<StatusCode> {
-    let hash = auth::sha256_hex(&req.refresh_token);
-    let mut res = st
-        .db
-        .query(
-            "SELECT VALUE user FROM refresh_token WHERE token_hash = $hash; \
-             DELETE refresh_token WHERE token_hash = $hash",
-        )
-        .bind(("hash", hash))
-        .await?;
-    let users: Vec<String> = res.take(0)?;
-    res.check()?;
     // The user's open chat and notification streams end too.
-    for user in users {
+    if let Some(user) = sessions::end(&st, &req.refresh_token).await? {
         st.realtime.end_streams_of(&user);
     }
     Ok(StatusCode::NO_CONTENT)

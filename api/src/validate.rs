@@ -2,7 +2,26 @@
 
 use crate::error::{ApiError, Result};
 
+/// What a stored or displayed text may not hold: C0/C1 controls (NUL, newlines, escape
+/// sequences) and the bidirectional overrides and isolates that make text render other than
+/// it reads (Unicode TR 9; "Trojan Source", CVE-2021-42574).
+pub fn is_control(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+/// 400 naming `field` when `s` holds a control character.
+pub fn no_control(field: &'static str, s: &str) -> Result<()> {
+    if s.chars().any(is_control) {
+        return Err(ApiError::validation(
+            field,
+            "must not contain control characters",
+        ));
+    }
+    Ok(())
+}
+
 pub fn username(s: &str) -> Result<String> {
+    no_control("username", s)?;
     let s = s.trim();
     if !(3..=25).contains(&s.len()) || !s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
         return Err(ApiError::validation(
@@ -14,6 +33,7 @@ pub fn username(s: &str) -> Result<String> {
 }
 
 pub fn email(s: &str) -> Result<String> {
+    no_control("email", s)?;
     let s = s.trim();
     let ok = s.len() <= 254
         && s.split_once('@').is_some_and(|(local, domain)| {
@@ -39,6 +59,7 @@ pub fn password(s: &str) -> Result<()> {
 }
 
 pub fn title(s: &str) -> Result<String> {
+    no_control("title", s)?;
     let s = s.trim();
     if s.is_empty() || s.chars().count() > 140 {
         return Err(ApiError::validation("title", "1-140 characters"));
@@ -134,5 +155,23 @@ mod tests {
         assert!(tags(&["has space".into()]).is_err());
         assert!(id("abcdefghij0123456789").is_ok());
         assert!(id("user:abc").is_err());
+    }
+
+    #[test]
+    fn control_characters_are_refused_by_name() {
+        let says = |r: Result<String>, field: &str| match r {
+            Err(ApiError::Validation { field: f, message }) => {
+                assert_eq!(f, field);
+                assert_eq!(message, "must not contain control characters");
+            }
+            other => panic!("{field}: {:?}", other.map_err(|e| e.to_string())),
+        };
+        says(email("a\u{0}b@example.com"), "email");
+        says(email("a@example.com\r\nBcc: x@y.z"), "email");
+        says(title("Live\u{7}"), "title");
+        says(title("tab\there"), "title");
+        says(title("a \u{202E}gnp.exe"), "title");
+        says(username("bob\u{1b}[31m"), "username");
+        assert!(title("Ünïcödé is fine ✓").is_ok());
     }
 }

@@ -1,8 +1,11 @@
 //! In-process API on `mem://`: requests go through the router with `oneshot`, no socket.
 #![allow(dead_code)]
 
+use std::net::SocketAddr;
+
 use axum::body::Body;
-use axum::http::{Method, Request, StatusCode};
+use axum::extract::ConnectInfo;
+use axum::http::{HeaderMap, Method, Request, StatusCode};
 use axum::Router;
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
@@ -25,7 +28,24 @@ pub async fn call(
     token: Option<&str>,
     body: Option<Value>,
 ) -> (StatusCode, Value) {
+    let (status, _, value) = call_from(router, None, method, uri, token, body).await;
+    (status, value)
+}
+
+/// [`call`] as a client at `from` (the connection info the server's middleware provides),
+/// with the response headers.
+pub async fn call_from(
+    router: &Router,
+    from: Option<SocketAddr>,
+    method: Method,
+    uri: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (StatusCode, HeaderMap, Value) {
     let mut req = Request::builder().method(method).uri(uri);
+    if let Some(addr) = from {
+        req = req.extension(ConnectInfo(addr));
+    }
     if let Some(t) = token {
         req = req.header("authorization", format!("Bearer {t}"));
     }
@@ -38,6 +58,7 @@ pub async fn call(
     .unwrap();
     let resp = router.clone().oneshot(req).await.unwrap();
     let status = resp.status();
+    let headers = resp.headers().clone();
     let bytes = resp.into_body().collect().await.unwrap().to_bytes();
     let value = if bytes.is_empty() {
         Value::Null
@@ -45,7 +66,7 @@ pub async fn call(
         serde_json::from_slice(&bytes)
             .unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into()))
     };
-    (status, value)
+    (status, headers, value)
 }
 
 /// Register and return (user id, access token, refresh token).

@@ -552,45 +552,43 @@ async fn openapi_document_lists_the_endpoints() {
 async fn data_survives_a_restart_on_surrealkv() {
     let dir = std::env::temp_dir().join(format!("glint-kv-{}", std::process::id()));
     let url = format!("surrealkv://{}", dir.display());
-    let (streamer, key);
-    {
-        let api = api::Api::connect(&url, SECRET).await.unwrap();
-        let r = api.router();
-        let (s_id, s_token, _) = register(&r, "persist").await;
-        let (_, f_token, _) = register(&r, "follower").await;
-        let (_, v) = call(
-            &r,
-            Method::POST,
-            "/api/streams",
-            Some(&s_token),
-            Some(json!({"title": "kept"})),
-        )
-        .await;
-        key = v["stream_key"].as_str().unwrap().to_owned();
-        call(
-            &r,
-            Method::POST,
-            "/api/follows",
-            Some(&f_token),
-            Some(json!({"channel_id": s_id})),
-        )
-        .await;
-        streamer = s_id;
-    }
-    // Let the embedded engine release its files before reopening.
-    let api = {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        loop {
-            match api::Api::connect(&url, SECRET).await {
-                Ok(a) => break a,
-                Err(e) if std::time::Instant::now() < deadline => {
-                    let _ = e;
-                    tokio::task::yield_now().await;
-                }
-                Err(e) => panic!("reopen: {e}"),
-            }
-        }
-    };
+    // The first server runs on a runtime of its own: dropping that runtime drops the embedded
+    // engine with it, so its files are released before the reopen (surrealkv has no lock
+    // file; two live stores on one directory corrupt it, and a dropped handle's engine task
+    // outlives it for a while on a shared runtime).
+    let first_url = url.clone();
+    let (streamer, key) = tokio::task::spawn_blocking(move || {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let out = rt.block_on(async move {
+            let api = api::Api::connect(&first_url, SECRET).await.unwrap();
+            let r = api.router();
+            let (s_id, s_token, _) = register(&r, "persist").await;
+            let (_, f_token, _) = register(&r, "follower").await;
+            let (_, v) = call(
+                &r,
+                Method::POST,
+                "/api/streams",
+                Some(&s_token),
+                Some(json!({"title": "kept"})),
+            )
+            .await;
+            let key = v["stream_key"].as_str().unwrap().to_owned();
+            call(
+                &r,
+                Method::POST,
+                "/api/follows",
+                Some(&f_token),
+                Some(json!({"channel_id": s_id})),
+            )
+            .await;
+            (s_id, key)
+        });
+        drop(rt);
+        out
+    })
+    .await
+    .unwrap();
+    let api = api::Api::connect(&url, SECRET).await.unwrap();
     let r = api.router();
     let (s, v) = call(
         &r,
