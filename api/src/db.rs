@@ -63,6 +63,8 @@ DEFINE INDEX IF NOT EXISTS notification_created ON notification FIELDS created_a
 -- When each channel (by owner id) last went on or off air: the go-live notification debounce.
 DEFINE TABLE IF NOT EXISTS channel_on_air SCHEMAFULL;
 DEFINE FIELD IF NOT EXISTS at ON channel_on_air TYPE int;
+-- When its followers were last notified: who followed since then is told even inside the debounce.
+DEFINE FIELD IF NOT EXISTS notified_at ON channel_on_air TYPE option<int>;
 
 -- One row per login session (a refresh-token family): the hash of its current token.
 DEFINE TABLE IF NOT EXISTS refresh_token SCHEMAFULL;

@@ -221,19 +221,42 @@ pub(crate) async fn on_air_changed(
         .db
         .query(
             "RETURN type::thing('channel_on_air', $c).at; \
+             RETURN type::thing('channel_on_air', $c).notified_at; \
              UPSERT type::thing('channel_on_air', $c) SET at = $now",
         )
         .bind(("c", stream.owner.clone()))
         .bind(("now", now_ms))
         .await?;
     let last: Option<i64> = res.take(0)?;
+    let notified_at: Option<i64> = res.take(1)?;
     if !live {
         return Ok(false);
     }
-    if debounced(last, now_ms, st.notifier.config.debounce) {
-        tracing::info!(stream = %stream.name, "went live again within the notification debounce: followers not notified");
-        return Ok(false);
-    }
+    // Inside the debounce, only those who followed since the last notification are told (they
+    // have not heard of this broadcast); outside it, every follower.
+    let since = if debounced(last, now_ms, st.notifier.config.debounce) {
+        let since = notified_at.unwrap_or(i64::MIN);
+        let mut res = st
+            .db
+            .query("SELECT VALUE follower FROM follow WHERE channel = $c AND created_at > $since LIMIT 1")
+            .bind(("c", stream.owner.clone()))
+            .bind(("since", since))
+            .await?;
+        let newcomers: Vec<String> = res.take(0)?;
+        if newcomers.is_empty() {
+            tracing::info!(stream = %stream.name, "went live again within the notification debounce: followers not notified");
+            return Ok(false);
+        }
+        Some(since)
+    } else {
+        None
+    };
+    st.db
+        .query("UPDATE type::thing('channel_on_air', $c) SET notified_at = $now")
+        .bind(("c", stream.owner.clone()))
+        .bind(("now", now_ms))
+        .await?
+        .check()?;
     let (st, channel, name, title) = (
         st.clone(),
         stream.owner.clone(),
@@ -244,7 +267,7 @@ pub(crate) async fn on_air_changed(
         let Ok(_turn) = st.notifier.fanouts.clone().acquire_owned().await else {
             return;
         };
-        match fan_out_live(&st, &channel, &name, &title, now_ms).await {
+        match fan_out_live(&st, &channel, &name, &title, now_ms, since).await {
             Ok(n) => tracing::info!(stream = %name, notified = n, "followers notified"),
             Err(e) => tracing::warn!(stream = %name, error = %e, "could not notify followers"),
         }
@@ -252,19 +275,22 @@ pub(crate) async fn on_air_changed(
     Ok(true)
 }
 
-/// A channel went live: a stored notification for each follower, written in batches of
-/// [`INSERT_BATCH_ROWS`] (one `INSERT` each), each then pushed to SSE. Returns how many.
+/// A channel went live: a stored notification for each follower (only those who followed
+/// after `followed_after`, when given), written in batches of [`INSERT_BATCH_ROWS`] (one
+/// `INSERT` each), each then pushed to SSE. Returns how many.
 pub(crate) async fn fan_out_live(
     st: &ApiState,
     channel: &str,
     stream: &str,
     title: &str,
     created_at: i64,
+    followed_after: Option<i64>,
 ) -> Result<usize> {
     let mut res = st
         .db
-        .query("SELECT VALUE follower FROM follow WHERE channel = $c")
+        .query("SELECT VALUE follower FROM follow WHERE channel = $c AND created_at > $after")
         .bind(("c", channel.to_owned()))
+        .bind(("after", followed_after.unwrap_or(i64::MIN)))
         .await?;
     let followers: Vec<String> = res.take(0)?;
     for batch in followers.chunks(INSERT_BATCH_ROWS) {

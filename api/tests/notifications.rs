@@ -98,8 +98,30 @@ async fn a_flapping_channel_notifies_once_per_debounce() {
             "back within the debounce: nobody notified"
         );
     }
+    // Someone who followed since the last notification has not heard of this broadcast: told
+    // even inside the debounce, and alone.
+    api.state()
+        .db
+        .query("CREATE follow SET follower = 'newcomer', channel = $c, created_at = $now")
+        .bind(("c", owner.clone()))
+        .bind(("now", api::db::now_ms()))
+        .await
+        .unwrap()
+        .check()
+        .unwrap();
     assert!(!api.set_live("streamer", false).await.unwrap());
-    // Eleven minutes later (the default debounce is 10).
+    assert!(
+        api.set_live("streamer", true).await.unwrap(),
+        "the newcomer is told"
+    );
+    until_stored(&api, 4).await;
+    assert!(!api.set_live("streamer", false).await.unwrap());
+    assert!(
+        !api.set_live("streamer", true).await.unwrap(),
+        "and only once"
+    );
+    assert!(!api.set_live("streamer", false).await.unwrap());
+    // Eleven minutes later (the default debounce is 10): every follower again.
     api.state()
         .db
         .query("UPDATE type::thing('channel_on_air', $c) SET at -= 11 * 60 * 1000")
@@ -109,7 +131,7 @@ async fn a_flapping_channel_notifies_once_per_debounce() {
         .check()
         .unwrap();
     assert!(api.set_live("streamer", true).await.unwrap());
-    until_stored(&api, 6).await;
+    until_stored(&api, 8).await;
 
     // Debounce off: every go-live notifies.
     let mut api = api;
@@ -119,7 +141,7 @@ async fn a_flapping_channel_notifies_once_per_debounce() {
     });
     assert!(!api.set_live("streamer", false).await.unwrap());
     assert!(api.set_live("streamer", true).await.unwrap());
-    until_stored(&api, 9).await;
+    until_stored(&api, 12).await;
 }
 
 #[tokio::test]
