@@ -155,6 +155,14 @@ pub struct Cli {
     /// [default: 60]
     #[arg(long, env = "GLINT_REALTIME_IDLE_SECS")]
     pub realtime_idle_secs: Option<u64>,
+    /// Account registrations allowed per client address (IPv6: per /64) per hour, all at once
+    /// if need be; 429 beyond; 0 turns the limit off (e.g. for a load test). [default: 30]
+    #[arg(long, env = "GLINT_REGISTRATIONS_PER_HOUR")]
+    pub registrations_per_hour: Option<u32>,
+    /// Password hashes (argon2id, 19 MiB and one core each) computed at once, for
+    /// registration and login; 16 requests per slot may wait, 503 beyond. [default: one per CPU]
+    #[arg(long, env = "GLINT_MAX_CONCURRENT_HASHES")]
+    pub max_concurrent_hashes: Option<usize>,
 }
 
 /// The file format; every field optional.
@@ -213,6 +221,8 @@ pub struct FileConfig {
     pub realtime_sse_per_user: Option<usize>,
     pub realtime_ping_secs: Option<u64>,
     pub realtime_idle_secs: Option<u64>,
+    pub registrations_per_hour: Option<u32>,
+    pub max_concurrent_hashes: Option<usize>,
 }
 
 /// The resolved configuration the server runs with.
@@ -250,6 +260,9 @@ pub struct Config {
     pub notify: api::notifications::NotifyConfig,
     /// SurrealKV commits wait for fsync (the binary sets it before the runtime starts).
     pub database_sync: bool,
+    /// Registration rate, password-hashing slots (the configured stream names are added at
+    /// start).
+    pub accounts: api::accounts::AccountConfig,
 }
 
 /// Replays are kept a week by default.
@@ -278,6 +291,7 @@ impl Default for Config {
             realtime: api::realtime::RealtimeConfig::default(),
             notify: api::notifications::NotifyConfig::default(),
             database_sync: true,
+            accounts: api::accounts::AccountConfig::default(),
         }
     }
 }
@@ -513,6 +527,14 @@ impl Config {
             !rt.ping_interval.is_zero() && rt.idle_timeout > rt.ping_interval,
             "realtime_idle_secs must be longer than realtime_ping_secs (at least 1)"
         );
+        if let Some(v) = cli.registrations_per_hour.or(file.registrations_per_hour) {
+            c.accounts.registrations_per_hour = v;
+        }
+        if let Some(v) = cli.max_concurrent_hashes.or(file.max_concurrent_hashes) {
+            anyhow::ensure!(v >= 1, "max_concurrent_hashes must be at least 1");
+            c.accounts.concurrent_hashes = v;
+            c.accounts.hash_queue = v * api::hash_gate::HASH_QUEUE_PER_SLOT;
+        }
         Ok(c)
     }
 }
@@ -563,6 +585,38 @@ mod tests {
         assert_eq!(c.media.reconnect_grace, std::time::Duration::from_secs(5));
         assert_eq!(c.stream_keys.get("alice").map(String::as_str), Some("k1"));
         assert_eq!(c.stream_keys.get("bob").map(String::as_str), Some("k2"));
+        std::fs::remove_file(path).unwrap();
+    }
+
+    #[test]
+    fn account_limits_from_file_and_flags() {
+        let c = load(&[]).unwrap();
+        assert_eq!(
+            c.accounts.registrations_per_hour,
+            api::accounts::DEFAULT_REGISTRATIONS_PER_HOUR
+        );
+        assert_eq!(
+            c.accounts.concurrent_hashes,
+            api::hash_gate::default_slots()
+        );
+        let path = write(
+            "accounts",
+            "registrations_per_hour = 0\nmax_concurrent_hashes = 3\n",
+        );
+        let c = load(&["--config", path.to_str().unwrap()]).unwrap();
+        assert_eq!(c.accounts.registrations_per_hour, 0);
+        assert_eq!(
+            (c.accounts.concurrent_hashes, c.accounts.hash_queue),
+            (3, 48)
+        );
+        let c = load(&[
+            "--config",
+            path.to_str().unwrap(),
+            "--registrations-per-hour=5",
+        ])
+        .unwrap();
+        assert_eq!(c.accounts.registrations_per_hour, 5, "flag beats file");
+        assert!(load(&["--max-concurrent-hashes=0"]).is_err());
         std::fs::remove_file(path).unwrap();
     }
 

@@ -66,6 +66,9 @@ pub async fn start(mut config: Config) -> anyhow::Result<Server> {
     api.set_realtime_config(config.realtime);
     let mut configured: Vec<String> = config.stream_keys.keys().cloned().collect();
     configured.sort();
+    // Nobody registers a configured stream's name, and no database key publishes to one.
+    config.accounts.configured_streams = configured.clone();
+    api.set_account_config(&config.accounts);
     api.ensure_operator_streams(&configured)
         .await
         .map_err(|e| anyhow::anyhow!("recording the configured streams: {e}"))?;
