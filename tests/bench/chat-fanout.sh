@@ -12,7 +12,7 @@ work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 ulimit -n 20000
 GLINT_HLS=false GLINT_HTTP=127.0.0.1:18080 GLINT_UDP=127.0.0.1:0 GLINT_RTMP=127.0.0.1:0 \
-  GLINT_DATA_DIR="$work" GLINT_REALTIME_PER_ADDRESS=100000 GLINT_LOG=error "$T/glint" &
+  GLINT_DATA_DIR="$work" GLINT_REALTIME_PER_ADDRESS=100000 GLINT_REGISTRATIONS_PER_HOUR=0 GLINT_LOG=error "$T/glint" &
 glint=$!
 for _ in $(seq 1 100); do curl -sf http://127.0.0.1:18080/healthz >/dev/null && break; sleep 0.1; done
 "$T/glint-loadtest" chat --server http://127.0.0.1:18080 --readers "$READERS" --senders 100 \
