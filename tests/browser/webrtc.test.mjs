@@ -34,7 +34,11 @@ test('Chromium WHIP publisher to Chromium WHEP viewer', { timeout: 90000 }, asyn
       const t = r.ok ? await r.text() : '';
       return (t.match(/#EXTINF/g) || []).length >= 2 ? t : null;
     }, 30000, 'HLS playlist of the WebRTC stream');
-    const master = await (await fetch(`${glint.base}/hls/demo/master.m3u8`)).text();
+    // The master follows once every rendition has a playlist.
+    const master = await waitFor(async () => {
+      const r = await fetch(`${glint.base}/hls/demo/master.m3u8`);
+      return r.ok ? r.text() : null;
+    }, 10000, 'HLS master playlist');
     console.log(`HLS from WebRTC:\n${master}${playlist}`);
     assert.match(master, /CODECS="avc1\.[0-9a-f]{6},mp4a\.40\.2"\nsource\/index\.m3u8/);
     for (const d of [...playlist.matchAll(/#EXTINF:([0-9.]+)/g)].map((m) => Number(m[1]))) assert.ok(d <= 3, `segment of ${d} s`);
