@@ -647,7 +647,9 @@ impl Sfu {
         }
         if let Some(c) = client {
             if self.per_address.get(&c).copied().unwrap_or(0) >= self.max_sessions_per_address {
-                return Err(MediaError::TooManyFromAddress(self.max_sessions_per_address));
+                return Err(MediaError::TooManyFromAddress(
+                    self.max_sessions_per_address,
+                ));
             }
         }
         Ok(())
@@ -1342,4 +1344,3 @@ pub fn address_key(ip: IpAddr) -> IpAddr {
         },
     }
 }
-

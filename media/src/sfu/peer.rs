@@ -212,7 +212,12 @@ fn answering_dtls_role(offer: &RTCSessionDescription) -> Option<RTCDtlsRole> {
     let setup = parsed
         .attributes
         .iter()
-        .chain(parsed.media_descriptions.iter().flat_map(|m| m.attributes.iter()))
+        .chain(
+            parsed
+                .media_descriptions
+                .iter()
+                .flat_map(|m| m.attributes.iter()),
+        )
         .find(|a| a.key == "setup")?
         .value
         .clone()?;
@@ -261,8 +266,7 @@ fn build(
             Some(settings.ice_disconnected_timeout),
             Some(settings.ice_failed_timeout),
             Some(Duration::from_secs(1)),
-        )
-        ;
+        );
     if let Some(dtls) = answering_dtls_role(offer) {
         setting_engine = setting_engine.with_answering_dtls_role(dtls);
     }
