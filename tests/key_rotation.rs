@@ -29,8 +29,9 @@ async fn rotate(server: &glint::Server, channel: &Channel) -> String {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
+    let status = r.status();
     let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{body}");
     body["stream_key"].as_str().unwrap().to_owned()
 }
 

@@ -16,7 +16,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::AuthUser;
 use crate::db::{new_id, now_ms};
-use crate::error::{ApiError, Result};
+use crate::error::{is_retryable, ApiError, Result};
 use crate::json::{Json, Query};
 use crate::{validate, ApiState, MaybeAuthUser};
 
@@ -26,6 +26,9 @@ pub fn router() -> Router<ApiState> {
         .route("/api/streams/{id}", get(get_one).put(update))
         .route("/api/streams/{id}/key", post(rotate_key))
 }
+
+/// Tries of a key rotation's write that lost a transaction conflict.
+const KEY_WRITE_ATTEMPTS: u32 = 5;
 
 /// Page sizes.
 pub const DEFAULT_LIMIT: u32 = 20;
@@ -383,12 +386,28 @@ pub(crate) async fn rotate_key(
 ) -> Result<axum::Json<StreamKey>> {
     let stream = owned(&st, &user, &id).await?;
     let key = new_stream_key();
-    st.db
-        .query("UPDATE type::thing('stream', $id) SET stream_key = $key")
-        .bind(("id", id.clone()))
-        .bind(("key", key.clone()))
-        .await?
-        .check()?;
+    // The media side writes the same record (live flag, viewer counts) at any moment: a lost
+    // read/write conflict is retried, not answered with a 500.
+    let mut attempts = 1;
+    loop {
+        let written = match st
+            .db
+            .query("UPDATE type::thing('stream', $id) SET stream_key = $key")
+            .bind(("id", id.clone()))
+            .bind(("key", key.clone()))
+            .await
+        {
+            Ok(response) => response.check(),
+            Err(e) => Err(e),
+        };
+        match written {
+            Err(e) if is_retryable(&e) && attempts < KEY_WRITE_ATTEMPTS => attempts += 1,
+            other => {
+                other?;
+                break;
+            }
+        }
+    }
     // Whoever publishes with the old key is off the air before the new key is handed out.
     st.publishers.end_publisher(&stream.name).await;
     tracing::info!(stream = %id, name = %stream.name, "stream key rotated; its publisher ended");

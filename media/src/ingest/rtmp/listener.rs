@@ -185,14 +185,75 @@ where
             Ok(Ok(_)) => {}
         }
         let now_ms = started.elapsed().as_millis() as u32;
-        let used = match session.feed(&pending, now_ms) {
-            Ok(n) => n,
-            Err(e) => {
-                debug!(%peer, error = %e, "rtmp protocol error");
-                break "protocol error";
+        let mut stop = None;
+        // The session reads nothing past a `publish` until it is decided: once it is, the
+        // rest is fed again at once, with the limits the decision gave.
+        let fed = loop {
+            let used = match session.feed(&pending, now_ms) {
+                Ok(n) => n,
+                Err(e) => break Err(e),
+            };
+            let _ = pending.split_to(used);
+            while let Some(ev) = session.poll_event() {
+                match ev {
+                    // The session answers a second publish itself (one stream per connection);
+                    // replacing `publishing` would leak its ingest.
+                    SessionEvent::PublishRequested { .. } if publishing.is_some() => {}
+                    SessionEvent::PublishRequested { key, .. } => {
+                        match shared.keys.stream_for_key(&key).await {
+                            Some(stream) => {
+                                info!(%peer, %stream, "rtmp publish accepted");
+                                session.accept_publish();
+                                // Vouched for by its key: no longer counted among the unknown.
+                                slot = None;
+                                let registration = shared.publishers.register(&stream);
+                                publishing = Some(Publishing::new(stream, registration));
+                            }
+                            None => {
+                                info!(%peer, "rtmp publish refused: unknown stream key");
+                                session.reject_publish("unknown stream key");
+                            }
+                        }
+                    }
+                    SessionEvent::Video { timestamp, data } => {
+                        let Some(p) = publishing.as_mut() else {
+                            continue;
+                        };
+                        if let Err(why) = on_video(media, p, timestamp, &data).await {
+                            if why == UNSUPPORTED_VIDEO {
+                                // Tell the client why before closing (OBS shows the description).
+                                session.reject_publish(
+                                    "unsupported video codec: Glint takes H.264 over RTMP",
+                                );
+                            }
+                            stop = Some(why);
+                            break;
+                        }
+                    }
+                    SessionEvent::Unpublished => {
+                        stop = Some("unpublished");
+                        break;
+                    }
+                    SessionEvent::Audio { timestamp, data } => {
+                        let Some(p) = publishing.as_mut() else {
+                            continue;
+                        };
+                        if let Err(why) = on_audio(media, p, timestamp, &data).await {
+                            stop = Some(why);
+                            break;
+                        }
+                    }
+                    SessionEvent::Metadata(_) => {}
+                }
+            }
+            if stop.is_some() || session.is_closed() || used == 0 || pending.is_empty() {
+                break Ok(());
             }
         };
-        let _ = pending.split_to(used);
+        if let Err(e) = fed {
+            debug!(%peer, error = %e, "rtmp protocol error");
+            break "protocol error";
+        }
         let max_pending = if publishing.is_some() {
             MAX_PENDING
         } else {
@@ -200,59 +261,6 @@ where
         };
         if pending.len() > max_pending {
             break "too much unparsed input";
-        }
-        let mut stop = None;
-        while let Some(ev) = session.poll_event() {
-            match ev {
-                // The session answers a second publish itself (one stream per connection);
-                // replacing `publishing` would leak its ingest.
-                SessionEvent::PublishRequested { .. } if publishing.is_some() => {}
-                SessionEvent::PublishRequested { key, .. } => {
-                    match shared.keys.stream_for_key(&key).await {
-                        Some(stream) => {
-                            info!(%peer, %stream, "rtmp publish accepted");
-                            session.accept_publish();
-                            // Vouched for by its key: no longer counted among the unknown.
-                            slot = None;
-                            let registration = shared.publishers.register(&stream);
-                            publishing = Some(Publishing::new(stream, registration));
-                        }
-                        None => {
-                            info!(%peer, "rtmp publish refused: unknown stream key");
-                            session.reject_publish("unknown stream key");
-                        }
-                    }
-                }
-                SessionEvent::Video { timestamp, data } => {
-                    let Some(p) = publishing.as_mut() else {
-                        continue;
-                    };
-                    if let Err(why) = on_video(media, p, timestamp, &data).await {
-                        if why == UNSUPPORTED_VIDEO {
-                            // Tell the client why before closing (OBS shows the description).
-                            session.reject_publish(
-                                "unsupported video codec: Glint takes H.264 over RTMP",
-                            );
-                        }
-                        stop = Some(why);
-                        break;
-                    }
-                }
-                SessionEvent::Unpublished => {
-                    stop = Some("unpublished");
-                    break;
-                }
-                SessionEvent::Audio { timestamp, data } => {
-                    let Some(p) = publishing.as_mut() else {
-                        continue;
-                    };
-                    if let Err(why) = on_audio(media, p, timestamp, &data).await {
-                        stop = Some(why);
-                        break;
-                    }
-                }
-                SessionEvent::Metadata(_) => {}
-            }
         }
         let out = session.take_output();
         if !out.is_empty() {
@@ -506,28 +514,43 @@ mod tests {
     struct Harness {
         shared: Arc<Shared>,
         slots: Slots,
-        _media: crate::runtime::MediaTask,
     }
 
-    async fn harness(reconnect_grace: Duration) -> Harness {
-        let (media, task) = crate::runtime::spawn(crate::MediaConfig {
-            udp_bind: "127.0.0.1:0".parse().unwrap(),
-            reconnect_grace,
-            fanout_threads: 1,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    /// The media core on a runtime of its own, in real time: its loop reads the real clock, so
+    /// it must not share a test's paused one. It stops when the last handle is dropped.
+    fn media_core(reconnect_grace: Duration) -> MediaHandle {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let (media, task) = crate::runtime::spawn(crate::MediaConfig {
+                    udp_bind: "127.0.0.1:0".parse().unwrap(),
+                    reconnect_grace,
+                    fanout_threads: 1,
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+                tx.send(media).unwrap();
+                let _ = task.join.await;
+            });
+        });
+        rx.recv().unwrap()
+    }
+
+    fn harness(reconnect_grace: Duration) -> Harness {
         let limits = RtmpLimits::default();
         Harness {
             slots: Slots::new(&limits),
             shared: Arc::new(Shared {
-                media,
+                media: media_core(reconnect_grace),
                 keys: Arc::new(OneKey),
                 limits,
                 publishers: RtmpPublishers::default(),
             }),
-            _media: task,
         }
     }
 
@@ -605,7 +628,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_large_message_before_publish_closes_the_connection() {
-        let h = harness(Duration::ZERO).await;
+        let h = harness(Duration::ZERO);
         let (mut c, task) = h.connect();
         let mut client = Client::new();
         // The header of a 1 MiB video message, and its first chunk.
@@ -632,7 +655,7 @@ mod tests {
 
     #[tokio::test]
     async fn unfinished_messages_across_chunk_streams_close_the_connection() {
-        let h = harness(Duration::ZERO).await;
+        let h = harness(Duration::ZERO);
         let (mut c, task) = h.connect();
         // 32 KiB chunks, then a message at the limit begun on chunk stream after chunk stream.
         const CHUNK: usize = 32 << 10;
@@ -668,7 +691,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn no_publish_within_the_deadline_closes_the_connection() {
-        let h = harness(Duration::ZERO).await;
+        let h = harness(Duration::ZERO);
         let (mut c, task) = h.connect();
         let opened = Instant::now();
         // A `connect`, then a `createStream` sent one byte every 5 s: never idle, never done.
@@ -707,7 +730,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_second_publish_is_refused_and_the_first_ingest_ends_with_the_connection() {
-        let h = harness(Duration::ZERO).await;
+        let h = harness(Duration::ZERO);
         let (mut c, task, mut client, mut got) = publishing(&h).await;
         assert_eq!(h.slots.in_use(), 0, "a publishing connection holds no slot");
         // Another publish on the same connection, with a good key and with another.
@@ -744,9 +767,37 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn media_right_behind_the_publish_gets_the_publishing_limits() {
+        // A client that does not wait for `NetStream.Publish.Start`: its configuration and a
+        // keyframe larger than the limit before the key check arrive with the `publish`.
+        let h = harness(Duration::ZERO);
+        let (mut c, task) = h.connect();
+        let mut client = obs_until_publish("good");
+        client.video(0, avc_config_tag(TEST_SPS, TEST_PPS));
+        let mut keyframe = vec![0x17, 0x01, 0, 0, 0];
+        let nalu_len = 2 * MAX_MESSAGE_BEFORE_PUBLISH;
+        keyframe.extend_from_slice(&(nalu_len as u32).to_be_bytes());
+        keyframe.push(0x65);
+        keyframe.resize(keyframe.len() + nalu_len - 1, 0x88);
+        client.video(33, keyframe);
+        c.write_all(&client.wire).await.unwrap();
+        let mut got = Vec::new();
+        read_until(&mut c, &mut got, |g| !status_codes(g).is_empty()).await;
+        assert_eq!(status_codes(&got), ["NetStream.Publish.Start"]);
+        until_streams(&h, "demo live with its keyframe", |s| {
+            s.iter()
+                .any(|s| s.name == "demo" && s.bytes_in >= nalu_len as u64)
+        })
+        .await;
+        assert!(!task.is_finished(), "the connection stays open");
+        drop(c);
+        tokio::time::timeout(WAIT, task).await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
     async fn a_rotated_key_ends_the_connection_and_the_stream_at_once() {
         // A long reconnect grace: the stream must go offline at once all the same.
-        let h = harness(Duration::from_secs(60)).await;
+        let h = harness(Duration::from_secs(60));
         let (mut c, task, _client, mut got) = publishing(&h).await;
         assert_eq!(h.shared.publishers.end("demo"), 1);
         got.extend(read_to_close(&mut c).await);

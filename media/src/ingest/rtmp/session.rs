@@ -87,9 +87,13 @@ impl ServerSession {
 
     /// Consume as much of `input` as forms whole handshake steps and chunks; returns the bytes
     /// used (keep the rest and feed it again with more). `now_ms` stamps the handshake.
+    ///
+    /// Nothing after a `publish` is read until the caller decided on its key: what follows is
+    /// then read with the limits that decision gives (a client that sends media right behind
+    /// its `publish` gets the publishing limits for it, not the small ones).
     pub fn feed(&mut self, mut input: &[u8], now_ms: u32) -> Result<usize, RtmpError> {
         let mut used = 0;
-        while !self.closed {
+        while !self.closed && !self.awaiting_decision() {
             let n = if self.handshake != Handshake::Done {
                 let (n, reply) = self.handshake.feed(input, now_ms)?;
                 self.out.extend_from_slice(&reply);
@@ -108,6 +112,12 @@ impl ServerSession {
             input = &input[n..];
         }
         Ok(used)
+    }
+
+    /// A `publish` waits for [`Self::accept_publish`] or [`Self::reject_publish`]; [`Self::feed`]
+    /// reads nothing until then.
+    pub fn awaiting_decision(&self) -> bool {
+        self.publish_tx.is_some()
     }
 
     pub fn poll_event(&mut self) -> Option<SessionEvent> {
@@ -516,33 +526,55 @@ mod tests {
             ],
         );
         let mut sess = ServerSession::new();
-        sess.feed(&c.wire, 0).unwrap();
+        let used = sess.feed(&c.wire, 0).unwrap();
+        assert!(used < c.wire.len(), "stopped at the first publish");
         assert!(matches!(
             sess.poll_event(),
             Some(SessionEvent::PublishRequested { key, .. }) if key == "live_key"
         ));
         assert_eq!(sess.poll_event(), None);
+        assert_eq!(
+            sess.feed(&c.wire[used..], 0),
+            Ok(0),
+            "nothing read undecided"
+        );
+        sess.accept_publish();
+        sess.take_output();
+        assert_eq!(sess.feed(&c.wire[used..], 0), Ok(c.wire.len() - used));
+        let r = replies_after_handshake(&sess.take_output());
+        assert_eq!(r[0][3].get("code"), Some(&s("NetStream.Publish.BadName")));
+        assert_eq!(sess.poll_event(), None);
     }
 
     #[test]
     fn large_messages_only_once_publishing() {
-        let mut c = obs_until_publish("live_key");
-        let mut sess = ServerSession::new();
-        sess.feed(&c.wire, 0).unwrap();
-        c.wire.clear();
-        // A 1 MiB video message: too large before the key check ...
-        c.video(0, vec![0x17; 1 << 20]);
+        // A 1 MiB video message after `connect`: too large before the key check ...
+        let mut early = Client::new();
+        early.cmd(
+            0,
+            &[
+                s("connect"),
+                Value::Number(1.0),
+                Value::Object(vec![("app".into(), s("live"))]),
+            ],
+        );
+        early.video(0, vec![0x17; 1 << 20]);
         assert_eq!(
-            ServerSession::new().feed(
-                &[obs_until_publish("k").wire.as_slice(), &c.wire].concat(),
-                0
-            ),
+            ServerSession::new().feed(&early.wire, 0),
             Err(RtmpError::TooLarge(1 << 20))
         );
-        // ... and fine after it.
+        // ... and fine right behind an accepted `publish`, even in the same read.
+        let mut c = obs_until_publish("live_key");
+        let publish_ends = c.wire.len();
+        c.video(0, vec![0x17; 1 << 20]);
+        let mut sess = ServerSession::new();
+        assert_eq!(sess.feed(&c.wire, 0), Ok(publish_ends));
         sess.poll_event();
         sess.accept_publish();
-        assert_eq!(sess.feed(&c.wire, 0), Ok(c.wire.len()));
+        assert_eq!(
+            sess.feed(&c.wire[publish_ends..], 0),
+            Ok(c.wire.len() - publish_ends)
+        );
         assert!(
             matches!(sess.poll_event(), Some(SessionEvent::Video { data, .. }) if data.len() == 1 << 20)
         );
