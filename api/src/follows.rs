@@ -80,6 +80,19 @@ pub(crate) async fn follow(
         .await?
         .ok_or(ApiError::NotFound("channel"))?;
     let created_at = now_ms();
+    // The unique index alone lets parallel creates of one pair through (see
+    // `Accounts::unique_writes`): checked and created one at a time.
+    let unique = st.accounts.unique_writes.lock().await;
+    let mut res = st
+        .db
+        .query("SELECT VALUE true FROM follow WHERE follower = $follower AND channel = $channel LIMIT 1")
+        .bind(("follower", user.id.clone()))
+        .bind(("channel", req.channel_id.clone()))
+        .await?;
+    let exists: Vec<bool> = res.take(0)?;
+    if !exists.is_empty() {
+        return Err(ApiError::Conflict("you already follow this channel".into()));
+    }
     st.db
         .query("CREATE type::thing('follow', $id) SET follower = $follower, channel = $channel, created_at = $now")
         .bind(("id", new_id()))
@@ -88,6 +101,7 @@ pub(crate) async fn follow(
         .bind(("now", created_at))
         .await?
         .check()?;
+    drop(unique);
     Ok((
         StatusCode::CREATED,
         axum::Json(Follow {
