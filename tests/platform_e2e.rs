@@ -131,7 +131,8 @@ async fn whip_with_the_channel_key_goes_live_and_notifies_followers() {
         .unwrap();
     assert_eq!(stored.as_array().unwrap().len(), 1);
 
-    // Rotate the key while live: the old key no longer opens a session.
+    // Rotate the key while live: the publisher on the old key is ended at once (see
+    // tests/key_rotation.rs), and the old key no longer opens a session.
     let (s, v) = post_json(
         &c,
         format!("{b}/api/streams/{stream_id}/key"),
@@ -141,11 +142,12 @@ async fn whip_with_the_channel_key_goes_live_and_notifies_followers() {
     .await;
     assert_eq!(s, 200, "{v}");
     let new_key = v["stream_key"].as_str().unwrap().to_owned();
-    publisher.stop().await.unwrap();
     eventually("stream offline in the API", WAIT, || async {
         !stream_live(&c, &b, &stream_id).await
     })
     .await;
+    // Its session is gone already: the client's own DELETE finds nothing.
+    assert!(publisher.stop().await.is_err());
     let err = publish(PublishConfig::new(&b, "carla", &key))
         .await
         .unwrap_err();
