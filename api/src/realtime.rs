@@ -4,7 +4,7 @@
 //! out (logout signals every open stream of the user through the registry).
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -118,20 +118,6 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// IPv6 clients get a /64 each (one host can use all of it); IPv4-mapped addresses are IPv4.
-fn address_key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => {
-                let s = v6.segments();
-                IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
-            }
-        },
-        v4 => v4,
-    }
-}
-
 /// 429 with `Retry-After`.
 fn too_many(message: &'static str) -> ApiError {
     ApiError::TooManyRequests {
@@ -166,7 +152,7 @@ impl Registry {
         user: Option<&AuthUser>,
         scope: Scope,
     ) -> Result<Permit, ApiError> {
-        let address = address.map(address_key);
+        let address = address.map(crate::ratelimit::address_key);
         let mut s = lock(&self.state);
         if s.by_address.get(&address).copied().unwrap_or(0) >= self.config.per_address {
             return Err(too_many("too many open connections from this address"));
