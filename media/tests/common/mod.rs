@@ -36,6 +36,8 @@ pub struct Peer {
     pub events: Vec<Event>,
     /// The video m-line of its offer.
     pub video: Option<Mid>,
+    /// Off the network: nothing it sends arrives, nothing reaches it (a closed laptop lid).
+    pub cut: bool,
     timeout: Option<Instant>,
 }
 
@@ -86,6 +88,7 @@ impl Net {
             addr,
             events: Vec::new(),
             video: None,
+            cut: false,
             timeout: None,
         });
         self.peers.len() - 1
@@ -174,6 +177,7 @@ impl Net {
                             p.timeout = Some(at);
                             break;
                         }
+                        Ok(Output::Transmit(_)) if p.cut => {}
                         Ok(Output::Transmit(t)) => {
                             any = true;
                             self.in_flight.push_back(Datagram {
@@ -232,7 +236,7 @@ impl Net {
                     Some(self.server.ip()),
                     BytesMut::from(&d.data[..]),
                 );
-            } else if let Some(p) = self.peers.iter_mut().find(|p| p.addr == d.to) {
+            } else if let Some(p) = self.peers.iter_mut().find(|p| p.addr == d.to && !p.cut) {
                 let Ok(contents) = d.data.as_slice().try_into() else {
                     continue;
                 };
