@@ -38,7 +38,7 @@ fn ua_key(user_agent: &str) -> u64 {
 impl HlsAudience {
     /// A client fetched a media playlist of `stream`.
     pub fn seen(&self, stream: &str, ip: IpAddr, user_agent: &str, now: Instant) {
-        let addr = media::sfu::address_key(ip);
+        let addr = media::slots::address_key(ip);
         let ua = ua_key(user_agent);
         let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
         let clients = streams.entry(stream.to_owned()).or_default();

@@ -1,14 +1,14 @@
 //! The HTTP accept loop: hyper connections (HTTP/1.1 and h2, WebSocket upgrades) with a
-//! header-read timeout, a cap on open connections in total and per client address, the
+//! header-read timeout, a cap on open connections in total and per client address
+//! ([`media::slots`], as the RTMP listener's), the
 //! client's address resolved behind trusted proxies, and graceful shutdown.
 //!
 //! `axum::serve` sets no timer, so hyper's header-read timeout never fires there: a client
 //! that opens a connection and trickles a header forever keeps it (and its memory) forever.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ConnectInfo;
@@ -17,6 +17,7 @@ use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use media::slots::Slots;
 use tokio::net::{TcpListener, TcpStream};
 use tower::ServiceExt;
 use tracing::{debug, warn};
@@ -147,34 +148,6 @@ pub fn client_address(
 #[derive(Debug, Clone, Copy)]
 pub struct ForwardedHttps;
 
-/// Open connections, in total and per address; a slot is given back when its guard drops.
-#[derive(Debug, Default)]
-struct Connections {
-    per_address: Mutex<HashMap<IpAddr, usize>>,
-}
-
-struct Slot {
-    connections: Arc<Connections>,
-    addr: IpAddr,
-    _total: tokio::sync::OwnedSemaphorePermit,
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        let mut map = self
-            .connections
-            .per_address
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = map.get_mut(&self.addr) {
-            *n -= 1;
-            if *n == 0 {
-                map.remove(&self.addr);
-            }
-        }
-    }
-}
-
 /// Serve `app` on `listener` until `shutdown` resolves; then stop accepting and let open
 /// connections finish (the caller bounds how long).
 pub async fn serve(
@@ -183,8 +156,10 @@ pub async fn serve(
     limits: HttpLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let total = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
-    let connections = Arc::new(Connections::default());
+    let slots = Slots::new(
+        limits.max_connections.max(1),
+        limits.max_connections_per_address,
+    );
     let trusted: Arc<[IpNet]> = limits.trusted_proxies.clone().into();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -212,9 +187,13 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
-        let Some(slot) = admit(&total, &connections, &limits, peer.ip()) else {
-            refuse(tcp);
-            continue;
+        let slot = match slots.try_acquire(peer.ip()) {
+            Ok(slot) => slot,
+            Err(why) => {
+                debug!(peer = %peer, %why, "HTTP connection refused");
+                refuse(tcp);
+                continue;
+            }
         };
         // Small frames (chat, SSE, WHIP answers) go out at once, not after Nagle's wait.
         let _ = tcp.set_nodelay(true);
@@ -251,34 +230,6 @@ pub async fn serve(
     drop(listener);
     graceful.shutdown().await;
     Ok(())
-}
-
-fn admit(
-    total: &Arc<tokio::sync::Semaphore>,
-    connections: &Arc<Connections>,
-    limits: &HttpLimits,
-    addr: IpAddr,
-) -> Option<Slot> {
-    let Ok(permit) = total.clone().try_acquire_owned() else {
-        debug!(peer = %addr, "HTTP connection refused: server at its connection limit");
-        return None;
-    };
-    let addr = media::sfu::address_key(addr);
-    let mut map = connections
-        .per_address
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
-    let n = map.entry(addr).or_insert(0);
-    if limits.max_connections_per_address > 0 && *n >= limits.max_connections_per_address {
-        debug!(peer = %addr, "HTTP connection refused: address at its connection limit");
-        return None;
-    }
-    *n += 1;
-    Some(Slot {
-        connections: connections.clone(),
-        addr,
-        _total: permit,
-    })
 }
 
 /// Tell a connection over a limit why, if its socket takes it at once, and close it.

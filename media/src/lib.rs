@@ -26,6 +26,7 @@ pub mod metrics;
 mod pipeline;
 pub mod runtime;
 pub mod sfu;
+pub mod slots;
 pub mod stun;
 mod udp_batch;
 pub mod udp_recv;

@@ -51,7 +51,7 @@ impl SessionRate {
         if self.burst == 0.0 {
             return Ok(());
         }
-        let key = media::sfu::address_key(addr);
+        let key = media::slots::address_key(addr);
         let mut map = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
         if map.len() >= MAX_ADDRESSES && !map.contains_key(&key) {
             self.forget_idle(&mut map, now);

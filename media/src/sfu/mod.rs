@@ -56,6 +56,7 @@ use crate::codec::{MediaKind, PayloadFormat};
 use crate::config::MediaConfig;
 use crate::error::{MediaError, Result};
 use crate::metrics::Metrics;
+use crate::slots::address_key;
 use crate::stun;
 use demux::Demux;
 pub(crate) use fanout::Pool as FanoutPool;
@@ -1329,18 +1330,4 @@ fn codec_names(tracks: &[PublishedTrack]) -> Vec<String> {
         .iter()
         .map(|t| t.codec.rtp_codec.mime_type.clone())
         .collect()
-}
-/// The unit per-address limits count: an IPv4 address, an IPv6 /64 (what one subscriber is
-/// usually given, so one host cannot take a fresh address per request).
-pub fn address_key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => {
-                let s = v6.segments();
-                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
-            }
-        },
-    }
 }

@@ -23,13 +23,14 @@ use tracing::{debug, info, warn};
 
 use super::audio::{self, AacToOpus, AudioTag};
 use super::flv::{self, VideoTag};
-use super::limits::{RtmpLimits, Slot, Slots};
+use super::limits::RtmpLimits;
 use super::publishers::{Registration, RtmpPublishers};
 use super::reencode::WithoutBFrames;
 use super::session::{ServerSession, SessionEvent};
 use crate::runtime::MediaHandle;
 use crate::sfu::peer::PublishedTrack;
 use crate::sfu::{Departure, SessionId};
+use crate::slots::Slot;
 
 /// A connection that sends nothing for this long is closed (a stalled publisher frees its
 /// stream for a reconnect).
@@ -70,7 +71,7 @@ pub fn spawn(
     limits: RtmpLimits,
     publishers: RtmpPublishers,
 ) -> JoinHandle<()> {
-    let slots = Slots::new(&limits);
+    let slots = limits.slots();
     let shared = Arc::new(Shared {
         media,
         keys,
@@ -497,6 +498,7 @@ mod tests {
     use crate::ingest::rtmp::handshake::SIG_LEN;
     use crate::ingest::rtmp::limits::DEFAULT_PUBLISH_DEADLINE as DEFAULT_DEADLINE;
     use crate::ingest::rtmp::session::MSG_VIDEO;
+    use crate::slots::Slots;
 
     const PEER: &str = "192.0.2.1:5000";
     /// Bound on every wait for the server (real time).
@@ -544,7 +546,7 @@ mod tests {
     fn harness(reconnect_grace: Duration) -> Harness {
         let limits = RtmpLimits::default();
         Harness {
-            slots: Slots::new(&limits),
+            slots: limits.slots(),
             shared: Arc::new(Shared {
                 media: media_core(reconnect_grace),
                 keys: Arc::new(OneKey),
