@@ -14,13 +14,7 @@ use str0m::media::Direction;
 #[test]
 fn a_publisher_connects_and_its_stream_goes_live() {
     let mut net = Net::new(MediaConfig::default());
-    let p = net.add_peer("10.0.0.2:5000");
-    let (offer, pending) = net.offer(p, Direction::SendOnly);
-    let answer = net
-        .sfu
-        .publish(net.now, "demo", &offer.to_sdp_string(), net.client_ip(p))
-        .expect("answered");
-    net.accept(p, pending, &answer);
+    net.publisher("10.0.0.2:5000", "demo");
     let took = net.run_until(Duration::from_secs(5), |n| {
         n.peers[0].connected()
             && n.events

@@ -9,7 +9,7 @@ use std::time::Duration;
 use common::Net;
 use media::MediaConfig;
 use str0m::format::Codec;
-use str0m::media::{Direction, Pt};
+use str0m::media::Pt;
 use str0m::rtp::{RtpWrite, SeqNo, Ssrc};
 use str0m::Event;
 
@@ -90,18 +90,7 @@ fn keyframe_requests(net: &Net, peer: usize) -> usize {
 #[test]
 fn a_joining_viewer_gets_a_keyframe_first() {
     let mut net = Net::new(MediaConfig::default());
-    let publisher = net.add_peer("10.0.0.2:5000");
-    let (offer, pending) = net.offer(publisher, Direction::SendOnly);
-    let answer = net
-        .sfu
-        .publish(
-            net.now,
-            "demo",
-            &offer.to_sdp_string(),
-            net.client_ip(publisher),
-        )
-        .unwrap();
-    net.accept(publisher, pending, &answer);
+    let publisher = net.publisher("10.0.0.2:5000", "demo");
     net.run_until(Duration::from_secs(5), |n| n.peers[0].connected());
     let mut video = Sender::video(&mut net, publisher);
     // A second of stream, one keyframe at its start.
@@ -111,18 +100,7 @@ fn a_joining_viewer_gets_a_keyframe_first() {
     }
     let asked_before = keyframe_requests(&net, publisher);
 
-    let viewer = net.add_peer("10.0.0.3:6000");
-    let (offer, pending) = net.offer(viewer, Direction::RecvOnly);
-    let answer = net
-        .sfu
-        .view(
-            net.now,
-            "demo",
-            &offer.to_sdp_string(),
-            net.client_ip(viewer),
-        )
-        .unwrap();
-    net.accept(viewer, pending, &answer);
+    let viewer = net.viewer("10.0.0.3:6000", "demo");
     // The publisher answers a keyframe request with its next frame.
     let mut keyframes_sent = 0;
     for _ in 0..60 {

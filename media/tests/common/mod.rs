@@ -115,6 +115,30 @@ impl Net {
             .expect("answer accepted");
     }
 
+    /// A str0m publisher at `addr` offers audio + video for `stream`, takes the answer; its
+    /// index. (Connecting is the test's: `run_until`.)
+    pub fn publisher(&mut self, addr: &str, stream: &str) -> usize {
+        self.peer_with_session(addr, stream, Direction::SendOnly)
+    }
+
+    /// A str0m viewer at `addr` of `stream`, as [`Net::publisher`].
+    pub fn viewer(&mut self, addr: &str, stream: &str) -> usize {
+        self.peer_with_session(addr, stream, Direction::RecvOnly)
+    }
+
+    fn peer_with_session(&mut self, addr: &str, stream: &str, dir: Direction) -> usize {
+        let i = self.add_peer(addr);
+        let (offer, pending) = self.offer(i, dir);
+        let sdp = offer.to_sdp_string();
+        let answer = match dir {
+            Direction::SendOnly => self.sfu.publish(self.now, stream, &sdp, self.client_ip(i)),
+            _ => self.sfu.view(self.now, stream, &sdp, self.client_ip(i)),
+        }
+        .expect("answered");
+        self.accept(i, pending, &answer);
+        i
+    }
+
     pub fn client_ip(&self, i: usize) -> Option<IpAddr> {
         Some(self.peers[i].addr.ip())
     }
