@@ -20,7 +20,9 @@ use crate::error::{MediaError, Result};
 use crate::hls::Hls;
 use crate::metrics::Metrics;
 use crate::sfu::peer::PublishedTrack;
-use crate::sfu::{Departure, Role, SessionAnswer, SessionId, Sfu, StreamEvent, StreamSummary};
+use crate::sfu::{
+    Departure, FanoutPool, Role, SessionAnswer, SessionId, Sfu, StreamEvent, StreamSummary,
+};
 use crate::udp_batch::{self, UdpSender};
 use crate::udp_recv;
 
@@ -112,8 +114,15 @@ pub async fn spawn(config: MediaConfig) -> std::io::Result<(MediaHandle, MediaTa
     let candidates = host_candidates(&config, local_addr);
     info!(udp = %local_addr, candidates = ?candidates, "media core listening");
     let metrics = Arc::new(Metrics::default());
-    let sfu = Sfu::new(&config, local_addr, candidates, metrics.clone())
-        .map_err(std::io::Error::other)?;
+    let pool = FanoutPool::new(config.fanout_threads, config.fanout_parallel_min).map(Arc::new);
+    let sfu = Sfu::new(
+        &config,
+        local_addr,
+        candidates,
+        metrics.clone(),
+        pool.clone(),
+    )
+    .map_err(std::io::Error::other)?;
     let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
     let (events, _) = broadcast::channel(EVENT_QUEUE);
     let hls = match config.hls.clone() {
@@ -124,7 +133,7 @@ pub async fn spawn(config: MediaConfig) -> std::io::Result<(MediaHandle, MediaTa
         None => None,
     };
     let replays = hls.as_ref().map(Hls::replays);
-    let join = tokio::spawn(run(socket, sfu, rx, events.clone(), hls));
+    let join = tokio::spawn(run(socket, sfu, pool, rx, events.clone(), hls));
     Ok((
         MediaHandle {
             tx,
@@ -334,6 +343,7 @@ impl MediaHandle {
 async fn run(
     socket: UdpSocket,
     mut sfu: Sfu,
+    pool: Option<Arc<FanoutPool>>,
     mut rx: mpsc::Receiver<Command>,
     events: broadcast::Sender<StreamEvent>,
     hls: Option<Hls>,
@@ -343,7 +353,7 @@ async fn run(
     let sender = UdpSender::new(&socket);
     let mut out = Vec::with_capacity(udp_batch::BATCH);
     loop {
-        flush(&socket, &mut sfu, &sender, &mut out).await;
+        flush(&socket, &mut sfu, pool.as_deref(), &sender, &mut out).await;
         while let Some(ev) = sfu.poll_event() {
             if let (Some(hls), StreamEvent::Live { stream }) = (&hls, &ev) {
                 sfu.set_tap(
@@ -374,7 +384,7 @@ async fn run(
                 Some(cmd) => handle_command(&mut sfu, cmd),
                 None => {
                     sfu.close_all(Instant::now());
-                    flush(&socket, &mut sfu, &sender, &mut out).await;
+                    flush(&socket, &mut sfu, pool.as_deref(), &sender, &mut out).await;
                     break;
                 }
             },
@@ -485,10 +495,10 @@ fn check_session(sfu: &Sfu, id: SessionId, role: Role, stream: &str) -> Result<(
 async fn flush(
     socket: &UdpSocket,
     sfu: &mut Sfu,
+    pool: Option<&FanoutPool>,
     sender: &UdpSender,
     batch: &mut Vec<crate::sfu::Transmit>,
 ) {
-    let pool = sfu.fanout_pool();
     loop {
         while batch.len() < udp_batch::BATCH {
             match sfu.poll_transmit() {
@@ -499,7 +509,7 @@ async fn flush(
         if batch.is_empty() {
             return;
         }
-        match pool.as_deref() {
+        match pool {
             // A large audience's datagrams: the kernel's share of sending them is most of
             // their cost, so the fan-out threads split it.
             #[cfg(target_os = "linux")]

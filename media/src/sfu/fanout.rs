@@ -122,9 +122,9 @@ impl ViewerOut {
     }
 }
 
-/// Threads that seal a batch for a large audience in parallel (a rayon pool owned by the SFU,
-/// which only computes on it). The runtime also sends large flushes from it.
-pub(crate) struct Pool {
+/// Threads that seal a batch for a large audience in parallel (a rayon pool the runtime makes
+/// and lends to the SFU, which only computes on it). The runtime also sends large flushes from it.
+pub struct Pool {
     pool: rayon::ThreadPool,
     threads: usize,
     /// Fewer viewers than this: seal on the calling thread (a fork-join costs microseconds).
@@ -154,13 +154,13 @@ impl Pool {
     }
 
     /// Run `f` on the pool (the caller waits).
-    pub fn install<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+    pub(crate) fn install<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
         self.pool.install(f)
     }
 
     /// Seal `packets` for every viewer in `outs`, in parallel when there are enough of them;
     /// each viewer's datagrams stay together and in order. Returns packets and bytes sent.
-    pub fn seal(
+    pub(crate) fn seal(
         pool: Option<&Self>,
         now: Instant,
         outs: &mut [ViewerOut],

@@ -59,7 +59,7 @@ use crate::metrics::Metrics;
 use crate::slots::address_key;
 use crate::stun;
 use demux::Demux;
-pub(crate) use fanout::Pool as FanoutPool;
+pub use fanout::Pool as FanoutPool;
 use fanout::{Pool, ViewerOut, WallClock};
 use peer::{IceCredentials, PeerSettings, PublishedTrack, ViewerTrack};
 use stream::Stream;
@@ -222,12 +222,15 @@ pub struct Sfu {
 }
 
 impl Sfu {
-    /// `local_addr` is the bound UDP socket; `host_candidates` what answers advertise.
+    /// `local_addr` is the bound UDP socket; `host_candidates` what answers advertise; `pool`
+    /// the threads that seal batches for large audiences (owned by the runtime, which sends
+    /// from them too; `None`: seal on the calling thread).
     pub fn new(
         config: &MediaConfig,
         local_addr: SocketAddr,
         host_candidates: Vec<SocketAddr>,
         metrics: Arc<Metrics>,
+        pool: Option<Arc<Pool>>,
     ) -> Result<Self> {
         Ok(Self {
             local_addr,
@@ -259,7 +262,7 @@ impl Sfu {
             nacked: Vec::new(),
             // The one clock reading of the core: to put wall-clock time on sender reports.
             clock: WallClock::new(Instant::now(), SystemTime::now()),
-            pool: Pool::new(config.fanout_threads, config.fanout_parallel_min).map(Arc::new),
+            pool,
             ingest: HashMap::new(),
         })
     }
@@ -625,11 +628,6 @@ impl Sfu {
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
         out
-    }
-
-    /// The threads that seal for large audiences, for the runtime to send from as well.
-    pub(crate) fn fanout_pool(&self) -> Option<Arc<Pool>> {
-        self.pool.clone()
     }
 
     pub fn session_count(&self) -> usize {

@@ -63,8 +63,14 @@ pub struct Net {
 impl Net {
     pub fn new(config: MediaConfig) -> Self {
         let server: SocketAddr = SERVER.parse().unwrap();
-        let sfu =
-            Sfu::new(&config, server, vec![server], Arc::new(Metrics::default())).expect("sfu");
+        let sfu = Sfu::new(
+            &config,
+            server,
+            vec![server],
+            Arc::new(Metrics::default()),
+            None,
+        )
+        .expect("sfu");
         let now = Instant::now();
         Self {
             start: now,
