@@ -1,9 +1,17 @@
-//! The media task: one tokio task that owns the shared UDP socket and the [`Sfu`], and the
-//! [`MediaHandle`] through which signaling reaches it.
+//! The media thread: one OS thread (`glint-media`) that owns the shared UDP socket and the
+//! [`Sfu`], and the [`MediaHandle`] through which signaling and RTMP ingest reach it.
+//!
+//! The thread runs a current-thread tokio runtime of its own, with the socket registered on its
+//! reactor: the loop blocks it (the fan-out pool's sends wait for it, a full socket waits up to
+//! 20 ms) without holding up HTTP, the API or chat on the main runtime, and their load does not
+//! delay a datagram. Nothing else runs on that runtime: HLS transcoders and uploads are spawned
+//! on the main one (see [`Hls`]).
 //!
 //! Requests travel over a bounded channel and carry their reply channel (an actor, as in
-//! mediamtx); the task never holds a lock and the SFU never awaits. Received datagrams are read
-//! into one growing `BytesMut` and split off without copying.
+//! mediamtx); the loop never holds a lock and the SFU never awaits. RTMP ingest packets have a
+//! bounded channel of their own, so a publisher's flood does not queue in front of a WHEP
+//! offer, and a full queue makes its connection wait (nothing is dropped). Received datagrams
+//! are read into one growing `BytesMut` and split off without copying.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -13,7 +21,7 @@ use bytes::BytesMut;
 use tokio::net::UdpSocket;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::config::MediaConfig;
 use crate::error::{MediaError, Result};
@@ -26,8 +34,12 @@ use crate::sfu::{
 use crate::udp_batch::{self, UdpSender};
 use crate::udp_recv;
 
-/// Requests queued for the media task before senders wait.
+/// The media thread's name (in `top -H`, `perf`, panics).
+const THREAD_NAME: &str = "glint-media";
+/// Requests queued for the media thread before senders wait.
 const COMMAND_QUEUE: usize = 256;
+/// Ingest messages (one access unit's RTP each, say) queued before an RTMP connection waits.
+const INGEST_QUEUE: usize = 256;
 /// Stream events kept for slow subscribers.
 const EVENT_QUEUE: usize = 1024;
 /// Receive buffer headroom: larger than any datagram on a 1500-byte-MTU path.
@@ -71,15 +83,6 @@ enum Command {
         tracks: Vec<PublishedTrack>,
         reply: oneshot::Sender<Result<SessionId>>,
     },
-    PushIngest {
-        id: SessionId,
-        packets: Vec<rtc::rtp::Packet>,
-    },
-    CloseIngest {
-        id: SessionId,
-        reason: &'static str,
-        how: Departure,
-    },
     EndPublisher {
         stream: String,
         reason: &'static str,
@@ -90,10 +93,25 @@ enum Command {
     },
 }
 
-/// Cheap to clone; every method is a request to the media task.
+/// What an ingest publisher sends after [`MediaHandle::publish_ingest`]. Its end travels the
+/// same channel as its packets, so it never overtakes the last of them.
+enum Ingest {
+    Packets {
+        id: SessionId,
+        packets: Vec<rtc::rtp::Packet>,
+    },
+    Close {
+        id: SessionId,
+        reason: &'static str,
+        how: Departure,
+    },
+}
+
+/// Cheap to clone; every method is a request to the media thread.
 #[derive(Clone)]
 pub struct MediaHandle {
     tx: mpsc::Sender<Command>,
+    ingest: mpsc::Sender<Ingest>,
     metrics: Arc<Metrics>,
     events: broadcast::Sender<StreamEvent>,
     local_addr: SocketAddr,
@@ -101,16 +119,29 @@ pub struct MediaHandle {
     replays: Option<crate::hls::replay::Replays>,
 }
 
-/// The running media task.
+/// The running media thread.
 pub struct MediaTask {
+    /// A task of the caller's runtime that ends when the media thread has exited (its loop
+    /// stopped and its runtime dropped), for the binary to wait on at shutdown.
     pub join: JoinHandle<()>,
 }
 
-/// Bind the UDP socket and start the media task.
+/// Bind the UDP socket and start the media thread. Call it on the runtime HLS is to run on:
+/// its transcoders and uploads are spawned there.
 pub async fn spawn(config: MediaConfig) -> std::io::Result<(MediaHandle, MediaTask)> {
     let socket = UdpSocket::bind(config.udp_bind).await?;
     udp_recv::enable_destination(&socket)?;
     let local_addr = socket.local_addr()?;
+    // Its own runtime, IO and timers only: the socket moves to its reactor.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()?;
+    let socket = {
+        let std_socket = socket.into_std()?;
+        let _on_media_runtime = runtime.enter();
+        UdpSocket::from_std(std_socket)?
+    };
     let candidates = host_candidates(&config, local_addr);
     info!(udp = %local_addr, candidates = ?candidates, "media core listening");
     let metrics = Arc::new(Metrics::default());
@@ -124,6 +155,7 @@ pub async fn spawn(config: MediaConfig) -> std::io::Result<(MediaHandle, MediaTa
     )
     .map_err(std::io::Error::other)?;
     let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
+    let (ingest, ingest_rx) = mpsc::channel(INGEST_QUEUE);
     let (events, _) = broadcast::channel(EVENT_QUEUE);
     let hls = match config.hls.clone() {
         Some(c) => {
@@ -133,10 +165,25 @@ pub async fn spawn(config: MediaConfig) -> std::io::Result<(MediaHandle, MediaTa
         None => None,
     };
     let replays = hls.as_ref().map(Hls::replays);
-    let join = tokio::spawn(run(socket, sfu, pool, rx, events.clone(), hls));
+    // Sent when the loop has stopped; dropped unsent if the thread panicked.
+    let (stopped, on_exit) = oneshot::channel::<()>();
+    let loop_events = events.clone();
+    std::thread::Builder::new()
+        .name(THREAD_NAME.into())
+        .spawn(move || {
+            runtime.block_on(run(socket, sfu, pool, rx, ingest_rx, loop_events, hls));
+            drop(runtime);
+            let _ = stopped.send(());
+        })?;
+    let join = tokio::spawn(async move {
+        if on_exit.await.is_err() {
+            error!("media thread panicked");
+        }
+    });
     Ok((
         MediaHandle {
             tx,
+            ingest,
             metrics,
             events,
             local_addr,
@@ -288,18 +335,20 @@ impl MediaHandle {
         .await?
     }
 
-    /// RTP of an ingest publisher (one access unit at a time, say). Waits when the media task's
-    /// queue is full, which slows the ingest connection instead of dropping.
+    /// RTP of an ingest publisher (one access unit at a time, say). Waits when the ingest queue
+    /// is full, which slows the ingest connection instead of dropping; WebRTC requests have a
+    /// queue of their own and do not wait behind it.
     pub async fn push_ingest(&self, id: SessionId, packets: Vec<rtc::rtp::Packet>) -> Result<()> {
-        self.tx
-            .send(Command::PushIngest { id, packets })
+        self.ingest
+            .send(Ingest::Packets { id, packets })
             .await
             .map_err(|_| MediaError::ShuttingDown)
     }
 
-    /// The ingest publisher is gone: it ended the stream, or dropped and may come back.
+    /// The ingest publisher is gone: it ended the stream, or dropped and may come back. Queued
+    /// behind its packets.
     pub async fn close_ingest(&self, id: SessionId, reason: &'static str, how: Departure) {
-        let _ = self.tx.send(Command::CloseIngest { id, reason, how }).await;
+        let _ = self.ingest.send(Ingest::Close { id, reason, how }).await;
     }
 
     /// End `stream`'s publisher (WHIP or RTMP ingest) and take the stream off the air at once,
@@ -315,7 +364,7 @@ impl MediaHandle {
         .await
     }
 
-    /// Close every session, tell peers, and stop the task.
+    /// Close every session, tell peers, and stop the media thread.
     pub async fn shutdown(&self) {
         let _ = self.ask(|reply| Command::Shutdown { reply }).await;
     }
@@ -340,11 +389,14 @@ impl MediaHandle {
     }
 }
 
+/// The media thread's loop. Commands, ingest and datagrams are taken in random order when
+/// several are ready (tokio's `select!`), so none of them starves the others.
 async fn run(
     socket: UdpSocket,
     mut sfu: Sfu,
     pool: Option<Arc<FanoutPool>>,
     mut rx: mpsc::Receiver<Command>,
+    mut ingest: mpsc::Receiver<Ingest>,
     events: broadcast::Sender<StreamEvent>,
     hls: Option<Hls>,
 ) {
@@ -388,6 +440,8 @@ async fn run(
                     break;
                 }
             },
+            // Closed only with the command queue (both live in the handles), which ends the loop.
+            Some(msg) = ingest.recv() => handle_ingest(&mut sfu, msg),
             res = udp_recv::recv(&socket, &mut buf) => {
                 match res {
                     Ok(got) => {
@@ -468,10 +522,6 @@ fn handle_command(sfu: &mut Sfu, cmd: Command) {
         } => {
             let _ = reply.send(sfu.publish_ingest(&stream, tracks));
         }
-        Command::PushIngest { id, packets } => {
-            let _ = sfu.push_ingest(now, id, packets);
-        }
-        Command::CloseIngest { id, reason, how } => sfu.close_ingest(now, id, reason, how),
         Command::EndPublisher {
             stream,
             reason,
@@ -480,6 +530,17 @@ fn handle_command(sfu: &mut Sfu, cmd: Command) {
             let _ = reply.send(sfu.end_publisher(now, &stream, reason));
         }
         Command::Shutdown { .. } => unreachable!("handled by the loop"),
+    }
+}
+
+fn handle_ingest(sfu: &mut Sfu, msg: Ingest) {
+    let now = Instant::now();
+    match msg {
+        // Unknown: the stream was ended under it (key rotated); the connection is closed apart.
+        Ingest::Packets { id, packets } => {
+            let _ = sfu.push_ingest(now, id, packets);
+        }
+        Ingest::Close { id, reason, how } => sfu.close_ingest(now, id, reason, how),
     }
 }
 
@@ -524,6 +585,8 @@ async fn flush(
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::Ordering::Relaxed;
+
     use super::*;
 
     fn ips(list: &[&str]) -> Vec<IpAddr> {
@@ -546,6 +609,138 @@ mod tests {
             wildcard_candidates(&interfaces, true),
             ips(&["192.0.2.7", "2001:db8::7", "127.0.0.1", "::1"])
         );
+    }
+
+    fn loopback() -> MediaConfig {
+        MediaConfig {
+            udp_bind: "127.0.0.1:0".parse().unwrap(),
+            fanout_threads: 1,
+            ..Default::default()
+        }
+    }
+
+    /// Payload bytes of each packet of [`access_unit`].
+    const PAYLOAD_BYTES: u64 = 4;
+
+    /// An access unit of `len` H.264 RTP packets (payload type 96, as the RTMP listener sends).
+    fn access_unit(len: u16) -> Vec<rtc::rtp::Packet> {
+        (0..len)
+            .map(|seq| rtc::rtp::Packet {
+                header: rtc::rtp::Header {
+                    version: 2,
+                    payload_type: 96,
+                    sequence_number: seq,
+                    marker: seq + 1 == len,
+                    ssrc: 7,
+                    ..Default::default()
+                },
+                // A non-IDR slice (NAL type 1): no keyframe handling.
+                payload: bytes::Bytes::from_static(&[0x41, 0x9a, 0, 0]),
+            })
+            .collect()
+    }
+
+    fn received(media: &MediaHandle) -> u64 {
+        media.metrics().packets_received.load(Relaxed)
+    }
+
+    /// Poll `done` (a millisecond apart) for up to 10 s.
+    async fn eventually(what: &str, done: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(Instant::now() < deadline, "{what}");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    /// The loop answers while the runtime that started it is not running at all (a task on it
+    /// would not be), and `join` resolves once it has stopped.
+    #[test]
+    fn the_loop_runs_on_its_own_thread_and_join_waits_for_it() {
+        let caller = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let (media, task) = caller.block_on(spawn(loopback())).unwrap();
+        let (reply, answer) = oneshot::channel();
+        media
+            .tx
+            .blocking_send(Command::Streams { reply })
+            .expect("the loop takes requests");
+        let (got, waited) = std::sync::mpsc::channel();
+        std::thread::spawn(move || got.send(answer.blocking_recv()));
+        let streams = waited
+            .recv_timeout(Duration::from_secs(10))
+            .expect("answered with the caller's runtime idle");
+        assert!(streams.unwrap().is_empty());
+        caller.block_on(async {
+            media.shutdown().await;
+            tokio::time::timeout(Duration::from_secs(10), task.join)
+                .await
+                .expect("join resolves after shutdown")
+                .unwrap();
+            assert!(media.streams().await.is_err(), "nobody answers any more");
+        });
+    }
+
+    /// A publisher that keeps the ingest queue full does not hold up a request: it is answered
+    /// after a few access units, not after the queue's worth of them (one queue for both had
+    /// it wait behind up to 256).
+    #[tokio::test]
+    async fn requests_do_not_wait_behind_a_full_ingest_queue() {
+        const UNIT: u16 = 200;
+        let (media, _task) = spawn(loopback()).await.unwrap();
+        let id = media
+            .publish_ingest("flood", vec![PublishedTrack::h264("42e01f")])
+            .await
+            .unwrap();
+        let unit = access_unit(UNIT);
+        let flooder = tokio::spawn({
+            let media = media.clone();
+            async move { while media.push_ingest(id, unit.clone()).await.is_ok() {} }
+        });
+        eventually("the flood fills the ingest queue", || {
+            media.ingest.capacity() == 0
+        })
+        .await;
+        for _ in 0..20 {
+            // Counted by the loop as it answers: the test thread's own scheduling adds nothing.
+            let before = media.metrics().bytes_received.load(Relaxed);
+            let streams = media.streams().await.unwrap();
+            let handled = (streams[0].bytes_in - before) / (u64::from(UNIT) * PAYLOAD_BYTES);
+            assert!(
+                handled < INGEST_QUEUE as u64 / 8,
+                "{handled} access units were handled before the request"
+            );
+        }
+        flooder.abort();
+        media.shutdown().await;
+    }
+
+    /// Backpressure, not loss: every packet pushed reaches the SFU, and the close queued after
+    /// them ends the stream only then.
+    #[tokio::test]
+    async fn ingest_waits_for_room_and_loses_nothing() {
+        const UNIT: u16 = 50;
+        const UNITS: u64 = 4 * INGEST_QUEUE as u64;
+        let (media, _task) = spawn(loopback()).await.unwrap();
+        let id = media
+            .publish_ingest("steady", vec![PublishedTrack::h264("42e01f")])
+            .await
+            .unwrap();
+        let before = received(&media);
+        for _ in 0..UNITS {
+            media.push_ingest(id, access_unit(UNIT)).await.unwrap();
+        }
+        media.close_ingest(id, "test", Departure::Ended).await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while media.streams().await.unwrap().iter().any(|s| s.live) {
+            assert!(Instant::now() < deadline, "the close is handled");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        // The close was queued behind the packets: every one of them was handled first.
+        assert_eq!(received(&media) - before, UNITS * u64::from(UNIT));
+        media.shutdown().await;
     }
 
     #[test]

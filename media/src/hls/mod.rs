@@ -95,8 +95,12 @@ pub fn default_max_ladders() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-/// Starts a transcoder task per live stream; owned by the media runtime.
+/// Starts a transcoder task per live stream; owned by the media thread, whose loop calls
+/// [`Hls::tap`], but its tasks run on the runtime it was made on (the main one): a transcoder
+/// task waits on GStreamer and the store, and must not hold up the media loop.
 pub struct Hls {
+    /// Where the transcoder tasks are spawned.
+    runtime: tokio::runtime::Handle,
     config: Arc<HlsConfig>,
     store: Arc<dyn store::SegmentStore>,
     uploads: Uploads,
@@ -121,7 +125,8 @@ const FPS_FRAMES: usize = 10;
 const AUDIO_WAIT_90KHZ: u64 = 90_000 * 3 / 2;
 
 impl Hls {
-    /// `events`: where finished broadcasts are announced as [`StreamEvent::Replay`].
+    /// `events`: where finished broadcasts are announced as [`StreamEvent::Replay`]. Its tasks
+    /// (the uploader now, a transcoder per stream later) run on the runtime this is called on.
     pub async fn new(
         config: HlsConfig,
         metrics: Arc<Metrics>,
@@ -140,6 +145,7 @@ impl Hls {
         };
         let uploads = store::spawn_uploader(store.clone(), metrics.clone(), limits);
         Self {
+            runtime: tokio::runtime::Handle::current(),
             store,
             ladders: Arc::new(tokio::sync::Semaphore::new(config.max_ladders)),
             config: Arc::new(config),
@@ -161,10 +167,10 @@ impl Hls {
         self.config.segment
     }
 
-    /// A tap for `stream`, with its transcoder task.
+    /// A tap for `stream`, with its transcoder task (on [`Hls`]'s runtime, not the caller's).
     pub fn tap(&self, stream: &str) -> HlsTap {
         let (tx, rx) = mpsc::channel(TAP_QUEUE);
-        tokio::spawn(run(
+        self.runtime.spawn(run(
             stream.to_owned(),
             self.config.clone(),
             self.uploads.clone(),
