@@ -16,10 +16,24 @@ pub struct Rung {
     pub video_kbps: u32,
 }
 
+/// A configured ladder rung that does not read, with the text as written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RungError {
+    #[error("ladder rung {0:?}: want HEIGHTpFPS:KBPS, e.g. 720p30:3000")]
+    Syntax(String),
+    #[error("ladder rung {0:?}: height must be even, 144-2160")]
+    Height(String),
+    #[error("ladder rung {0:?}: frame rate must be 1-120")]
+    FrameRate(String),
+    #[error("ladder rung {0:?}: bitrate must be 100-50000 kbit/s")]
+    Bitrate(String),
+}
+
 impl Rung {
     /// `720p30:3000` (height, frame rate, video kbit/s); the frame rate may be left out (30).
-    pub fn parse(text: &str) -> Result<Rung, String> {
-        let bad = || format!("ladder rung {text:?}: want HEIGHTpFPS:KBPS, e.g. 720p30:3000");
+    pub fn parse(text: &str) -> Result<Rung, RungError> {
+        let bad = || RungError::Syntax(text.to_owned());
         let (size, kbps) = text.trim().split_once(':').ok_or_else(bad)?;
         let (height, fps) = size.split_once('p').ok_or_else(bad)?;
         let height: u32 = height.parse().map_err(|_| bad())?;
@@ -30,17 +44,13 @@ impl Rung {
         };
         let video_kbps: u32 = kbps.parse().map_err(|_| bad())?;
         if !(144..=2160).contains(&height) || !height.is_multiple_of(2) {
-            return Err(format!(
-                "ladder rung {text:?}: height must be even, 144-2160"
-            ));
+            return Err(RungError::Height(text.to_owned()));
         }
         if !(1..=120).contains(&fps) {
-            return Err(format!("ladder rung {text:?}: frame rate must be 1-120"));
+            return Err(RungError::FrameRate(text.to_owned()));
         }
         if !(100..=50_000).contains(&video_kbps) {
-            return Err(format!(
-                "ladder rung {text:?}: bitrate must be 100-50000 kbit/s"
-            ));
+            return Err(RungError::Bitrate(text.to_owned()));
         }
         Ok(Rung {
             height,
@@ -52,7 +62,7 @@ impl Rung {
 
 /// A configured ladder: rungs as [`Rung::parse`] reads them; `none` (or nothing) for the
 /// source rendition alone.
-pub fn parse_ladder<S: AsRef<str>>(rungs: &[S]) -> Result<Vec<Rung>, String> {
+pub fn parse_ladder<S: AsRef<str>>(rungs: &[S]) -> Result<Vec<Rung>, RungError> {
     let mut out = Vec::new();
     for r in rungs.iter().map(AsRef::as_ref) {
         if r.trim().is_empty() || r.trim() == "none" {
@@ -238,6 +248,14 @@ mod tests {
         ] {
             assert!(Rung::parse(bad).is_err(), "{bad}");
         }
+        assert_eq!(
+            Rung::parse("721p30:3000"),
+            Err(RungError::Height("721p30:3000".into()))
+        );
+        assert_eq!(
+            parse_ladder(&["720p30:3000", "720p"]),
+            Err(RungError::Syntax("720p".into()))
+        );
     }
 
     fn input(size: Size, h264: bool) -> Input {

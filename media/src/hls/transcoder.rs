@@ -17,8 +17,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use gstreamer as gst;
+use gstreamer::glib;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
+use thiserror::Error;
 
 use super::discontinuity::Marks;
 use super::ladder::Rendition;
@@ -27,6 +29,33 @@ use super::replay::{Recording, ReplayBudget};
 use super::store::{Kind, Uploads};
 use crate::metrics::Metrics;
 use crate::pipeline;
+pub use crate::pipeline::PipelineError;
+
+/// Why a stream's HLS pipeline did not start, or stopped.
+#[derive(Debug, Clone, Error)]
+#[non_exhaustive]
+pub enum TranscoderError {
+    #[error(transparent)]
+    Pipeline(#[from] PipelineError),
+    /// GStreamer refused the pipeline description (an element or property it does not know).
+    #[error("HLS pipeline: {0}")]
+    Describe(#[source] glib::Error),
+    /// The description names an element the built pipeline lacks (a bug in [`describe`]).
+    #[error("HLS pipeline: no element {0:?} of the right type")]
+    Missing(String),
+    #[error("HLS pipeline start: {0}")]
+    Start(#[source] gst::StateChangeError),
+    /// An element posted an error on the bus while running (a decoder fed garbage, say).
+    #[error("{element}: {source}{}", .debug.as_deref().map(|d| format!(" ({d})")).unwrap_or_default())]
+    Element {
+        /// The element's path in the pipeline.
+        element: String,
+        #[source]
+        source: glib::Error,
+        /// GStreamer's debug text: where and why.
+        debug: Option<String>,
+    },
+}
 
 /// How a stream's video arrives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,18 +106,18 @@ impl Transcoder {
         epoch: u64,
         uploads: Uploads,
         metrics: Arc<Metrics>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, TranscoderError> {
         pipeline::init()?;
         let desc = describe(input, renditions, settings);
         let pipeline = gst::parse::launch(&desc)
-            .map_err(|e| format!("HLS pipeline: {e}"))?
+            .map_err(TranscoderError::Describe)?
             .downcast::<gst::Pipeline>()
-            .map_err(|_| "HLS pipeline: not a pipeline".to_string())?;
-        let appsrc = |name: &str| -> Result<gst_app::AppSrc, String> {
+            .map_err(|_| TranscoderError::Missing("pipeline".into()))?;
+        let appsrc = |name: &str| -> Result<gst_app::AppSrc, TranscoderError> {
             pipeline
                 .by_name(name)
                 .and_then(|e| e.downcast::<gst_app::AppSrc>().ok())
-                .ok_or_else(|| format!("no {name} appsrc"))
+                .ok_or_else(|| TranscoderError::Missing(name.into()))
         };
         let video = appsrc("video")?;
         let audio = if settings.with_audio {
@@ -104,9 +133,10 @@ impl Transcoder {
         let mut recordings = Vec::new();
         let budget = ReplayBudget::new(prefix, settings.replay_max_bytes, metrics.clone());
         for r in renditions {
+            let name = format!("hls_{}", r.name);
             let sink = pipeline
-                .by_name(&format!("hls_{}", r.name))
-                .ok_or("no hlssink2")?;
+                .by_name(&name)
+                .ok_or(TranscoderError::Missing(name))?;
             let marks = Arc::new(Marks::default());
             sinks.push((sink.clone(), marks.clone()));
             let m1 = marks.clone();
@@ -230,7 +260,7 @@ impl Transcoder {
         }
         pipeline
             .set_state(gst::State::Playing)
-            .map_err(|e| format!("HLS pipeline start: {e}"))?;
+            .map_err(TranscoderError::Start)?;
         Ok(Self {
             pipeline,
             video,
@@ -281,17 +311,18 @@ impl Transcoder {
     }
 
     /// The first error on the pipeline's bus, if any (a decoder fed garbage, say).
-    pub fn error(&self) -> Option<String> {
+    pub fn error(&self) -> Option<TranscoderError> {
         let bus = self.pipeline.bus()?;
         while let Some(msg) = bus.pop_filtered(&[gst::MessageType::Error]) {
             if let gst::MessageView::Error(e) = msg.view() {
-                return Some(format!(
-                    "{}: {}",
-                    e.src()
+                return Some(TranscoderError::Element {
+                    element: e
+                        .src()
                         .map(|s| s.path_string().to_string())
                         .unwrap_or_default(),
-                    e.error()
-                ));
+                    source: e.error(),
+                    debug: e.debug().map(|d| d.to_string()),
+                });
             }
         }
         None
