@@ -104,6 +104,10 @@ pub struct Cli {
     /// Threads that seal and send viewers' packets for large audiences. [default: one per CPU]
     #[arg(long, env = "GLINT_FANOUT_THREADS")]
     pub fanout_threads: Option<usize>,
+    /// Most KiB of video a stream keeps from its last keyframe on, to start a joining viewer at
+    /// once; 0: none, viewers wait for the next keyframe. [default: 4096]
+    #[arg(long, env = "GLINT_GOP_CACHE_KIB")]
+    pub gop_cache_kib: Option<usize>,
     /// RTMP connections that have not yet published with a valid key, in total; more are
     /// closed at once. [default: 256]
     #[arg(long, env = "GLINT_RTMP_MAX_CONNECTIONS")]
@@ -202,6 +206,7 @@ pub struct FileConfig {
     pub database_sync: Option<bool>,
     pub web_dir: Option<PathBuf>,
     pub fanout_threads: Option<usize>,
+    pub gop_cache_kib: Option<usize>,
     pub rtmp_max_connections: Option<usize>,
     pub rtmp_max_connections_per_address: Option<usize>,
     pub rtmp_publish_deadline_secs: Option<u64>,
@@ -353,6 +358,9 @@ impl Config {
         }
         if let Some(v) = cli.fanout_threads.or(file.fanout_threads) {
             c.media.fanout_threads = v.max(1);
+        }
+        if let Some(v) = cli.gop_cache_kib.or(file.gop_cache_kib) {
+            c.media.gop_cache_bytes = v.saturating_mul(1024);
         }
         if let Some(v) = cli.reconnect_grace.or(file.reconnect_grace_secs) {
             c.media.reconnect_grace = std::time::Duration::from_secs(v);

@@ -81,7 +81,12 @@ async fn str0m_vp8_and_opus_arrive_intact() {
 async fn many_joining_viewers_cost_a_handful_of_plis() {
     // Thirty viewers join at once from one address (loopback): lift the per-address session
     // rate, which would otherwise answer the 21st with 429 (tests/hostile_http.rs).
-    let (server, _dir) = start_server_with(|c| c.session_burst = 0).await;
+    // Without the GOP cache (which starts joining viewers without a keyframe: media/tests/gop_start.rs).
+    let (server, _dir) = start_server_with(|c| {
+        c.session_burst = 0;
+        c.media.gop_cache_bytes = 0;
+    })
+    .await;
     let b = base(&server);
     // A long GOP, so only PLIs can give joining viewers a keyframe quickly.
     let publisher = publish(PublishConfig {

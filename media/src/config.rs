@@ -38,6 +38,9 @@ pub struct MediaConfig {
     pub fanout_threads: usize,
     /// A stream's packets are sealed on those threads from this many connected viewers.
     pub fanout_parallel_min: usize,
+    /// Most bytes of video a stream keeps from its last keyframe on, to start joining viewers
+    /// at once (`sfu::gop`); 0: none kept, viewers wait for a keyframe.
+    pub gop_cache_bytes: usize,
 }
 
 impl Default for MediaConfig {
@@ -56,6 +59,7 @@ impl Default for MediaConfig {
             hls: None,
             fanout_threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             fanout_parallel_min: 64,
+            gop_cache_bytes: 4096 * 1024,
         }
     }
 }

@@ -209,7 +209,13 @@ pub struct HlsTap {
 }
 
 impl StreamTap for HlsTap {
-    fn rtp(&mut self, kind: MediaKind, format: PayloadFormat, packet: &rtp::Packet) {
+    fn rtp(
+        &mut self,
+        kind: MediaKind,
+        format: PayloadFormat,
+        packet: &rtp::Packet,
+        keyframe: bool,
+    ) {
         let Ok(mut rtp) = packet.marshal() else {
             return;
         };
@@ -221,7 +227,6 @@ impl StreamTap for HlsTap {
         if let Some(b) = rtp.get_mut(1) {
             *b = (*b & 0x80) | pt;
         }
-        let keyframe = format.is_keyframe(&packet.payload);
         let size = if keyframe {
             picture_size(format, &packet.payload)
         } else {

@@ -26,6 +26,7 @@ use rtc::rtp;
 use rtc::shared::marshal::{Marshal, MarshalSize};
 use rtc::srtp::context::Context;
 
+use super::gop::Start;
 use super::peer::ViewerTrack;
 use super::{SessionId, Transmit};
 use crate::codec::MediaKind;
@@ -37,18 +38,11 @@ pub(crate) struct ViewerOut {
     /// The selected candidate pair's remote address.
     pub remote: SocketAddr,
     srtp: SrtpOut,
-    pub tracks: Vec<OutTrack>,
+    pub tracks: Vec<ViewerTrack>,
     /// When sender reports are next due.
     pub next_report: Instant,
-}
-
-/// One of a viewer's sending tracks.
-pub(crate) struct OutTrack {
-    pub kind: MediaKind,
-    pub ssrc: u32,
-    pub payload_type: u8,
-    pub clock_rate: u32,
-    pub sent: Sent,
+    /// Started from the stream's GOP: what of it was sent, and with which timestamps.
+    pub start: Option<Start>,
 }
 
 impl ViewerOut {
@@ -57,24 +51,21 @@ impl ViewerOut {
         id: SessionId,
         remote: SocketAddr,
         keys: &LocalSrtpKeys,
-        tracks: &[ViewerTrack],
+        tracks: Vec<ViewerTrack>,
     ) -> Result<Self> {
         Ok(Self {
             id,
             remote,
             srtp: SrtpOut::new(keys)?,
-            tracks: tracks
-                .iter()
-                .map(|t| OutTrack {
-                    kind: t.kind,
-                    ssrc: t.ssrc,
-                    payload_type: t.payload_type,
-                    clock_rate: t.clock_rate,
-                    sent: Sent::default(),
-                })
-                .collect(),
+            tracks,
             next_report: now + SENDER_REPORT_INTERVAL,
+            start: None,
         })
+    }
+
+    /// The SSRC this viewer is sent `kind` on.
+    pub fn ssrc(&self, kind: MediaKind) -> Option<u32> {
+        self.tracks.iter().find(|t| t.kind == kind).map(|t| t.ssrc)
     }
 
     /// Seal `packets` (of `kinds`) for this viewer into `out`, in order. Returns the packets
@@ -96,7 +87,7 @@ impl ViewerOut {
         (n, bytes)
     }
 
-    /// Seal one packet (a forwarded one, or a retransmission) for this viewer into `out`.
+    /// Seal one packet (a forwarded one) for this viewer into `out`.
     pub fn send(
         &mut self,
         now: Instant,
@@ -104,10 +95,37 @@ impl ViewerOut {
         kind: MediaKind,
         out: &mut impl Extend<Transmit>,
     ) -> bool {
+        self.send_with(now, packet, kind, None, out)
+    }
+
+    /// A video packet again (a NACK's answer), with the timestamp it was first sent with.
+    pub fn resend(
+        &mut self,
+        now: Instant,
+        packet: &rtp::Packet,
+        out: &mut impl Extend<Transmit>,
+    ) -> bool {
+        let ts = self.start.as_ref().and_then(|s| s.timestamp(packet));
+        self.send_with(now, packet, MediaKind::Video, ts, out)
+    }
+
+    /// Seal `packet` with this viewer's SSRC, payload type and keys, and RTP timestamp
+    /// `timestamp` (a joining viewer's start, see `gop`), else the packet's own moved by the
+    /// track's offset.
+    pub fn send_with(
+        &mut self,
+        now: Instant,
+        packet: &rtp::Packet,
+        kind: MediaKind,
+        timestamp: Option<u32>,
+        out: &mut impl Extend<Transmit>,
+    ) -> bool {
         let Some(track) = self.tracks.iter_mut().find(|t| t.kind == kind) else {
             return false;
         };
         let mut header = packet.header.clone();
+        header.timestamp =
+            timestamp.unwrap_or_else(|| header.timestamp.wrapping_add(track.ts_offset));
         header.ssrc = track.ssrc;
         header.payload_type = track.payload_type;
         let Some(data) = self.srtp.seal(&header, &packet.payload) else {

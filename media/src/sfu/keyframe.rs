@@ -8,6 +8,18 @@
 
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::receiver_report::ReceiverReport;
+use tracing::debug;
+
+use super::connection::PeerKind;
+use super::Sfu;
+use crate::metrics::Metrics;
+
+/// SSRC our feedback (PLI) to publishers is sent from; we send no media toward publishers.
+const FEEDBACK_SSRC: u32 = 0x6c69_6e74;
+
 #[derive(Debug)]
 pub struct KeyframeRequests {
     min_interval: Duration,
@@ -56,6 +68,78 @@ impl KeyframeRequests {
             (true, Some(last)) => Some(last + self.min_interval),
             _ => None,
         }
+    }
+}
+
+impl Sfu {
+    /// A viewer (or the HLS keyframe clock) wants a keyframe of `stream`.
+    pub(super) fn request_keyframe(&mut self, now: Instant, stream: &str) {
+        Metrics::add(&self.metrics.keyframe_requests, 1);
+        let Some(s) = self.streams.get_mut(stream) else {
+            return;
+        };
+        if s.keyframes.request(now) {
+            self.send_pli(now, stream);
+        }
+    }
+
+    /// At `stream`'s keyframe deadline: repeat the PLI if no keyframe came.
+    pub(super) fn poll_keyframe(&mut self, now: Instant, stream: &str) {
+        let Some(s) = self.streams.get_mut(stream) else {
+            return;
+        };
+        if s.keyframes.poll(now) {
+            self.send_pli(now, stream);
+        }
+    }
+
+    /// RFC 4585 §6.3.1 Picture Loss Indication to the stream's publisher.
+    fn send_pli(&mut self, now: Instant, stream: &str) {
+        let Some(s) = self.streams.get(stream) else {
+            return;
+        };
+        let (Some(publisher), Some(media_ssrc)) = (s.publisher(), s.video_ssrc) else {
+            return;
+        };
+        let Some(peer) = self.peers.get_mut(&publisher) else {
+            return;
+        };
+        let PeerKind::Publisher {
+            video_receiver: Some(receiver_id),
+        } = peer.kind
+        else {
+            return;
+        };
+        if !peer.connected() {
+            return;
+        }
+        let Some(mut receiver) = peer.pc.rtp_receiver(receiver_id) else {
+            return;
+        };
+        // A compound packet led by an empty RR (RFC 3550 §6.1): peers that did not negotiate
+        // rtcp-rsize (RFC 5506) drop a lone PLI.
+        let rr = ReceiverReport {
+            ssrc: FEEDBACK_SSRC,
+            reports: Vec::new(),
+            profile_extensions: Bytes::new(),
+        };
+        let pli = PictureLossIndication {
+            sender_ssrc: FEEDBACK_SSRC,
+            media_ssrc,
+        };
+        if receiver
+            .write_rtcp(now, vec![Box::new(rr), Box::new(pli)])
+            .is_ok()
+        {
+            Metrics::add(&self.metrics.plis_sent, 1);
+        }
+        let before = self.transmits.len();
+        self.service(now, publisher);
+        debug!(
+            stream,
+            datagrams = self.transmits.len() - before,
+            "PLI sent"
+        );
     }
 }
 

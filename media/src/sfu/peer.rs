@@ -28,6 +28,7 @@ use rtc::rtp_transceiver::rtp_sender::{
 use rtc::rtp_transceiver::RTCRtpSenderId;
 use rtc::sdp::description::session::SessionDescription;
 
+use super::fanout::Sent;
 use super::rtcp_tap::{self, FeedbackTap};
 use super::Role;
 use crate::codec::{self, MediaKind, PayloadFormat};
@@ -126,7 +127,7 @@ impl PublishedTrack {
     }
 }
 
-/// What a viewer's connection sends on for one kind of media.
+/// What a viewer's connection sends on for one kind of media, and what it has sent.
 #[derive(Debug, Clone)]
 pub(crate) struct ViewerTrack {
     pub kind: MediaKind,
@@ -134,6 +135,11 @@ pub(crate) struct ViewerTrack {
     pub ssrc: u32,
     pub payload_type: u8,
     pub clock_rate: u32,
+    /// Added to forwarded packets' RTP timestamps (a viewer started from the stream's GOP
+    /// runs that much behind the stream's timeline: see `gop`).
+    pub ts_offset: u32,
+    /// Counters and the RTP-time anchor of its sender reports.
+    pub sent: Sent,
 }
 
 fn map_rtc(context: &'static str) -> impl Fn(rtc::shared::error::Error) -> MediaError {
@@ -388,6 +394,8 @@ pub(crate) fn build_viewer(
                 ssrc,
                 payload_type: n.payload_type,
                 clock_rate,
+                ts_offset: 0,
+                sent: Sent::default(),
             });
         }
     }
