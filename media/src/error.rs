@@ -1,9 +1,15 @@
 //! The media core's one error type. Signaling maps each variant to an HTTP status.
+//!
+//! A failure inside webrtc-rs keeps webrtc-rs's error as its source (`Crypto`, `Certificate`,
+//! `Srtp`, `Rtc`); `Display` names the cause too, since logs print errors with `%`.
 
 use thiserror::Error;
 
+/// An error from a crate whose error type we do not name (rcgen, behind `rtc`).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// Why the media core refused or failed a request.
-#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum MediaError {
     /// The SDP offer could not be parsed or applied (RFC 9725 §4.2: 400 Bad Request).
@@ -34,9 +40,55 @@ pub enum MediaError {
     /// The media task is gone (shutting down).
     #[error("media core is shutting down")]
     ShuttingDown,
-    /// Something inside webrtc-rs failed; details are logged, not sent to clients.
+    /// webrtc-rs's crypto provider (for DTLS and SRTP) could not be had.
+    #[error("crypto provider: {0}")]
+    Crypto(#[source] rtc::crypto::CryptoError),
+    /// The server's DTLS certificate could not be made.
+    #[error("DTLS certificate: {0}")]
+    Certificate(#[source] BoxError),
+    /// A viewer's SRTP context could not be made from its DTLS keys.
+    #[error("SRTP context: {0}")]
+    Srtp(#[source] rtc::shared::error::Error),
+    /// The DTLS handshake is done but left no SRTP keys (it negotiated no SRTP profile).
+    #[error("DTLS gave no SRTP keys")]
+    NoSrtpKeys,
+    /// webrtc-rs failed at `context`, a step on our side of a connection (setting our own
+    /// description, reading our own answer). Details are logged, not sent to clients.
+    #[error("{context}: {source}")]
+    Rtc {
+        context: &'static str,
+        #[source]
+        source: rtc::shared::error::Error,
+    },
+    /// webrtc-rs left out something it always gives (our local description after it was set).
+    #[error("webrtc-rs gave no {0}")]
+    Missing(&'static str),
+    /// Something inside webrtc-rs failed; details are logged, not sent to clients. Being
+    /// replaced by the variants above, which keep the cause.
     #[error("internal media error: {0}")]
     Internal(String),
 }
 
 pub type Result<T, E = MediaError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    #[test]
+    fn webrtc_failures_keep_their_cause() {
+        let e = MediaError::Rtc {
+            context: "set local description",
+            source: rtc::shared::error::Error::Other("no ICE credentials".into()),
+        };
+        assert_eq!(e.to_string(), "set local description: no ICE credentials");
+        assert_eq!(
+            e.source().map(ToString::to_string).as_deref(),
+            Some("no ICE credentials")
+        );
+        let e = MediaError::Certificate(Box::new(rtc::crypto::CryptoError::AuthenticationFailed));
+        assert!(e.source().is_some());
+    }
+}
