@@ -6,10 +6,13 @@
 //! Stream events reach the platform task through a bounded broadcast channel: when it lags
 //! (events were lost), and at start, the database's live flags are made to agree with the media
 //! core's own state ([`resync`]), so a lost `Offline` cannot leave a stream live forever.
+//! Finished broadcasts come on a channel of their own (HLS announces them, not the SFU); one
+//! lost there has no replay record, and its objects go at the next start's orphan sweep.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use media::hls::replay::Replay;
 use media::{MediaHandle, StreamEvent, StreamSummary};
 use signaling::{AuthError, AuthFuture, StaticKeys, StreamAuthorizer};
 use tokio::sync::broadcast::{self, error::RecvError};
@@ -109,8 +112,8 @@ fn expiry_interval(retention: Duration) -> Duration {
 const EXPIRY_BATCH: u32 = 100;
 
 /// Follow the media core's stream events and viewer counts into the database until the media
-/// core stops; replays are kept for `replay_retention`; broadcasts are sampled for analytics
-/// every `analytics_interval`.
+/// core stops; finished broadcasts are recorded as replays kept for `replay_retention`;
+/// broadcasts are sampled for analytics every `analytics_interval`.
 pub fn spawn_sync(
     media: MediaHandle,
     api: api::Api,
@@ -119,8 +122,10 @@ pub fn spawn_sync(
     analytics_interval: Duration,
 ) -> JoinHandle<()> {
     let events = media.subscribe();
+    let replays = media.subscribe_replays();
     tokio::spawn(run_sync(
         events,
+        replays,
         media,
         api,
         audience,
@@ -130,9 +135,11 @@ pub fn spawn_sync(
 }
 
 /// The platform task: `events` are the media core's (subscribed before anything else reads its
-/// state, so nothing falls between the first resync and the first event).
+/// state, so nothing falls between the first resync and the first event); `replays` are the
+/// broadcasts HLS stored as replays.
 async fn run_sync(
     mut events: broadcast::Receiver<StreamEvent>,
+    mut replays: broadcast::Receiver<Replay>,
     media: MediaHandle,
     api: api::Api,
     audience: Arc<crate::audience::HlsAudience>,
@@ -153,6 +160,7 @@ async fn run_sync(
     let mut tick = tokio::time::interval(VIEWER_COUNT_INTERVAL);
     let mut sample_tick = tokio::time::interval(analytics_interval);
     sample_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut replays_open = true;
     loop {
         tokio::select! {
             ev = events.recv() => match ev {
@@ -166,13 +174,22 @@ async fn run_sync(
                     sampler.end(&api, &audience, &stream, api::db::now_ms()).await;
                     record(&api, &stream, false).await;
                 }
-                Ok(StreamEvent::Replay(replay)) => keep_replay(&api, &replay, replay_retention).await,
+                // No longer sent (replays have their own channel); the variant goes next.
+                Ok(StreamEvent::Replay(_)) => {}
                 Err(RecvError::Lagged(n)) => {
                     tracing::warn!(missed = n, "stream events lagged: resyncing live streams from the media core");
                     let Ok(streams) = media.streams().await else { return };
                     resync(&api, &audience, &mut sampler, &streams).await;
                 }
                 Err(RecvError::Closed) => return,
+            },
+            r = replays.recv(), if replays_open => match r {
+                Ok(replay) => keep_replay(&api, &replay, replay_retention).await,
+                // Their objects stay until the next start's orphan sweep deletes them.
+                Err(RecvError::Lagged(n)) => {
+                    tracing::warn!(missed = n, "replay announcements lagged: those broadcasts get no replay")
+                }
+                Err(RecvError::Closed) => replays_open = false,
             },
             _ = sample_tick.tick() => {
                 let Ok(streams) = media.streams().await else { return };
@@ -337,7 +354,7 @@ pub fn spawn_chat_pruning(api: api::Api) -> JoinHandle<()> {
     })
 }
 
-async fn keep_replay(api: &api::Api, replay: &media::hls::replay::Replay, retention: Duration) {
+async fn keep_replay(api: &api::Api, replay: &Replay, retention: Duration) {
     let video = api::videos::NewVideo {
         stream_name: &replay.stream,
         epoch: replay.epoch as i64,
@@ -517,6 +534,7 @@ mod tests {
         let hour = Duration::from_secs(3600);
         let task = tokio::spawn(run_sync(
             rx,
+            media.subscribe_replays(),
             media.clone(),
             api.clone(),
             Arc::default(),

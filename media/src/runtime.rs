@@ -25,6 +25,7 @@ use tracing::{error, info, warn};
 
 use crate::config::MediaConfig;
 use crate::error::{MediaError, Result};
+use crate::hls::replay::{Replay, Replays};
 use crate::hls::Hls;
 use crate::metrics::Metrics;
 use crate::sfu::peer::PublishedTrack;
@@ -42,6 +43,8 @@ const COMMAND_QUEUE: usize = 256;
 const INGEST_QUEUE: usize = 256;
 /// Stream events kept for slow subscribers.
 const EVENT_QUEUE: usize = 1024;
+/// Replay announcements kept for slow subscribers (one per finished broadcast).
+const REPLAY_QUEUE: usize = 64;
 /// Receive buffer headroom: larger than any datagram on a 1500-byte-MTU path.
 const DATAGRAM_MAX_BYTES: usize = 2048;
 /// Datagrams read in one go before outputs are flushed.
@@ -114,9 +117,11 @@ pub struct MediaHandle {
     ingest: mpsc::Sender<Ingest>,
     metrics: Arc<Metrics>,
     events: broadcast::Sender<StreamEvent>,
+    /// Finished broadcasts kept as replays, announced by HLS.
+    replay_events: broadcast::Sender<Replay>,
     local_addr: SocketAddr,
     /// Deletes expired replays (HLS on).
-    replays: Option<crate::hls::replay::Replays>,
+    replays: Option<Replays>,
 }
 
 /// The running media thread.
@@ -157,10 +162,11 @@ pub async fn spawn(config: MediaConfig) -> std::io::Result<(MediaHandle, MediaTa
     let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
     let (ingest, ingest_rx) = mpsc::channel(INGEST_QUEUE);
     let (events, _) = broadcast::channel(EVENT_QUEUE);
+    let (replay_events, _) = broadcast::channel(REPLAY_QUEUE);
     let hls = match config.hls.clone() {
         Some(c) => {
             info!(dir = %c.dir.display(), segment_secs = c.segment.as_secs(), "HLS on");
-            Some(Hls::new(c, metrics.clone(), events.clone()).await)
+            Some(Hls::new(c, metrics.clone(), replay_events.clone()).await)
         }
         None => None,
     };
@@ -186,6 +192,7 @@ pub async fn spawn(config: MediaConfig) -> std::io::Result<(MediaHandle, MediaTa
             ingest,
             metrics,
             events,
+            replay_events,
             local_addr,
             replays,
         },
@@ -383,8 +390,14 @@ impl MediaHandle {
         self.local_addr
     }
 
+    /// Finished broadcasts stored as replays (their VOD playlists are written), for the
+    /// platform to record. Nothing comes when HLS or replays are off.
+    pub fn subscribe_replays(&self) -> broadcast::Receiver<Replay> {
+        self.replay_events.subscribe()
+    }
+
     /// Deletes replays from the HLS store; `None` when HLS is off.
-    pub fn replays(&self) -> Option<&crate::hls::replay::Replays> {
+    pub fn replays(&self) -> Option<&Replays> {
         self.replays.as_ref()
     }
 }

@@ -16,7 +16,8 @@
 //! frame rate over ten frames, plans the renditions, writes `master.m3u8`, and starts the
 //! transcoder. When the stream goes offline the tap is dropped: the transcoder ends its
 //! playlists with `#EXT-X-ENDLIST`, and (replays on) the broadcast's VOD playlists are written
-//! and announced as [`StreamEvent::Replay`].
+//! and the [`Replay`] is announced on a channel of its own
+//! ([`crate::MediaHandle::subscribe_replays`]): the SFU's stream events know nothing of HLS.
 
 pub mod discontinuity;
 pub mod ladder;
@@ -39,7 +40,7 @@ use tracing::{info, warn};
 
 use crate::codec::{self, MediaKind, PayloadFormat};
 use crate::metrics::Metrics;
-use crate::sfu::{StreamEvent, StreamTap};
+use crate::sfu::StreamTap;
 use ladder::{Input, Rendition, Rung};
 use replay::{Replay, Replays};
 use store::{Kind, LocalDir, Uploads};
@@ -105,7 +106,8 @@ pub struct Hls {
     store: Arc<dyn store::SegmentStore>,
     uploads: Uploads,
     metrics: Arc<Metrics>,
-    events: broadcast::Sender<StreamEvent>,
+    /// Where finished broadcasts are announced.
+    replays: broadcast::Sender<Replay>,
     /// Permits to encode a ladder (`HlsConfig::max_ladders`).
     ladders: Arc<tokio::sync::Semaphore>,
 }
@@ -125,12 +127,12 @@ const FPS_FRAMES: usize = 10;
 const AUDIO_WAIT_90KHZ: u64 = 90_000 * 3 / 2;
 
 impl Hls {
-    /// `events`: where finished broadcasts are announced as [`StreamEvent::Replay`]. Its tasks
-    /// (the uploader now, a transcoder per stream later) run on the runtime this is called on.
+    /// `replays`: where finished broadcasts are announced (replays on). Its tasks (the
+    /// uploader now, a transcoder per stream later) run on the runtime this is called on.
     pub async fn new(
         config: HlsConfig,
         metrics: Arc<Metrics>,
-        events: broadcast::Sender<StreamEvent>,
+        replays: broadcast::Sender<Replay>,
     ) -> Self {
         let store: Arc<dyn store::SegmentStore> = match &config.s3 {
             Some(c) => {
@@ -151,7 +153,7 @@ impl Hls {
             config: Arc::new(config),
             uploads,
             metrics,
-            events,
+            replays,
         }
     }
 
@@ -175,7 +177,7 @@ impl Hls {
             self.config.clone(),
             self.uploads.clone(),
             self.metrics.clone(),
-            self.events.clone(),
+            self.replays.clone(),
             self.ladders.clone(),
             rx,
         ));
@@ -284,7 +286,7 @@ async fn run(
     config: Arc<HlsConfig>,
     uploads: Uploads,
     metrics: Arc<Metrics>,
-    events: broadcast::Sender<StreamEvent>,
+    replays: broadcast::Sender<Replay>,
     ladders: Arc<tokio::sync::Semaphore>,
     mut rx: mpsc::Receiver<TapMsg>,
 ) {
@@ -463,7 +465,7 @@ async fn run(
         if let (true, Ok(t)) = (config.replays, finished) {
             if let Some(replay) = store_replay(&stream, epoch, &t, &planned, &config, &uploads) {
                 info!(%stream, epoch, duration_ms = replay.duration_ms, "replay stored");
-                let _ = events.send(StreamEvent::Replay(replay));
+                let _ = replays.send(replay);
             }
         }
     }
