@@ -162,7 +162,7 @@ impl Sfu {
         let Some(s) = self.streams.get_mut(stream) else {
             return;
         };
-        let history = &s.history;
+        let (history, gop) = (&s.history, &s.gop);
         let outputs = s.outputs.iter_mut().chain(s.joining.iter_mut());
         let Some(out) = outputs.into_iter().find(|o| o.id == id) else {
             return;
@@ -174,7 +174,7 @@ impl Sfu {
         let asked = self.nacked.iter().filter(|(ssrc, _)| *ssrc == video_ssrc);
         for &(_, seq) in asked.take(fanout::MAX_RETRANSMITS_PER_NACK) {
             // Too old, or never forwarded: nothing to send.
-            if let Some(packet) = history.get(seq) {
+            if let Some(packet) = history.get(seq).or_else(|| gop.get(seq)) {
                 if out.resend(now, packet, &mut self.transmits) {
                     sent += 1;
                 }

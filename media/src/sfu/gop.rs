@@ -99,6 +99,21 @@ impl Gop {
         Pushed::Kept
     }
 
+    /// The kept packet with sequence number `seq` (a NACK of a joining viewer may reach back
+    /// further than the stream's history).
+    pub fn get(&self, seq: u16) -> Option<&rtp::Packet> {
+        let first = self.packets.first()?.header.sequence_number;
+        // Forwarding order is sequence order but for the odd reordered packet.
+        let guess = usize::from(seq.wrapping_sub(first));
+        match self.packets.get(guess) {
+            Some(p) if p.header.sequence_number == seq => Some(p),
+            _ => self
+                .packets
+                .iter()
+                .find(|p| p.header.sequence_number == seq),
+        }
+    }
+
     /// No viewer reads the packets before the newest keyframe any more: drop them.
     pub fn trim(&mut self) {
         if let Some(k) = self.newest_key.filter(|k| *k > 0) {
@@ -271,6 +286,18 @@ mod tests {
         g.push(&packet(5, 9000), true, false);
         assert_eq!(g.packets[0].header.sequence_number, 5);
         assert_eq!(g.packets.len(), 1);
+    }
+
+    #[test]
+    fn finds_a_packet_by_sequence_number() {
+        let mut g = Gop::new(1 << 20);
+        for (seq, ts) in [(65534u16, 0), (65535, 0), (1, 3000), (0, 3000), (2, 6000)] {
+            g.push(&packet(seq, ts), ts == 0, false);
+        }
+        for seq in [65534u16, 65535, 0, 1, 2] {
+            assert_eq!(g.get(seq).unwrap().header.sequence_number, seq);
+        }
+        assert!(g.get(3).is_none());
     }
 
     #[test]
