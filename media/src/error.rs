@@ -63,10 +63,6 @@ pub enum MediaError {
     /// webrtc-rs left out something it always gives (our local description after it was set).
     #[error("webrtc-rs gave no {0}")]
     Missing(&'static str),
-    /// Something inside webrtc-rs failed; details are logged, not sent to clients. Being
-    /// replaced by the variants above, which keep the cause.
-    #[error("internal media error: {0}")]
-    Internal(String),
 }
 
 pub type Result<T, E = MediaError> = std::result::Result<T, E>;

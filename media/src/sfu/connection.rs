@@ -296,7 +296,7 @@ impl Sfu {
                         let out = peer
                             .pc
                             .local_srtp_keys()
-                            .ok_or_else(|| MediaError::Internal("no SRTP keys".into()))
+                            .ok_or(MediaError::NoSrtpKeys)
                             .and_then(|keys| {
                                 ViewerOut::new(now, id, remote, keys, std::mem::take(tracks))
                             });

@@ -236,8 +236,7 @@ pub(crate) struct SrtpOut {
 
 impl SrtpOut {
     pub fn new(keys: &LocalSrtpKeys) -> Result<Self> {
-        let provider = rtc::crypto::default_provider()
-            .map_err(|e| MediaError::Internal(format!("crypto provider: {e}")))?;
+        let provider = rtc::crypto::default_provider().map_err(MediaError::Crypto)?;
         let context = Context::new(
             &keys.master_key,
             &keys.master_salt,
@@ -246,7 +245,7 @@ impl SrtpOut {
             None,
             provider.crypto(),
         )
-        .map_err(|e| MediaError::Internal(format!("srtp context: {e}")))?;
+        .map_err(MediaError::Srtp)?;
         Ok(Self {
             context,
             plaintext: Vec::with_capacity(1500),

@@ -36,10 +36,9 @@ use crate::error::{MediaError, Result};
 
 /// The server's DTLS identity (ECDSA P-256, as browsers use).
 pub(crate) fn generate_certificate() -> Result<RTCCertificate> {
-    let provider = rtc::crypto::default_provider()
-        .map_err(|e| MediaError::Internal(format!("crypto provider: {e}")))?;
+    let provider = rtc::crypto::default_provider().map_err(MediaError::Crypto)?;
     let params = CertificateParams::new(vec!["glint".to_owned()])
-        .map_err(|e| MediaError::Internal(format!("certificate: {e}")))?;
+        .map_err(|e| MediaError::Certificate(Box::new(e)))?;
     RTCCertificate::generate(provider.crypto(), SignatureScheme::EcdsaP256Sha256, params)
         .map_err(map_rtc("certificate"))
 }
@@ -143,7 +142,7 @@ pub(crate) struct ViewerTrack {
 }
 
 fn map_rtc(context: &'static str) -> impl Fn(rtc::shared::error::Error) -> MediaError {
-    move |e| MediaError::Internal(format!("{context}: {e}"))
+    move |source| MediaError::Rtc { context, source }
 }
 
 /// Most m-lines (media sections) an offer may have; more get 400. A publisher needs two (audio,
@@ -324,7 +323,7 @@ fn answer(
         .map_err(map_rtc("set local description"))?;
     let local = pc
         .local_description()
-        .ok_or_else(|| MediaError::Internal("no local description".into()))?;
+        .ok_or(MediaError::Missing("local description"))?;
     Ok(local.sdp)
 }
 
@@ -443,8 +442,10 @@ fn ensure_directions(sdp: &str) -> String {
 /// Read our own answer: for each active m-line in `our_direction`, its kind and chosen codec.
 pub fn negotiated_tracks(answer_sdp: &str, our_direction: &str) -> Result<Vec<PublishedTrack>> {
     let mut cursor = std::io::Cursor::new(answer_sdp.as_bytes());
-    let parsed = SessionDescription::unmarshal(&mut cursor)
-        .map_err(|e| MediaError::Internal(format!("own answer: {e}")))?;
+    let parsed = SessionDescription::unmarshal(&mut cursor).map_err(|source| MediaError::Rtc {
+        context: "reading our own answer",
+        source,
+    })?;
     let mut tracks = Vec::new();
     for md in &parsed.media_descriptions {
         let kind = match md.media_name.media.as_str() {
