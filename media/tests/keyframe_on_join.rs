@@ -1,133 +1,81 @@
-//! On the virtual clock (tests/common): a viewer joining a live VP8 stream makes the SFU ask
-//! the publisher for a keyframe (PLI), and the first video packet the viewer gets is a
-//! keyframe's.
+//! On the virtual clock (tests/common): a viewer joining a live VP8 stream gets a keyframe
+//! first. With the GOP cache (the default) it is started from the stream's current GOP the
+//! moment it connects, and the publisher is not asked; without one the SFU asks the publisher
+//! (PLI) and the viewer's video starts at the keyframe that answers it.
 
 mod common;
 
 use std::time::Duration;
 
-use common::Net;
+use common::{is_vp8_keyframe, Net, Publisher};
 use media::MediaConfig;
-use str0m::format::Codec;
-use str0m::media::Pt;
-use str0m::rtp::{RtpWrite, SeqNo, Ssrc};
-use str0m::Event;
 
-const FRAME: Duration = Duration::from_millis(33);
-
-/// A one-packet VP8 frame: payload descriptor (S bit, partition 0) and frame header (RFC 7741
-/// §4.2, RFC 6386 §9.1); keyframes carry the start code and a 64x64 size.
-fn vp8_frame(keyframe: bool) -> Vec<u8> {
-    let size: u32 = 10;
-    let tag = (size << 5) | (1 << 4) | u32::from(!keyframe);
-    let mut p = vec![0x10, tag as u8, (tag >> 8) as u8, (tag >> 16) as u8];
-    if keyframe {
-        p.extend_from_slice(&[0x9d, 0x01, 0x2a, 64, 0, 64, 0]);
-    }
-    p.resize(p.len() + 10, 0);
-    p
-}
-
-struct Sender {
-    ssrc: Ssrc,
-    pt: Pt,
-    seq: u64,
-    frames: u32,
-}
-
-impl Sender {
-    fn video(net: &mut Net, peer: usize) -> Self {
-        let mid = net.peers[peer].video.expect("video m-line");
-        let rtc = &mut net.peers[peer].rtc;
-        let pts = rtc.media(mid).unwrap().remote_pts().to_vec();
-        let config = rtc.codec_config();
-        let pt = pts
-            .into_iter()
-            .find(|pt| {
-                config
-                    .find(|p| p.pt() == *pt && p.spec().codec == Codec::Vp8)
-                    .is_some()
-            })
-            .expect("VP8 negotiated");
-        let ssrc = rtc.direct_api().stream_tx_by_mid(mid, None).unwrap().ssrc();
-        Self {
-            ssrc,
-            pt,
-            seq: 1,
-            frames: 0,
-        }
-    }
-
-    /// One frame now: a keyframe when asked (or the very first), else a delta frame.
-    fn frame(&mut self, net: &mut Net, peer: usize, keyframe: bool) {
-        let now = net.now;
-        let rtc = &mut net.peers[peer].rtc;
-        let payload = vp8_frame(keyframe || self.frames == 0);
-        let mut api = rtc.direct_api();
-        api.stream_tx(&self.ssrc).unwrap().write_rtp(
-            RtpWrite::new(
-                self.pt,
-                SeqNo::from(self.seq),
-                self.frames * 3000,
-                now,
-                payload,
-            )
-            .marker(true),
-        );
-        self.seq += 1;
-        self.frames += 1;
-    }
-}
-
-fn keyframe_requests(net: &Net, peer: usize) -> usize {
-    net.peers[peer]
-        .events
-        .iter()
-        .filter(|e| matches!(e, Event::KeyframeRequest(_)))
-        .count()
+/// A live stream "demo" with a second of video sent (one keyframe, at its start).
+fn live(config: MediaConfig) -> (Net, Publisher) {
+    let mut net = Net::new(config);
+    let publisher = net.publisher("10.0.0.2:5000", "demo");
+    net.run_until(Duration::from_secs(5), |n| n.peers[0].connected());
+    let mut media = Publisher::new(&mut net, publisher, false);
+    media.play(&mut net, Duration::from_secs(1));
+    assert_eq!(media.keyframes, 1);
+    (net, media)
 }
 
 #[test]
-fn a_joining_viewer_gets_a_keyframe_first() {
-    let mut net = Net::new(MediaConfig::default());
-    let publisher = net.publisher("10.0.0.2:5000", "demo");
-    net.run_until(Duration::from_secs(5), |n| n.peers[0].connected());
-    let mut video = Sender::video(&mut net, publisher);
-    // A second of stream, one keyframe at its start.
-    for _ in 0..30 {
-        video.frame(&mut net, publisher, false);
-        net.advance(FRAME);
-    }
-    let asked_before = keyframe_requests(&net, publisher);
-
+fn a_joining_viewer_starts_from_the_current_gop_without_a_pli() {
+    let (mut net, mut media) = live(MediaConfig::default());
     let viewer = net.viewer("10.0.0.3:6000", "demo");
-    // The publisher answers a keyframe request with its next frame.
-    let mut keyframes_sent = 0;
-    for _ in 0..60 {
-        let asked = keyframe_requests(&net, publisher) > asked_before + keyframes_sent;
-        if asked {
-            keyframes_sent += 1;
-        }
-        video.frame(&mut net, publisher, asked);
-        net.advance(FRAME);
-    }
-    assert!(net.peers[viewer].connected());
+    net.run_until(Duration::from_secs(2), |n| n.peers[viewer].connected());
+    let connected_at = net.now;
+    media.play(&mut net, Duration::from_secs(1));
+
+    let v = &net.peers[viewer];
+    let pt = v.video_pt();
+    let first = v.rtp(pt).next().expect("video reached the viewer");
+    assert!(is_vp8_keyframe(&first.payload), "{:?}", first.payload);
     assert!(
-        keyframes_sent >= 1,
-        "the viewer's join asked the publisher for a keyframe"
+        first.timestamp <= connected_at + net.delay * 2,
+        "the GOP came at once: {:?} after connecting",
+        first.timestamp - connected_at
     );
-    let first_video = net.peers[viewer]
-        .events
+    // The whole second since the keyframe, then what follows, without a gap.
+    let seqs: Vec<u64> = v.rtp(pt).map(|p| *p.seq_no).collect();
+    assert!(seqs.len() >= 60, "{} packets", seqs.len());
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
+    assert_eq!(media.keyframes, 1, "the publisher was not asked again");
+    assert_eq!(net.count(|m| &m.plis_sent), 0);
+}
+
+#[test]
+fn without_a_gop_cache_a_joining_viewer_gets_the_keyframe_its_pli_asked_for() {
+    let (mut net, mut media) = live(MediaConfig {
+        gop_cache_bytes: 0,
+        ..MediaConfig::default()
+    });
+    let viewer = net.viewer("10.0.0.3:6000", "demo");
+    net.run_until(Duration::from_secs(2), |n| n.peers[viewer].connected());
+    let connected_at = net.now;
+    // The publisher answers a keyframe request with its next frame.
+    media.play(&mut net, Duration::from_secs(2));
+    assert_eq!(net.count(|m| &m.plis_sent), 1);
+    assert_eq!(media.keyframes, 2, "the viewer's join asked for a keyframe");
+    let v = &net.peers[viewer];
+    let video: Vec<_> = v.rtp(v.video_pt()).collect();
+    let first_key = video
         .iter()
-        .find_map(|e| match e {
-            Event::RtpPacket(p) if p.payload.len() > 4 => Some(p.payload.clone()),
-            _ => None,
-        })
-        .expect("video reached the viewer");
-    assert_eq!(
-        first_video[1] & 1,
-        0,
-        "the first frame is a keyframe: {first_video:?}"
+        .position(|p| is_vp8_keyframe(&p.payload))
+        .expect("a keyframe reached the viewer");
+    // Forwarding starts when the viewer's connection is up, not at a keyframe: a delta frame
+    // already on its way may come first (a decoder drops it).
+    assert!(
+        first_key <= 1,
+        "{first_key} delta frames before the keyframe"
     );
-    assert_eq!(&first_video[4..7], &[0x9d, 0x01, 0x2a]);
+    // PLI out (one-way delay), the publisher's next frame (at most a frame later), back.
+    let by = connected_at + net.delay * 2 + common::FRAME + net.delay * 2;
+    assert!(
+        video[first_key].timestamp <= by,
+        "keyframe {:?} after connecting",
+        video[first_key].timestamp - connected_at
+    );
 }
