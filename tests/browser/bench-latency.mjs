@@ -5,7 +5,7 @@
 // canvas over WHIP; each viewer page draws every decoded frame (requestVideoFrameCallback) back
 // into a canvas, reads the code, and records Date.now() - painted. Pages share one browser, so
 // one clock. Usage (inside a loopback-only netns, see docs/benchmarks.md):
-//   node bench-latency.mjs [--viewers 1,10] [--seconds 20]
+//   node bench-latency.mjs [--viewers 1,10] [--seconds 20] [--settle 0] [--source canvas|camera]
 import { startGlint, launchChromium, waitFor } from './lib.mjs';
 import { viewWhep, BITS, pct } from './latency-probe.mjs';
 
@@ -13,6 +13,9 @@ const args = Object.fromEntries(process.argv.slice(2).reduce((acc, a, i, all) =>
 const viewerCounts = (args.viewers ?? '1,10').split(',').map(Number);
 const seconds = Number(args.seconds ?? 20);
 const codec = args.codec ?? 'VP8';
+// Seconds between the viewers' first frames and the measurement window: glass-to-glass "2 s
+// after joining" is `--settle 2 --seconds 2`.
+const settle = Number(args.settle ?? 0);
 
 const PUBLISH = async ({ base, bits, codec, source }) => {
   const W = 640, H = 360, B = 40; // 24 blocks of 40x40 in two rows of 12 (a 480x80 band)
@@ -70,7 +73,7 @@ try {
     const pubStats = await pub.evaluate(async () => { const o = []; (await window.pub.getStats()).forEach((r) => { if (r.type === 'outbound-rtp') o.push({ pli: r.pliCount, fir: r.firCount, keyFramesEncoded: r.keyFramesEncoded, frames: r.framesEncoded, target: r.targetBitrate, bytes: r.bytesSent }); if (r.type === 'candidate-pair' && r.nominated) o.push({ avail: r.availableOutgoingBitrate }); }); return o; });
     if (args.verbose) console.log(JSON.stringify(pubStats));
     if (args.verbose) console.log(JSON.stringify(phases), (await (await fetch(glint.base + '/metrics')).text()).split('\n').filter((l) => /pli|keyframe/.test(l) && !l.startsWith('#')).join(' '));
-    await pages[0].evaluate(() => { window.samples = []; });
+    if (settle > 0) await new Promise((r) => setTimeout(r, settle * 1000));
     for (const p of pages) await p.evaluate(() => { window.samples = []; });
     await new Promise((r) => setTimeout(r, seconds * 1000)); // the measurement window itself
     const samples = (await Promise.all(pages.map((p) => p.evaluate(() => window.samples)))).flat();
