@@ -174,8 +174,6 @@ async fn run_sync(
                     sampler.end(&api, &audience, &stream, api::db::now_ms()).await;
                     record(&api, &stream, false).await;
                 }
-                // No longer sent (replays have their own channel); the variant goes next.
-                Ok(StreamEvent::Replay(_)) => {}
                 Err(RecvError::Lagged(n)) => {
                     tracing::warn!(missed = n, "stream events lagged: resyncing live streams from the media core");
                     let Ok(streams) = media.streams().await else { return };

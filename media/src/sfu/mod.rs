@@ -132,8 +132,6 @@ pub enum StreamEvent {
     /// The publisher ended the stream, or dropped and did not come back within the reconnect
     /// grace; its viewers were told and dropped.
     Offline { stream: String },
-    /// A finished broadcast was stored as a replay (HLS with replays on).
-    Replay(crate::hls::replay::Replay),
 }
 
 /// A datagram to send from the shared socket.
