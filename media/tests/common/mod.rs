@@ -773,6 +773,16 @@ impl Publisher {
         }
     }
 
+    /// Send, a frame at a time, until `done` holds (checked between frames) or `limit` of
+    /// simulated time passes (a panic).
+    pub fn play_until(&mut self, net: &mut Net, limit: Duration, done: impl Fn(&Net) -> bool) {
+        let end = net.now + limit;
+        while !done(net) {
+            assert!(net.now < end, "not done within {limit:?} of simulated time");
+            self.play(net, FRAME);
+        }
+    }
+
     /// Send for `d` of simulated time, the network running meanwhile.
     pub fn play(&mut self, net: &mut Net, d: Duration) {
         let end = net.now + d;
