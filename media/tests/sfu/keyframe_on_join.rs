@@ -1,13 +1,11 @@
-//! On the virtual clock (tests/common): a viewer joining a live VP8 stream gets a keyframe
+//! On the virtual clock (`common`): a viewer joining a live VP8 stream gets a keyframe
 //! first. With the GOP cache (the default) it is started from the stream's current GOP the
 //! moment it connects, and the publisher is not asked; without one the SFU asks the publisher
 //! (PLI) and the viewer's video starts at the keyframe that answers it.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{is_vp8_keyframe, Net, Publisher};
+use crate::common::{is_vp8_keyframe, Net, Publisher};
 use media::MediaConfig;
 
 /// A live stream "demo" with a second of video sent (one keyframe, at its start).
@@ -72,7 +70,7 @@ fn without_a_gop_cache_a_joining_viewer_gets_the_keyframe_its_pli_asked_for() {
         "{first_key} delta frames before the keyframe"
     );
     // PLI out (one-way delay), the publisher's next frame (at most a frame later), back.
-    let by = connected_at + net.delay * 2 + common::FRAME + net.delay * 2;
+    let by = connected_at + net.delay * 2 + crate::common::FRAME + net.delay * 2;
     assert!(
         video[first_key].timestamp <= by,
         "keyframe {:?} after connecting",

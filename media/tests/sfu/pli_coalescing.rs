@@ -1,14 +1,12 @@
-//! On the virtual clock (tests/common): keyframe requests reach the publisher coalesced. Viewers
+//! On the virtual clock (`common`): keyframe requests reach the publisher coalesced. Viewers
 //! joining together cost it one PLI, and requests closer together than
 //! `MediaConfig::pli_min_interval` become one PLI sent when the interval is up: delayed, not
 //! lost. The GOP cache is off here, so that joins ask the publisher (with it, they do not: see
 //! keyframe_on_join).
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{is_vp8_keyframe, Net, Publisher};
+use crate::common::{is_vp8_keyframe, Net, Publisher};
 use media::MediaConfig;
 use str0m::media::KeyframeRequestKind;
 

@@ -1,15 +1,13 @@
-//! On the virtual clock (tests/common): every viewer track gets an RTCP sender report about
+//! On the virtual clock (`common`): every viewer track gets an RTCP sender report about
 //! once a second (`fanout::SENDER_REPORT_INTERVAL`, counted from the viewer's connection, and
 //! sent with the next forwarded packet), whose RTP time is that of the packets it was sent
 //! (the newest one's, advanced by the time since), and whose NTP time advances with the clock.
 //! Audio's and video's reports map to the same instant, as lip-sync needs. str0m surfaces each
 //! received report as `Event::SenderFeedback`.
 
-mod common;
-
 use std::time::{Duration, Instant, SystemTime};
 
-use common::{Net, Publisher, AUDIO_FRAME};
+use crate::common::{Net, Publisher, AUDIO_FRAME};
 use media::MediaConfig;
 use str0m::media::SenderFeedback;
 use str0m::media::{Mid, Pt};

@@ -1,13 +1,11 @@
-//! On the virtual clock (tests/common): instant start from the stream's GOP (`sfu::gop`). A
+//! On the virtual clock (`common`): instant start from the stream's GOP (`sfu::gop`). A
 //! viewer joining a second after the last keyframe gets the keyframe at once, the rest of the
 //! GOP as a fast-forward whose RTP timestamps keep pace with its arrival (so a jitter buffer
 //! adds no delay), and is then live, one frame behind the publisher, without a gap.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{is_vp8_keyframe, Net, Publisher, FRAME};
+use crate::common::{is_vp8_keyframe, Net, Publisher, FRAME};
 use media::MediaConfig;
 
 /// A live stream "demo" with `secs` of video sent (one keyframe, at its start).
@@ -111,7 +109,7 @@ fn a_lost_gop_packet_is_resent_with_the_timestamp_it_was_first_sent_with() {
     // The 3rd to 5th video datagrams to the viewer are lost: inside the fast-forward.
     let pt = *net.peers[viewer].video_pt();
     let mut seen = 0;
-    net.drop_next(viewer, common::Leg::Down, 3, move |w| {
+    net.drop_next(viewer, crate::common::Leg::Down, 3, move |w| {
         let video = w.is_rtp(pt);
         seen += usize::from(video);
         video && seen >= 3

@@ -1,16 +1,14 @@
-//! On the virtual clock (tests/common), under loss. SFU → viewer: the viewer's NACKs are
+//! On the virtual clock (`common`), under loss. SFU → viewer: the viewer's NACKs are
 //! answered from the stream's history, and it ends up with every packet, each once, also with
 //! random loss, jitter, reordering and duplication. Publisher → SFU: webrtc-rs's NACK generator
 //! asks the publisher again, but str0m retransmits only over RTX, which the SFU's publisher
 //! answer does not negotiate (nor would the SFU forward it): the packet is lost for every
 //! viewer (asserted as it is).
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::{Impairment, Leg, Net, Publisher, What};
+use crate::common::{Impairment, Leg, Net, Publisher, What};
 use media::MediaConfig;
 use str0m::rtp::rtcp::{NackEntry, Rtcp};
 use str0m::rtp::RawPacket;

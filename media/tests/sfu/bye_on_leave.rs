@@ -1,15 +1,13 @@
-//! On the virtual clock (tests/common): a publisher that ends its stream (WHIP DELETE:
+//! On the virtual clock (`common`): a publisher that ends its stream (WHIP DELETE:
 //! `Sfu::close` of its session; or its key rotated: `Sfu::end_publisher`) takes it off the air
 //! at once. The stream goes `Offline`, and each connected viewer gets an RTCP BYE naming the
 //! SSRCs it was sent (str0m shows it only as a raw RTCP packet: it takes no action on a BYE)
 //! before its session is removed; nothing is forwarded after it.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::{Net, Publisher};
+use crate::common::{Net, Publisher};
 use media::sfu::StreamEvent;
 use media::MediaConfig;
 use str0m::rtp::rtcp::Rtcp;

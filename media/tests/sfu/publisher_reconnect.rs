@@ -1,14 +1,12 @@
-//! On the virtual clock (tests/common): a publisher that drops off the network (its ICE
+//! On the virtual clock (`common`): a publisher that drops off the network (its ICE
 //! consent fails) leaves its stream on air for `reconnect_grace`. A new publisher session for
 //! the stream within the grace takes over: the viewer stays connected and keeps receiving, its
 //! sequence numbers go on without a jump and its timestamps advance by the time the stream was
 //! silent. Past the grace the stream goes `Offline` and its viewers are removed.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{Net, Publisher};
+use crate::common::{Net, Publisher};
 use media::sfu::StreamEvent;
 use media::MediaConfig;
 use str0m::media::Pt;
@@ -129,7 +127,7 @@ fn a_publisher_back_within_the_grace_continues_the_viewers_numbering() {
     }
     // The new source's first video is a keyframe (its first frame; it was asked for one too).
     let v = packets(&net, viewer, video_pt);
-    assert!(common::is_vp8_keyframe(&v[before_video].payload));
+    assert!(crate::common::is_vp8_keyframe(&v[before_video].payload));
 }
 
 #[test]

@@ -1,12 +1,10 @@
-//! Connecting on the virtual clock (tests/common): a WHIP publisher's ICE and DTLS complete and
+//! Connecting on the virtual clock (`common`): a WHIP publisher's ICE and DTLS complete and
 //! its stream goes live in simulated milliseconds; an offer that never connects is dropped at
 //! the connect timeout without the test waiting for it.
 
-mod common;
-
 use std::time::Duration;
 
-use common::Net;
+use crate::common::Net;
 use media::sfu::StreamEvent;
 use media::MediaConfig;
 use str0m::media::Direction;

@@ -1,14 +1,12 @@
-//! On the virtual clock (tests/common): the session limits. `max_sessions` bounds publishers and
+//! On the virtual clock (`common`): the session limits. `max_sessions` bounds publishers and
 //! viewers together, with `publisher_reserve` of them kept for publishers (`Overloaded`);
 //! `max_sessions_per_address` bounds one client address, an IPv6 /64 counting as one
 //! (`TooManyFromAddress`). Sessions count from their offer, connected or not, and their places
 //! are freed when they close or when an offer that never connects times out.
 
-mod common;
-
 use std::time::Duration;
 
-use common::Net;
+use crate::common::Net;
 use media::{MediaConfig, MediaError};
 
 fn config(max_sessions: usize, publisher_reserve: usize, per_address: usize) -> MediaConfig {

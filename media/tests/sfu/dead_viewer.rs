@@ -1,12 +1,10 @@
-//! On the virtual clock (tests/common): a viewer that drops off the network is removed once
+//! On the virtual clock (`common`): a viewer that drops off the network is removed once
 //! its ICE consent fails (disconnected, then failed), and the stream and its other viewers go
 //! on; the test takes milliseconds, not the ~9 s of the real-time version.
 
-mod common;
-
 use std::time::Duration;
 
-use common::Net;
+use crate::common::Net;
 use media::MediaConfig;
 
 #[test]
