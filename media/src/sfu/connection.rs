@@ -317,6 +317,8 @@ impl Sfu {
                 }
             }
         }
+        // What handling the events and reads wrote (a DTLS flight, RTCP) goes out now too.
+        peer.drain_writes(&mut self.transmits);
         let stream = peer.stream.clone();
         peer.refile(&mut self.timers, id);
         if !self.nacked.is_empty() {

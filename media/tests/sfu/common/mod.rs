@@ -395,8 +395,12 @@ impl Net {
     /// Run until `done` holds or `limit` of simulated time passes; the simulated time spent.
     pub fn run_until(&mut self, limit: Duration, mut done: impl FnMut(&Net) -> bool) -> Duration {
         let start = self.now;
-        while !done(self) {
+        loop {
+            // What the last step made comes out first, so `done` sees it at the time it happened.
             self.drain();
+            if done(self) {
+                break;
+            }
             let next = self.next_deadline();
             assert!(
                 next.saturating_duration_since(start) <= limit,
