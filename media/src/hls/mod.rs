@@ -201,7 +201,24 @@ struct TapPacket {
     keyframe: bool,
     /// The keyframe's picture size and H.264 profile-level-id, when it carries them.
     size: Option<(probe::Size, Option<String>)>,
-    rtp: Bytes,
+    packet: rtp::Packet,
+}
+
+impl TapPacket {
+    /// The packet as the transcoder's `appsrc` takes it: marshalled, with the payload type its
+    /// caps name.
+    fn into_rtp(self) -> Option<Bytes> {
+        let mut rtp = self.packet.marshal().ok()?;
+        let pt = match self.kind {
+            MediaKind::Video => VIDEO_CAPS_PT,
+            MediaKind::Audio => AUDIO_CAPS_PT,
+        };
+        // RFC 3550 §5.1: the second byte is the marker bit and the 7-bit payload type.
+        if let Some(b) = rtp.get_mut(1) {
+            *b = (*b & 0x80) | pt;
+        }
+        Some(rtp.freeze())
+    }
 }
 
 /// One stream's RTP, copied to its transcoder task.
@@ -218,17 +235,6 @@ impl StreamTap for HlsTap {
         packet: &rtp::Packet,
         keyframe: bool,
     ) {
-        let Ok(mut rtp) = packet.marshal() else {
-            return;
-        };
-        let pt = match kind {
-            MediaKind::Video => VIDEO_CAPS_PT,
-            MediaKind::Audio => AUDIO_CAPS_PT,
-        };
-        // RFC 3550 §5.1: the second byte is the marker bit and the 7-bit payload type.
-        if let Some(b) = rtp.get_mut(1) {
-            *b = (*b & 0x80) | pt;
-        }
         let size = if keyframe {
             picture_size(format, &packet.payload)
         } else {
@@ -240,7 +246,9 @@ impl StreamTap for HlsTap {
             timestamp: packet.header.timestamp,
             keyframe,
             size,
-            rtp: rtp.freeze(),
+            // Marshalled on the HLS task (`TapPacket::into_rtp`), not on the media thread:
+            // the clone shares the payload and, without extensions, allocates nothing.
+            packet: packet.clone(),
         };
         if self.tx.try_send(TapMsg::Packet(p)).is_err() {
             Metrics::add(&self.metrics.hls_packets_dropped, 1);
@@ -317,9 +325,11 @@ async fn run(
             }
         };
         if let Some(t) = &running {
-            let ok = match p.kind {
-                MediaKind::Video => t.push_video(p.rtp),
-                MediaKind::Audio => t.push_audio(p.rtp),
+            let kind = p.kind;
+            let ok = match (kind, p.into_rtp()) {
+                (MediaKind::Video, Some(rtp)) => t.push_video(rtp),
+                (MediaKind::Audio, Some(rtp)) => t.push_audio(rtp),
+                (_, None) => false,
             };
             if !ok {
                 Metrics::add(&metrics.hls_packets_dropped, 1);
@@ -440,9 +450,10 @@ async fn run(
                 info!(%stream, ?size, fps = format!("{fps:.1}"), renditions = ?renditions.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), audio = saw_audio, "HLS ladder started");
                 Metrics::add(&metrics.hls_transcoders, 1);
                 for p in pending.drain(..) {
-                    match p.kind {
-                        MediaKind::Video => t.push_video(p.rtp),
-                        MediaKind::Audio => t.push_audio(p.rtp),
+                    match (p.kind, p.into_rtp()) {
+                        (MediaKind::Video, Some(rtp)) => t.push_video(rtp),
+                        (MediaKind::Audio, Some(rtp)) => t.push_audio(rtp),
+                        (_, None) => false,
                     };
                 }
                 running = Some(t);
