@@ -1,12 +1,28 @@
 // Benchmark (not a test) of RTMP ingest. Run inside a loopback-only netns (docs/benchmarks.md).
 //
 //   node bench-rtmp.mjs latency [--seconds 20] [--source zerolatency|bframes|obs]
-//                               [--viewer webrtc|hls]
+//                               [--viewer webrtc|hls] [--audio]
 //     Glass-to-glass: this script paints Date.now() into raw 640x360 frames as the block code of
 //     latency-probe.mjs, 30 per second, and pipes them to ffmpeg, which encodes them with x264
 //     (see X264 below) and publishes over RTMP; a Chromium WHEP viewer reads the code of every
 //     decoded frame (or an hls.js viewer of the stream's HLS master playlist, --viewer hls).
 //     One machine, one clock.
+//     --audio: the script also writes 48 kHz audio to ffmpeg (a second pipe), as a capture
+//     device would (every 10 ms, what was captured since), encoded as AAC; it is silent but for
+//     a click at the audio time of every 30th frame. The WHEP viewer plays video and audio in
+//     one MediaStream and records when each frame is shown; each click against its frame gives
+//     the audio/video offset (audio − video, ms; positive: the sound comes late), with the click
+//     taken as
+//       played: its Opus frame's arrival in Chromium + the audio's mean jitter-buffer delay and
+//               playout delay over the window (getStats: inbound-rtp jitterBufferDelay /
+//               jitterBufferEmittedCount, media-playout totalPlayoutDelay / totalSamplesCount);
+//       heard:  when Web Audio outputs it (an AudioWorklet; Web Audio's own path comes on top,
+//               and NetEq's concealment may swallow a click, so fewer are heard).
+//
+//   node bench-rtmp.mjs publisher [--seconds 10] [--audio]
+//     The publisher's own share: the same ffmpeg writes FLV to a pipe instead of RTMP, and this
+//     script timestamps each tag as it comes out: per track, how long after its capture (the
+//     paint time of its frame, or of the frame at its audio time) ffmpeg hands it over. No glint.
 //
 //   node bench-rtmp.mjs cpu [--streams 4] [--seconds 20]
 //     glint's CPU per RTMP stream (ffmpeg testsrc2 640x360 30 fps + 440 Hz sine): video only,
@@ -15,7 +31,7 @@ import { spawn, execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { startGlint, launchChromium, waitFor } from './lib.mjs';
-import { viewWhep, viewHls, BITS, BLOCK, pct } from './latency-probe.mjs';
+import { viewWhep, viewHls, receiverStats, delaysBetween, BITS, BLOCK, pct } from './latency-probe.mjs';
 
 const [mode = 'latency', ...rest] = process.argv.slice(2);
 const args = Object.fromEntries(rest.reduce((acc, a, i, all) => (a.startsWith('--') ? [...acc, [a.slice(2), all[i + 1] && !all[i + 1].startsWith('--') ? all[i + 1] : true]] : acc), []));
@@ -32,6 +48,11 @@ const X264 = {
 };
 const x264 = (bframes) => X264[bframes ? 'bframes' : 'zerolatency'];
 const viewer = args.viewer ?? 'webrtc';
+const withAudio = Boolean(args.audio);
+const RATE = 48000;
+/** Every CLICK_EVERY-th frame has a click at its audio time. */
+const CLICK_EVERY = 30;
+const CLICK_SAMPLES = 240; // 5 ms of a 1 kHz tone
 
 /** One gray frame carrying `t` as the block code, with a moving bar so frames differ. */
 function paint(frame, t) {
@@ -44,23 +65,84 @@ function paint(frame, t) {
   }
 }
 
-async function latency(glint) {
+/** The publisher: raw frames (and with `withAudio` raw audio on fd 3) into ffmpeg, which sends
+ *  `output` args. Returns the process, the paint time of each frame (Date.now(), by index), the
+ *  frame indices that have a click, and `stop()`. */
+function publish(output, stdout = 'ignore') {
   const ffmpeg = spawn('ffmpeg', ['-hide_banner', '-loglevel', 'error',
-    '-f', 'rawvideo', '-pix_fmt', 'gray', '-s', `${W}x${H}`, '-r', String(FPS), '-i', '-',
+    '-f', 'rawvideo', '-pix_fmt', 'gray', '-s', `${W}x${H}`, '-r', String(FPS), '-i', 'pipe:0',
+    ...(withAudio ? ['-f', 's16le', '-ar', String(RATE), '-ac', '1', '-i', 'pipe:3'] : []),
     '-pix_fmt', 'yuv420p', '-c:v', 'libx264', ...X264[source], '-g', '60',
-    '-f', 'flv', `${glint.rtmp}/live/test-key`], { stdio: ['pipe', 'ignore', 'inherit'] });
+    ...(withAudio ? ['-c:a', 'aac', '-b:a', '160k', '-ac', '2'] : []), // OBS's defaults: 48 kHz stereo, 160 kbit/s
+    ...output], { stdio: ['pipe', stdout, 'inherit', withAudio ? 'pipe' : 'ignore'] });
   const frame = Buffer.alloc(W * H);
+  const painted = [];
   const start = Date.now();
   let n = 0;
   let running = true;
   const tick = () => {
     if (!running) return;
-    paint(frame, Date.now() & ((1 << BITS) - 1));
+    const t = Date.now();
+    paint(frame, t & ((1 << BITS) - 1));
+    painted.push(t);
     ffmpeg.stdin.write(frame);
     n++;
     setTimeout(tick, Math.max(0, start + (n * 1000) / FPS - Date.now()));
   };
   tick();
+  // Audio as a capture device delivers it: every 10 ms, the samples captured since. Sample s is
+  // at ffmpeg time s / RATE, as frame n is at n / FPS: a click at sample n * RATE / FPS is heard
+  // with frame n when the two are in sync.
+  let written = 0;
+  const audioTick = () => {
+    if (!running) return;
+    const due = Math.floor(((Date.now() - start) * RATE) / 1000);
+    if (due > written) {
+      const buf = Buffer.alloc((due - written) * 2);
+      for (let s = written; s < due; s++) {
+        const frameIndex = Math.floor((s * FPS) / RATE);
+        const at = s - Math.round((frameIndex * RATE) / FPS);
+        if (frameIndex % CLICK_EVERY === 0 && at < CLICK_SAMPLES) {
+          buf.writeInt16LE(Math.round(26000 * Math.sin((2 * Math.PI * 1000 * at) / RATE)), (s - written) * 2);
+        }
+      }
+      ffmpeg.stdio[3].write(buf);
+      written = due;
+    }
+    setTimeout(audioTick, 10);
+  };
+  if (withAudio) audioTick();
+  return {
+    ffmpeg, painted,
+    stop() {
+      running = false;
+      ffmpeg.stdin.end();
+      if (withAudio) ffmpeg.stdio[3].end();
+      ffmpeg.kill('SIGKILL');
+    },
+  };
+}
+
+/** For clicks at `times` (Date.now() ms): each one's latency from its frame's paint, and its
+ *  offset from that frame's display (audio − video, ms). */
+function clickOffsets(painted, shown, times) {
+  const mask = (1 << BITS) - 1;
+  const shownAt = new Map(shown.map(([code, at]) => [code, at]));
+  const out = { offsets: [], audio: [] };
+  const clickFrames = painted.map((t, n) => [n, t]).filter(([n]) => n % CLICK_EVERY === 0);
+  for (const heard of times) {
+    // The latest click painted before it was heard (clicks are 1 s apart, latency well under).
+    const c = clickFrames.filter(([, t]) => t < heard).pop();
+    if (!c) continue;
+    out.audio.push(Math.round(heard - c[1]));
+    const v = shownAt.get(c[1] & mask);
+    if (v !== undefined) out.offsets.push(Math.round(heard - v));
+  }
+  return out;
+}
+
+async function latency(glint) {
+  const pub = publish(['-f', 'flv', `${glint.rtmp}/live/test-key`]);
   const browser = await launchChromium();
   try {
     await waitFor(async () => (await (await fetch(`${glint.base}/api/live`)).json()).some((s) => s.live), 20000, 'RTMP stream live');
@@ -72,7 +154,7 @@ async function latency(glint) {
       await page.addScriptTag({ path: createRequire(import.meta.url).resolve('hls.js/dist/hls.min.js') });
       await viewHls(page, { url: `${glint.base}/hls/demo/master.m3u8`, bits: BITS, config: {} }); // hls.js defaults
     } else {
-      await viewWhep(page, { base: glint.base, bits: BITS });
+      await viewWhep(page, { base: glint.base, bits: BITS, audio: withAudio });
     }
     await waitFor(() => page.evaluate(() => window.samples.length > 30), 60000, 'viewer decodes frames').catch(async (e) => {
       console.log(JSON.stringify(await page.evaluate(() => {
@@ -84,19 +166,97 @@ async function latency(glint) {
       })));
       throw e;
     });
-    await page.evaluate(() => { window.samples = []; });
+    await page.evaluate(() => { window.samples = []; window.shown = []; window.clicks = []; window.clickArrivals = []; });
+    const before = viewer === 'hls' ? null : await receiverStats(page);
     await new Promise((r) => setTimeout(r, seconds * 1000)); // the measurement window
     const samples = await page.evaluate(() => window.samples);
+    let sync = {};
+    if (viewer !== 'hls') {
+      const after = await receiverStats(page);
+      sync = delaysBetween(before, after);
+      if (after.audio && after.video) {
+        // Chromium's own view (sender reports): how far apart the two tracks' playout is.
+        sync.chromium_playout_gap_ms = Math.round(after.audio.estimatedPlayoutTimestamp - after.video.estimatedPlayoutTimestamp);
+        const d = (k) => after.audio[k] - before.audio[k];
+        // NetEq's time-stretching and concealment over the window (samples): clicks may be cut.
+        sync.audio_stretch = { concealed: d('concealedSamples'), inserted: d('insertedSamplesForDeceleration'), removed: d('removedSamplesForAcceleration'), received: d('totalSamplesReceived') };
+      }
+    }
+    if (withAudio && viewer !== 'hls') {
+      const { shown, clicks, arrivals } = await page.evaluate(() => ({ shown: window.shown, clicks: window.clicks, arrivals: window.clickArrivals }));
+      const range = (xs) => `${Math.min(...xs)}..${Math.max(...xs)}`;
+      // Heard: when the click leaves Web Audio's output (its own path adds to the element's).
+      const heard = clickOffsets(pub.painted, shown, clicks);
+      // Played: the click frame's arrival + the audio's mean jitter-buffer and playout delays.
+      const played = clickOffsets(pub.painted, shown, arrivals.map((t) => t + sync.audio_jitter_buffer_ms + sync.audio_playout_delay_ms));
+      const arrived = clickOffsets(pub.painted, [], arrivals);
+      Object.assign(sync, {
+        clicks_heard: clicks.length, heard_audio_median_ms: pct(heard.audio, 50), heard_av_offset_median_ms: pct(heard.offsets, 50), heard_av_offset_range_ms: range(heard.offsets),
+        clicks_arrived: arrived.audio.length, audio_arrival_median_ms: pct(arrived.audio, 50),
+        played_audio_median_ms: pct(played.audio, 50), played_av_offset_median_ms: pct(played.offsets, 50), played_av_offset_range_ms: range(played.offsets),
+      });
+      if (args.verbose) console.log(JSON.stringify({ painted_clicks: pub.painted.filter((_, n) => n % CLICK_EVERY === 0), clicks, arrivals }));
+    }
     const path = viewer === 'hls' ? 'rtmp→hls (hls.js defaults)' : 'rtmp→webrtc';
     // hls.js: how far behind the live playlist's end it plays (the rest is the playlist's own lag).
     const player = viewer === 'hls' ? await page.evaluate(() => ({ behind_live_edge_ms: Math.round(window.view.latency * 1000), target_ms: Math.round(window.view.targetLatency * 1000) })) : {};
-    console.log(JSON.stringify({ path, source, x264: X264[source].join(' '), samples: samples.length, median_ms: pct(samples, 50), p95_ms: pct(samples, 95), ...player }));
+    console.log(JSON.stringify({ path, source, audio: withAudio, x264: X264[source].join(' '), samples: samples.length, median_ms: pct(samples, 50), p95_ms: pct(samples, 95), ...player, ...sync }));
   } finally {
-    running = false;
-    ffmpeg.stdin.end();
-    ffmpeg.kill('SIGKILL');
+    pub.stop();
     await browser.close();
   }
+}
+
+/** FLV tags as ffmpeg writes them to `stream`, each with the time it came out:
+ *  `{ type, ts, at, avcPacketType }` (type 8 audio, 9 video). */
+function flvTags(stream) {
+  const tags = [];
+  let buf = Buffer.alloc(0);
+  let pos = 13; // FLV header (9) + PreviousTagSize0 (4)
+  stream.on('data', (d) => {
+    const at = Date.now();
+    buf = Buffer.concat([buf, d]);
+    while (buf.length >= pos + 11) {
+      const size = buf.readUIntBE(pos + 1, 3);
+      if (buf.length < pos + 11 + size + 4) break;
+      const ts = buf.readUIntBE(pos + 4, 3) | (buf[pos + 7] << 24);
+      tags.push({ type: buf[pos], ts, at, packetType: buf[pos + 12] });
+      pos += 11 + size + 4;
+    }
+    buf = buf.subarray(pos);
+    pos = 0;
+  });
+  return tags;
+}
+
+async function publisherOnly() {
+  const pub = publish(['-flush_packets', '1', '-f', 'flv', 'pipe:1'], 'pipe');
+  const tags = flvTags(pub.ffmpeg.stdout);
+  await new Promise((r) => setTimeout(r, seconds * 1000));
+  pub.stop();
+  // Coded frames only (AVC/AAC packet type 1), after a 2 s warm-up.
+  const video = tags.filter((t) => t.type === 9 && t.packetType === 1);
+  const audio = tags.filter((t) => t.type === 8 && t.packetType === 1);
+  // ffmpeg's clock → wall clock: frame n (FLV time ts) was painted at painted[n].
+  const shift = pct(video.map((v, n) => pub.painted[n] - v.ts), 50);
+  const warm = (xs) => xs.filter((t) => t.ts + shift > pub.painted[0] + 2000);
+  const late = (xs, end = 0) => warm(xs).map((t) => t.at - (t.ts + shift + end));
+  const row = {
+    source, audio: withAudio, video_frames: video.length,
+    // A video frame leaves ffmpeg this long after it was painted.
+    video_median_ms: pct(late(video), 50), video_p95_ms: pct(late(video), 95),
+  };
+  if (withAudio) {
+    const frameMs = (1024 * 1000) / RATE;
+    Object.assign(row, {
+      audio_frames: audio.length,
+      // An AAC frame leaves ffmpeg this long after its first sample was captured ...
+      audio_first_sample_median_ms: pct(late(audio), 50),
+      // ... and after its last one (the part no encoder of 1024-sample frames can avoid).
+      audio_last_sample_median_ms: pct(late(audio, frameMs), 50),
+    });
+  }
+  console.log(JSON.stringify(row));
 }
 
 const cpuTicks = (pid) => { const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' '); return Number(f[11]) + Number(f[12]); };
@@ -136,6 +296,10 @@ async function cpu(glint, streams) {
 
 const streams = Number(args.streams ?? 4);
 const keys = mode === 'cpu' ? Array.from({ length: streams }, (_, i) => `s${i}=key${i}`).join(',') : 'demo=test-key';
+if (mode === 'publisher') {
+  await publisherOnly();
+  process.exit(0);
+}
 const glint = await startGlint({ GLINT_LOG: process.env.GLINT_LOG ?? 'warn,glint=info', GLINT_STREAM_KEYS: keys });
 try {
   if (mode === 'cpu') await cpu(glint, streams);
