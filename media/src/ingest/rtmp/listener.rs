@@ -21,7 +21,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use super::audio::{self, AacToOpus, AudioTag};
+use super::audio::{self, AacToOpus, AudioTag, OpusPacket};
 use super::flv::{self, VideoTag};
 use super::limits::RtmpLimits;
 use super::publishers::{Registration, RtmpPublishers};
@@ -141,10 +141,18 @@ impl Publishing {
     }
 }
 
-/// Until `p` is publishing, never; then when its stream's key is rotated.
-async fn key_rotated(p: &Option<Publishing>) {
-    match p {
-        Some(p) => p.registration.ended().await,
+/// Until publishing (`registration`), never; then when its stream's key is rotated.
+async fn key_rotated(registration: Option<&Registration>) {
+    match registration {
+        Some(r) => r.ended().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The next Opus packet of the stream's transcoder, as soon as it is encoded (never without one).
+async fn next_opus(audio: Option<&mut AacToOpus>) -> Option<OpusPacket> {
+    match audio {
+        Some(t) => t.next().await,
         None => std::future::pending().await,
     }
 }
@@ -169,13 +177,26 @@ where
             _ => (idle_by, "idle timeout"),
         };
         pending.reserve(READ_BUFFER);
+        let (registration, audio) = match publishing.as_mut() {
+            Some(p) => (Some(&p.registration), p.audio.as_mut()),
+            None => (None, None),
+        };
         let read = tokio::select! {
             biased;
-            _ = key_rotated(&publishing) => {
+            _ = key_rotated(registration) => {
                 session.reject_publish("stream key rotated: publish with the new key");
                 let out = session.take_output();
                 let _ = tokio::time::timeout(FAREWELL_TIMEOUT, sock.write_all(&out)).await;
                 break KEY_ROTATED;
+            }
+            // Audio goes out the moment it is encoded, not with the next message read.
+            Some(opus) = next_opus(audio) => {
+                if let Some(p) = publishing.as_mut() {
+                    if let Err(why) = send_opus(media, p, opus).await {
+                        break why;
+                    }
+                }
+                continue;
             }
             read = tokio::time::timeout_at(deadline, sock.read_buf(&mut pending)) => read,
         };
@@ -239,10 +260,7 @@ where
                         let Some(p) = publishing.as_mut() else {
                             continue;
                         };
-                        if let Err(why) = on_audio(media, p, timestamp, &data).await {
-                            stop = Some(why);
-                            break;
-                        }
+                        on_audio(p, timestamp, &data);
                     }
                     SessionEvent::Metadata(_) => {}
                 }
@@ -435,12 +453,7 @@ fn rtp_packet(pt: u8, ssrc: u32, seq: u16, ts: u32, marker: bool, payload: Bytes
     }
 }
 
-async fn on_audio(
-    media: &MediaHandle,
-    p: &mut Publishing,
-    timestamp: u32,
-    data: &Bytes,
-) -> Result<(), &'static str> {
+fn on_audio(p: &mut Publishing, timestamp: u32, data: &Bytes) {
     match audio::parse_audio(data) {
         Some(AudioTag::AacConfig(asc)) => match AacToOpus::new(&asc) {
             Ok(t) => p.audio = Some(t),
@@ -448,39 +461,45 @@ async fn on_audio(
             Err(e) => warn!(stream = %p.stream, error = %e, "AAC → Opus pipeline could not start"),
         },
         Some(AudioTag::AacFrame(frame)) => {
-            let (Some(t), Some(id)) = (p.audio.as_mut(), p.ingest) else {
-                return Ok(());
+            let Some(t) = p.audio.as_mut().filter(|_| p.ingest.is_some()) else {
+                return;
             };
-            let opus = match t.push(timestamp, &frame) {
-                Ok(o) => o,
-                Err(e) => {
-                    warn!(stream = %p.stream, error = %e, "AAC → Opus failed; audio stops");
-                    p.audio = None;
-                    return Ok(());
-                }
-            };
-            if opus.is_empty() {
-                return Ok(());
+            // Its Opus comes back through `next_opus`.
+            if let Err(e) = t.push(timestamp, &frame) {
+                warn!(stream = %p.stream, error = %e, "AAC → Opus failed; audio stops");
+                p.audio = None;
             }
-            let packets = opus
-                .into_iter()
-                .map(|(payload, ts)| {
-                    p.audio_seq = p.audio_seq.wrapping_add(1);
-                    let ts = p.audio_ts_base.wrapping_add(ts);
-                    rtp_packet(111, p.audio_ssrc, p.audio_seq, ts, false, payload)
-                })
-                .collect();
-            media
-                .push_ingest(id, packets)
-                .await
-                .map_err(|_| "media core gone")?;
         }
         Some(AudioTag::Unsupported(format)) => {
             debug!(stream = %p.stream, format, "FLV audio format not forwarded (only AAC)");
         }
         None => {}
     }
-    Ok(())
+}
+
+/// `first` and every other Opus packet encoded by now, to the SFU as RTP.
+async fn send_opus(
+    media: &MediaHandle,
+    p: &mut Publishing,
+    first: OpusPacket,
+) -> Result<(), &'static str> {
+    let Some(id) = p.ingest else { return Ok(()) };
+    let more = p
+        .audio
+        .as_mut()
+        .map(|t| std::iter::from_fn(|| t.try_next()));
+    let packets = std::iter::once(first)
+        .chain(more.into_iter().flatten())
+        .map(|o| {
+            p.audio_seq = p.audio_seq.wrapping_add(1);
+            let ts = p.audio_ts_base.wrapping_add(o.rtp_ts);
+            rtp_packet(111, p.audio_ssrc, p.audio_seq, ts, false, o.payload)
+        })
+        .collect();
+    media
+        .push_ingest(id, packets)
+        .await
+        .map_err(|_| "media core gone")
 }
 
 #[cfg(test)]
