@@ -351,3 +351,84 @@ async fn connections_not_publishing_yet_are_capped_per_address_and_in_total() {
     );
     server.shutdown().await;
 }
+
+/// One second of 48 kHz stereo AAC from ffmpeg's encoder (what OBS and ffmpeg publish): the
+/// AudioSpecificConfig and the raw frames (ADTS headers taken off).
+fn aac_second() -> (Vec<u8>, Vec<Vec<u8>>) {
+    let out = std::process::Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-f", "lavfi"])
+        .args(["-i", "sine=frequency=440:sample_rate=48000", "-t", "1"])
+        .args(["-ac", "2", "-c:a", "aac", "-f", "adts", "-"])
+        .output()
+        .expect("ffmpeg runs");
+    let adts = out.stdout;
+    let mut frames = Vec::new();
+    let mut pos = 0;
+    while pos + 7 <= adts.len() {
+        let h = &adts[pos..pos + 7];
+        assert_eq!((h[0], h[1] & 0xf6), (0xff, 0xf0), "an ADTS sync word");
+        let len = ((h[3] as usize & 0x03) << 11) | ((h[4] as usize) << 3) | (h[5] as usize >> 5);
+        let header = if h[1] & 0x01 == 0 { 9 } else { 7 }; // with CRC: 2 bytes more
+        frames.push(adts[pos + header..pos + len].to_vec());
+        pos += len;
+    }
+    // ISO/IEC 14496-3 §1.6.2.1: object type (5 bits), frequency index (4), channels (4).
+    let h = &adts[..4];
+    let object = (h[2] >> 6) + 1;
+    let freq = (h[2] >> 2) & 0x0f;
+    let channels = ((h[2] & 0x01) << 2) | (h[3] >> 6);
+    let asc = vec![
+        (object << 3) | (freq >> 1),
+        ((freq & 1) << 7) | (channels << 3),
+    ];
+    (asc, frames)
+}
+
+/// The Opus of an AAC frame leaves as soon as it is encoded: a publisher that sends a second
+/// of AAC and then nothing more has the whole second reach its viewer (it once waited for the
+/// next AAC frame, and 20 ms of every 21 ms frame's Opus with it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aac_reaches_viewers_as_opus_without_waiting_for_more_input() {
+    const MSG_AUDIO: u8 = 8;
+    let (server, _dir) = start_server().await;
+    let (asc, frames) = aac_second();
+    let mut client = obs_until_publish(KEY);
+    let mut sock = tokio::net::TcpStream::connect(server.rtmp_addr)
+        .await
+        .unwrap();
+    sock.write_all(&client.wire).await.unwrap();
+    client.wire.clear();
+    use media::ingest::rtmp::client::{avc_config_tag, TEST_PPS, TEST_SPS};
+    client.video(0, avc_config_tag(TEST_SPS, TEST_PPS));
+    sock.write_all(&client.wire).await.unwrap();
+    eventually("RTMP stream live", WAIT, || async {
+        server.media.streams().await.unwrap().iter().any(|s| s.live)
+    })
+    .await;
+    let viewer = view(ViewConfig::new(base(&server), "demo")).await.unwrap();
+    viewer
+        .wait_until(|s| s.connected_after.is_some(), WAIT)
+        .await
+        .unwrap();
+
+    client.wire.clear();
+    let mut tag = vec![0xaf, 0x00];
+    tag.extend_from_slice(&asc);
+    client.msg(4, MSG_AUDIO, 1, 0, tag);
+    for (i, frame) in frames.iter().enumerate() {
+        let mut tag = vec![0xaf, 0x01];
+        tag.extend_from_slice(frame);
+        client.msg(4, MSG_AUDIO, 1, (i * 1024 * 1000 / 48_000) as u32, tag);
+    }
+    sock.write_all(&client.wire).await.unwrap();
+    // Every 10 ms Opus frame whose samples were all in the AAC sent, and nothing more sent.
+    let due = (frames.len() * 1024 / 480) as u64;
+    let stats = viewer
+        .wait_until(|s| s.audio.packets >= due, WAIT)
+        .await
+        .unwrap();
+    assert_eq!(stats.audio.lost, 0, "{stats:?}");
+    let _ = viewer.stop().await;
+    drop(sock);
+    server.shutdown().await;
+}
