@@ -17,6 +17,7 @@ pub struct Metrics {
     pub packets_retransmitted: AtomicU64,
     pub plis_sent: AtomicU64,
     pub keyframe_requests: AtomicU64,
+    pub gop_starts: AtomicU64,
     pub datagrams_unroutable: AtomicU64,
     pub hls_transcoders: AtomicU64,
     pub hls_uploads: AtomicU64,
@@ -39,7 +40,7 @@ impl Metrics {
 
     /// Prometheus text exposition of every counter, prefixed `glint_`.
     pub fn render_prometheus(&self, out: &mut String) {
-        let rows: [(&str, &str, &str, &AtomicU64); 20] = [
+        let rows: [(&str, &str, &str, &AtomicU64); 21] = [
             (
                 "publishers",
                 "gauge",
@@ -105,6 +106,12 @@ impl Metrics {
                 "counter",
                 "Keyframe requests from viewers and joins, before coalescing",
                 &self.keyframe_requests,
+            ),
+            (
+                "viewer_gop_starts_total",
+                "counter",
+                "Viewers started from their stream's current GOP (no keyframe request)",
+                &self.gop_starts,
             ),
             (
                 "datagrams_unroutable_total",

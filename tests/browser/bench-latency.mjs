@@ -94,7 +94,7 @@ try {
     for (const p of pages) await p.evaluate(() => { window.samples = []; });
     await new Promise((r) => setTimeout(r, seconds * 1000)); // the measurement window itself
     const samples = (await Promise.all(pages.map((p) => p.evaluate(() => window.samples)))).flat();
-    const row = { viewers: n, source, codec, samples: samples.length, median_ms: pct(samples, 50), p95_ms: pct(samples, 95), ttff_median_ms: Math.round(pct(ttff, 50)), ttff_max_ms: Math.round(Math.max(...ttff)) };
+    const row = { viewers: n, source, codec: source === 'rtmp' ? 'H264' : codec, samples: samples.length, median_ms: pct(samples, 50), p95_ms: pct(samples, 95), ttff_median_ms: Math.round(pct(ttff, 50)), ttff_max_ms: Math.round(Math.max(...ttff)) };
     console.log(JSON.stringify(row));
     results.push(row);
     for (const p of pages) { await p.evaluate(() => window.view.close()); await p.close(); }

@@ -342,7 +342,10 @@ impl Sfu {
                     self.go_on_air(&stream, id);
                 }
                 Role::Viewer => {
-                    debug!(stream = %stream, session = %id, "viewer connected");
+                    debug!(stream = %stream, session = %id, from_gop = started_from_gop, "viewer connected");
+                    if started_from_gop {
+                        Metrics::add(&self.metrics.gop_starts, 1);
+                    }
                     if let Some(s) = self.streams.get_mut(&*stream) {
                         s.viewers_served += 1;
                     }

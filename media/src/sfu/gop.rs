@@ -91,6 +91,11 @@ impl Gop {
             self.max_bytes
         };
         if self.bytes + cost > limit {
+            tracing::debug!(
+                bytes = self.bytes,
+                packets = self.packets.len(),
+                "GOP too large to keep"
+            );
             self.clear();
             return Pushed::Overflowed;
         }
@@ -343,6 +348,24 @@ mod tests {
         assert_eq!(ts(9, 0), None);
         let due = s.content_due(s.began + Duration::from_millis(100));
         assert_eq!(due, 100 * 90 * u64::from(SPEEDUP));
+    }
+
+    /// The bound the docs state: a 6 Mbit/s stream with a 4 s GOP (1,150-byte packets, 30 fps)
+    /// fits the default 4 MiB.
+    #[test]
+    fn a_6_mbit_4_s_gop_fits_the_default_bound() {
+        let default = crate::MediaConfig::default().gop_cache_bytes;
+        let mut g = Gop::new(default);
+        let payload = Bytes::from(vec![0u8; 1150]);
+        let packets = 6_000_000 / 8 * 4 / 1150; // 2,608
+        for i in 0..packets {
+            let frame = (i * 120 / packets) as u32; // 120 frames in 4 s
+            let mut p = packet(i as u16, frame * 3000);
+            p.payload = payload.clone();
+            assert_eq!(g.push(&p, i == 0, false), Pushed::Kept, "packet {i}");
+        }
+        assert!(g.bytes() <= default, "{} bytes", g.bytes());
+        assert_eq!(g.bytes(), packets * (1150 + PACKET_OVERHEAD)); // 3.33 MB
     }
 
     #[test]
