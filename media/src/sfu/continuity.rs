@@ -50,6 +50,12 @@ impl Continuity {
         self.last_at = Some(now);
         new_source
     }
+
+    /// Timestamp `ts` of source `ssrc` in the stream's numbering, once `ssrc` is the source
+    /// being forwarded (before its first packet its offset is not known yet).
+    pub fn stream_timestamp(&self, ssrc: u32, ts: u32) -> Option<u32> {
+        (self.source == Some(ssrc)).then(|| ts.wrapping_add(self.ts_offset))
+    }
 }
 
 #[cfg(test)]

@@ -328,21 +328,30 @@ impl Sent {
         }
     }
 
-    /// A sender report at `now`, once anything was sent: the RTP time is the newest packet's,
-    /// advanced by the time since at `clock_rate`.
+    /// A sender report at `now`, once anything was sent. The RTP time is the source's at `now`
+    /// when `timeline` gives it (an RTP timestamp of this track, in the viewer's numbering, and
+    /// the instant it was the source's time: see `peer::SourceTime`); else the newest packet's,
+    /// advanced by the time since it was sent. Either way it advances at `clock_rate`.
     pub fn report(
         &self,
         now: Instant,
         clock: &WallClock,
         ssrc: u32,
         clock_rate: u32,
+        timeline: Option<(u32, Instant)>,
     ) -> Option<SenderReport> {
-        let (ts, at) = self.last?;
-        let elapsed = now.saturating_duration_since(at).as_secs_f64();
+        let last = self.last?;
+        let (ts, at) = timeline.unwrap_or(last);
+        // Signed, and wrapping like RTP time: a timeline's instant may be hours old.
+        let nanos = match now.checked_duration_since(at) {
+            Some(d) => d.as_nanos() as i128,
+            None => -((at - now).as_nanos() as i128),
+        };
+        let ticks = nanos * i128::from(clock_rate) / 1_000_000_000;
         Some(SenderReport {
             ssrc,
             ntp_time: clock.ntp(now),
-            rtp_time: ts.wrapping_add((elapsed * f64::from(clock_rate)) as u32),
+            rtp_time: ts.wrapping_add(ticks as u32),
             packet_count: self.packets,
             octet_count: self.octets,
             ..Default::default()
@@ -480,13 +489,13 @@ mod tests {
         let clock = WallClock::new(t0, UNIX_EPOCH + Duration::from_secs(1_700_000_000));
         let mut s = Sent::default();
         assert!(
-            s.report(t0, &clock, 1, 90_000).is_none(),
+            s.report(t0, &clock, 1, 90_000, None).is_none(),
             "nothing sent yet"
         );
         s.record(t0, &packet(1, 90_000, 100).header, 100);
         s.record(t0, &packet(2, 45_000, 50).header, 50); // older (reordered): not the anchor
         let sr = s
-            .report(t0 + Duration::from_millis(500), &clock, 7, 90_000)
+            .report(t0 + Duration::from_millis(500), &clock, 7, 90_000, None)
             .unwrap();
         assert_eq!(sr.ssrc, 7);
         assert_eq!(sr.packet_count, 2);
@@ -496,5 +505,37 @@ mod tests {
         assert_eq!(secs, 1_700_000_000 + 2_208_988_800);
         let frac = (sr.ntp_time & 0xffff_ffff) as f64 / 4_294_967_296.0;
         assert!((frac - 0.5).abs() < 1e-6, "{frac}");
+    }
+
+    #[test]
+    fn sender_report_on_a_source_timeline_ignores_when_packets_were_sent() {
+        let t0 = Instant::now();
+        let clock = WallClock::new(t0, UNIX_EPOCH + Duration::from_secs(1_700_000_000));
+        let mut s = Sent::default();
+        let later = t0 + Duration::from_secs(20 * 3600);
+        assert!(
+            s.report(later, &clock, 1, 90_000, Some((0, t0))).is_none(),
+            "nothing sent yet"
+        );
+        // A packet of source time 10 s sent 40 ms late: the report still says 20 h of source
+        // time at `later` (wrapping, as RTP time does), whatever the packet's delay.
+        s.record(
+            t0 + Duration::from_millis(10_040),
+            &packet(1, 900_000, 10).header,
+            10,
+        );
+        let sr = s.report(later, &clock, 1, 90_000, Some((0, t0))).unwrap();
+        assert_eq!(sr.rtp_time, (20 * 3600 * 90_000u64) as u32);
+        // An instant after `now` (a timeline anchored ahead): RTP time before the anchor's.
+        let sr = s
+            .report(
+                t0,
+                &clock,
+                1,
+                48_000,
+                Some((100, t0 + Duration::from_millis(10))),
+            )
+            .unwrap();
+        assert_eq!(sr.rtp_time, 100u32.wrapping_sub(480));
     }
 }

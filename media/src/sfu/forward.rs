@@ -12,6 +12,7 @@ use tracing::debug;
 use super::connection::Peer;
 use super::fanout::{self, Pool, ViewerOut, WallClock};
 use super::gop::Pushed;
+use super::stream::Stream;
 use super::{SessionId, Sfu, Transmit};
 use crate::codec::MediaKind;
 use crate::metrics::Metrics;
@@ -139,11 +140,12 @@ impl Sfu {
                 s.catch_up(now, &mut self.transmits);
             }
         }
+        let timelines = [timeline(s, MediaKind::Video), timeline(s, MediaKind::Audio)];
         let outputs = s.outputs.iter_mut().chain(s.joining.iter_mut());
         for out in outputs.filter(|o| now >= o.next_report) {
             out.next_report = now + fanout::SENDER_REPORT_INTERVAL;
             if let Some(peer) = self.peers.get_mut(&out.id) {
-                send_reports(now, &self.clock, out, peer, &mut self.transmits);
+                send_reports(now, &self.clock, out, peer, &mut self.transmits, timelines);
                 peer.refile(&mut self.timers, out.id);
             }
         }
@@ -184,18 +186,39 @@ impl Sfu {
     }
 }
 
+/// Where the publisher's own timeline puts RTP time for `kind` (`PublishedTrack::source_time`),
+/// in the stream's numbering: `None` for a publisher without one, or before its first packet.
+fn timeline(s: &Stream, kind: MediaKind) -> Option<(u32, Instant)> {
+    let t = s.tracks.iter().find(|t| t.kind == kind)?.source_time?;
+    let numbering = match kind {
+        MediaKind::Video => &s.video_out,
+        MediaKind::Audio => &s.audio_out,
+    };
+    Some((numbering.stream_timestamp(t.ssrc, t.rtp_ts)?, t.at))
+}
+
 /// RFC 3550 §6.4.1 sender reports on each of a viewer's tracks that has sent anything (they
 /// map RTP time to wall-clock time, which receivers need to play audio and video in sync),
-/// written through its connection so that its SRTCP context protects them.
+/// written through its connection so that its SRTCP context protects them. `timelines` (video,
+/// audio; see [`timeline`]): the publisher's own, which the reports then follow.
 fn send_reports(
     now: Instant,
     clock: &WallClock,
     out: &ViewerOut,
     peer: &mut Peer,
     transmits: &mut VecDeque<Transmit>,
+    timelines: [Option<(u32, Instant)>; 2],
 ) {
+    // A viewer still catching up from the GOP gets video at its own pace: reports follow that.
+    let live = out.start.as_ref().is_none_or(|s| s.done());
     for t in &out.tracks {
-        let Some(report) = t.sent.report(now, clock, t.ssrc, t.clock_rate) else {
+        let timeline = match t.kind {
+            MediaKind::Video => timelines[0].filter(|_| live),
+            MediaKind::Audio => timelines[1],
+        };
+        // In the viewer's numbering.
+        let timeline = timeline.map(|(ts, at)| (ts.wrapping_add(t.ts_offset), at));
+        let Some(report) = t.sent.report(now, clock, t.ssrc, t.clock_rate, timeline) else {
             continue;
         };
         if let Some(mut sender) = peer.pc.rtp_sender(t.sender) {

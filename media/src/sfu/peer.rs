@@ -79,6 +79,30 @@ pub struct PublishedTrack {
     pub payload_type: u8,
     pub codec: RTCRtpCodecParameters,
     pub format: PayloadFormat,
+    /// An ingest publisher's own timeline for this track (RTMP: the FLV clock), which its
+    /// viewers' sender reports follow; `None` (WebRTC publishers): reports follow when its
+    /// packets were forwarded.
+    pub source_time: Option<SourceTime>,
+}
+
+/// Where a track's RTP time is on its source's clock: RTP timestamp `rtp_ts` of the packets of
+/// SSRC `ssrc` (the publisher's numbering) is the source's time at `at`, and it advances at the
+/// codec's clock rate. Tracks that give the same `at` for the same source time map it to the
+/// same NTP time in sender reports, however late each reaches the SFU (an RTMP stream's Opus
+/// comes out of a transcoder after its video): that is what receivers sync audio and video on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SourceTime {
+    pub ssrc: u32,
+    pub rtp_ts: u32,
+    pub at: Instant,
+}
+
+impl PublishedTrack {
+    /// This track's RTP time on its source's timeline (see [`SourceTime`]).
+    pub fn with_source_time(mut self, source_time: SourceTime) -> Self {
+        self.source_time = Some(source_time);
+        self
+    }
 }
 
 impl PublishedTrack {
@@ -99,6 +123,7 @@ impl PublishedTrack {
                 payload_type: pt,
             },
             format: PayloadFormat::H264,
+            source_time: None,
         }
     }
 }
@@ -122,6 +147,7 @@ impl PublishedTrack {
                 payload_type: pt,
             },
             format: PayloadFormat::Opus,
+            source_time: None,
         }
     }
 }
@@ -503,6 +529,7 @@ pub fn negotiated_tracks(answer_sdp: &str, our_direction: &str) -> Result<Vec<Pu
                 payload_type: pt,
             },
             format,
+            source_time: None,
         });
     }
     Ok(tracks)

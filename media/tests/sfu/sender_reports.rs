@@ -138,3 +138,99 @@ fn each_viewer_track_gets_a_sender_report_a_second_that_matches_its_packets() {
         }
     }
 }
+
+/// An ingest publisher (RTMP) whose Opus reaches the SFU 40 ms after the video of the same
+/// source time (the AAC → Opus transcode), each track on the publisher's clock
+/// (`PublishedTrack::source_time`): the viewer's reports of both tracks put the same source
+/// time at the same NTP time, so it plays them in sync, however late each came.
+#[test]
+fn an_ingest_stream_s_reports_follow_its_source_clock_not_arrival() {
+    use media::rtp;
+    use media::sfu::peer::{PublishedTrack, SourceTime};
+
+    let mut net = Net::new(MediaConfig::default());
+    let zero = net.now; // the publisher's time 0
+    let (video_base, audio_base) = (1_000u32, 7_000u32);
+    let tracks = vec![
+        PublishedTrack::h264("42e01f").with_source_time(SourceTime {
+            ssrc: 1,
+            rtp_ts: video_base,
+            at: zero,
+        }),
+        PublishedTrack::opus().with_source_time(SourceTime {
+            ssrc: 2,
+            rtp_ts: audio_base,
+            at: zero,
+        }),
+    ];
+    let id = net.sfu.publish_ingest("demo", tracks).unwrap();
+    let viewer = net.viewer("10.0.0.3:6000", "demo");
+    net.run_until(Duration::from_secs(5), |n| n.peers[viewer].connected());
+
+    // Source time t: video (a keyframe a second) reaches the SFU at t + 5 ms, audio at t + 40 ms.
+    let packet = |ssrc, pt, seq: u16, ts, payload: Vec<u8>| rtp::Packet {
+        header: rtp::Header {
+            version: 2,
+            marker: true,
+            payload_type: pt,
+            sequence_number: seq,
+            timestamp: ts,
+            ssrc,
+            ..Default::default()
+        },
+        payload: payload.into(),
+    };
+    let start = net.now - zero;
+    let (mut v, mut a) = (0u32, 0u32);
+    loop {
+        let video_t = start + Duration::from_millis(u64::from(v) * 1000 / 30);
+        let audio_t = start + Duration::from_millis(u64::from(a) * 10);
+        let (due, is_video) =
+            if video_t + Duration::from_millis(5) <= audio_t + Duration::from_millis(40) {
+                (video_t + Duration::from_millis(5), true)
+            } else {
+                (audio_t + Duration::from_millis(40), false)
+            };
+        if due > start + Duration::from_secs(6) {
+            break;
+        }
+        net.advance((zero + due).saturating_duration_since(net.now));
+        let p = if is_video {
+            let ts = video_base + (video_t.as_micros() * 90 / 1000) as u32;
+            let nal = if v % 30 == 0 { 0x65 } else { 0x41 };
+            v += 1;
+            packet(1, 96, v as u16, ts, vec![nal, 0x88, v as u8])
+        } else {
+            let ts = audio_base + (audio_t.as_micros() * 48 / 1000) as u32;
+            a += 1;
+            packet(2, 111, a as u16, ts, vec![0xfc, 0xff, 0xfe, a as u8])
+        };
+        net.sfu.push_ingest(net.now, id, vec![p]).unwrap();
+    }
+
+    // What source time each report names for its NTP time (the viewer got the publisher's
+    // numbering: no reconnect, no GOP start), as NTP time minus source time: one instant, the
+    // publisher's time 0, for every report of both tracks.
+    let v = &net.peers[viewer];
+    let mut zeros = Vec::new();
+    for (mid, base, rate) in [
+        (v.video.unwrap(), video_base, 90_000u32),
+        (v.audio.unwrap(), audio_base, 48_000),
+    ] {
+        let srs = reports(&net, viewer, mid);
+        assert!(srs.len() >= 4, "{mid}: {} reports", srs.len());
+        for sr in srs {
+            let ticks = (sr.sender_info.rtp_time.numer() as u32).wrapping_sub(base);
+            let source = Duration::from_micros(u64::from(ticks) * 1_000_000 / u64::from(rate));
+            zeros.push((mid, sr.sender_info.ntp_time - source));
+        }
+    }
+    let (first_mid, first) = zeros[0];
+    for (mid, z) in &zeros {
+        let apart = z.duration_since(first).unwrap_or_else(|e| e.duration());
+        assert!(
+            apart < Duration::from_millis(1),
+            "{mid} puts source time 0 {apart:?} from where {first_mid} does"
+        );
+    }
+}

@@ -28,7 +28,7 @@ use super::publishers::{Registration, RtmpPublishers};
 use super::reencode::WithoutBFrames;
 use super::session::{ServerSession, SessionEvent};
 use crate::runtime::MediaHandle;
-use crate::sfu::peer::PublishedTrack;
+use crate::sfu::peer::{PublishedTrack, SourceTime};
 use crate::sfu::{Departure, SessionId};
 use crate::slots::Slot;
 
@@ -334,13 +334,25 @@ async fn on_video(
             // New parameters (a resolution change, say): the decoder starts again with them.
             p.reencoder = None;
             if p.ingest.is_none() {
-                match media
-                    .publish_ingest(
-                        &p.stream,
-                        vec![PublishedTrack::h264(&profile), PublishedTrack::opus()],
-                    )
-                    .await
-                {
+                // Both tracks' RTP time is the publisher's clock (FLV milliseconds from its zero,
+                // which this message dates): viewers' sender reports follow it, so they play
+                // audio and video captured together together, though the audio comes later.
+                let zero = std::time::Instant::now();
+                let zero = zero
+                    .checked_sub(Duration::from_millis(timestamp.into()))
+                    .unwrap_or(zero);
+                let on_flv_clock = |ssrc, rtp_ts| SourceTime {
+                    ssrc,
+                    rtp_ts,
+                    at: zero,
+                };
+                let tracks = vec![
+                    PublishedTrack::h264(&profile)
+                        .with_source_time(on_flv_clock(p.ssrc, p.ts_base)),
+                    PublishedTrack::opus()
+                        .with_source_time(on_flv_clock(p.audio_ssrc, p.audio_ts_base)),
+                ];
+                match media.publish_ingest(&p.stream, tracks).await {
                     Ok(id) => p.ingest = Some(id),
                     Err(e) => {
                         warn!(stream = %p.stream, error = %e, "rtmp publish could not start");
