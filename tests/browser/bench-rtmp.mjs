@@ -19,7 +19,11 @@
 //       heard:  when Web Audio outputs it (an AudioWorklet; Web Audio's own path comes on top,
 //               and NetEq's concealment may swallow a click, so fewer are heard).
 //
-//   node bench-rtmp.mjs publisher [--seconds 10] [--audio]
+//     --publisher split (with --audio): one ffmpeg per track, each writing FLV to a pipe, and
+//     this script sends each tag over RTMP the moment it comes out, so video does not wait for
+//     the audio encoder as one ffmpeg (or OBS) interleaving both tracks makes it wait.
+//
+//   node bench-rtmp.mjs publisher [--seconds 10] [--audio] [--publisher split]
 //     The publisher's own share: the same ffmpeg writes FLV to a pipe instead of RTMP, and this
 //     script timestamps each tag as it comes out: per track, how long after its capture (the
 //     paint time of its frame, or of the frame at its audio time) ffmpeg hands it over. No glint.
@@ -28,6 +32,7 @@
 //     glint's CPU per RTMP stream (ffmpeg testsrc2 640x360 30 fps + 440 Hz sine): video only,
 //     video + AAC (the AAC → Opus transcode), and H.264 with B-frames + AAC (the re-encode).
 import { spawn, execFileSync } from 'node:child_process';
+import { connect } from 'node:net';
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { startGlint, launchChromium, waitFor } from './lib.mjs';
@@ -49,6 +54,8 @@ const X264 = {
 const x264 = (bframes) => X264[bframes ? 'bframes' : 'zerolatency'];
 const viewer = args.viewer ?? 'webrtc';
 const withAudio = Boolean(args.audio);
+const split = args.publisher === 'split';
+if (split && !withAudio) throw new Error('--publisher split needs --audio');
 const RATE = 48000;
 /** Every CLICK_EVERY-th frame has a click at its audio time. */
 const CLICK_EVERY = 30;
@@ -69,12 +76,19 @@ function paint(frame, t) {
  *  `output` args. Returns the process, the paint time of each frame (Date.now(), by index), the
  *  frame indices that have a click, and `stop()`. */
 function publish(output, stdout = 'ignore') {
-  const ffmpeg = spawn('ffmpeg', ['-hide_banner', '-loglevel', 'error',
-    '-f', 'rawvideo', '-pix_fmt', 'gray', '-s', `${W}x${H}`, '-r', String(FPS), '-i', 'pipe:0',
-    ...(withAudio ? ['-f', 's16le', '-ar', String(RATE), '-ac', '1', '-i', 'pipe:3'] : []),
-    '-pix_fmt', 'yuv420p', '-c:v', 'libx264', ...X264[source], '-g', '60',
-    ...(withAudio ? ['-c:a', 'aac', '-b:a', '160k', '-ac', '2'] : []), // OBS's defaults: 48 kHz stereo, 160 kbit/s
-    ...output], { stdio: ['pipe', stdout, 'inherit', withAudio ? 'pipe' : 'ignore'] });
+  const rawVideo = ['-f', 'rawvideo', '-pix_fmt', 'gray', '-s', `${W}x${H}`, '-r', String(FPS), '-i', 'pipe:0'];
+  const x264 = ['-pix_fmt', 'yuv420p', '-c:v', 'libx264', ...X264[source], '-g', '60'];
+  const aac = ['-c:a', 'aac', '-b:a', '160k', '-ac', '2']; // OBS's defaults: 48 kHz stereo, 160 kbit/s
+  const rawAudio = (fd) => ['-f', 's16le', '-ar', String(RATE), '-ac', '1', '-i', `pipe:${fd}`];
+  const ffmpeg = (args, stdio) => spawn('ffmpeg', ['-hide_banner', '-loglevel', 'error', ...args], { stdio });
+  // --publisher split: one ffmpeg per track, each writing FLV to a pipe, and this script sends
+  // each tag over RTMP as it comes (see `relay`): video does not wait for the audio encoder.
+  const video = split
+    ? ffmpeg([...rawVideo, ...x264, '-flush_packets', '1', '-f', 'flv', 'pipe:1'], ['pipe', 'pipe', 'inherit'])
+    : ffmpeg([...rawVideo, ...(withAudio ? rawAudio(3) : []), ...x264, ...(withAudio ? aac : []), ...output],
+      ['pipe', stdout, 'inherit', withAudio ? 'pipe' : 'ignore']);
+  const audio = split ? ffmpeg([...rawAudio(0), ...aac, '-flush_packets', '1', '-f', 'flv', 'pipe:1'], ['pipe', 'pipe', 'inherit']) : null;
+  const audioIn = split ? audio.stdin : video.stdio[3];
   const frame = Buffer.alloc(W * H);
   const painted = [];
   const start = Date.now();
@@ -85,7 +99,7 @@ function publish(output, stdout = 'ignore') {
     const t = Date.now();
     paint(frame, t & ((1 << BITS) - 1));
     painted.push(t);
-    ffmpeg.stdin.write(frame);
+    video.stdin.write(frame);
     n++;
     setTimeout(tick, Math.max(0, start + (n * 1000) / FPS - Date.now()));
   };
@@ -106,19 +120,20 @@ function publish(output, stdout = 'ignore') {
           buf.writeInt16LE(Math.round(26000 * Math.sin((2 * Math.PI * 1000 * at) / RATE)), (s - written) * 2);
         }
       }
-      ffmpeg.stdio[3].write(buf);
+      audioIn.write(buf);
       written = due;
     }
     setTimeout(audioTick, 10);
   };
   if (withAudio) audioTick();
   return {
-    ffmpeg, painted,
+    ffmpeg: video, audio, painted,
     stop() {
       running = false;
-      ffmpeg.stdin.end();
-      if (withAudio) ffmpeg.stdio[3].end();
-      ffmpeg.kill('SIGKILL');
+      video.stdin.end();
+      if (withAudio) audioIn.end();
+      video.kill('SIGKILL');
+      audio?.kill('SIGKILL');
     },
   };
 }
@@ -143,6 +158,7 @@ function clickOffsets(painted, shown, times) {
 
 async function latency(glint) {
   const pub = publish(['-f', 'flv', `${glint.rtmp}/live/test-key`]);
+  const relayed = split ? await relay(pub, glint.rtmp) : null;
   const browser = await launchChromium();
   try {
     await waitFor(async () => (await (await fetch(`${glint.base}/api/live`)).json()).some((s) => s.live), 20000, 'RTMP stream live');
@@ -200,16 +216,17 @@ async function latency(glint) {
     const path = viewer === 'hls' ? 'rtmp→hls (hls.js defaults)' : 'rtmp→webrtc';
     // hls.js: how far behind the live playlist's end it plays (the rest is the playlist's own lag).
     const player = viewer === 'hls' ? await page.evaluate(() => ({ behind_live_edge_ms: Math.round(window.view.latency * 1000), target_ms: Math.round(window.view.targetLatency * 1000) })) : {};
-    console.log(JSON.stringify({ path, source, audio: withAudio, x264: X264[source].join(' '), samples: samples.length, median_ms: pct(samples, 50), p95_ms: pct(samples, 95), ...player, ...sync }));
+    console.log(JSON.stringify({ path, source, audio: withAudio, publisher: split ? 'split' : 'ffmpeg', x264: X264[source].join(' '), samples: samples.length, median_ms: pct(samples, 50), p95_ms: pct(samples, 95), ...player, ...sync }));
   } finally {
     pub.stop();
+    relayed?.destroy();
     await browser.close();
   }
 }
 
 /** FLV tags as ffmpeg writes them to `stream`, each with the time it came out:
  *  `{ type, ts, at, avcPacketType }` (type 8 audio, 9 video). */
-function flvTags(stream) {
+function flvTags(stream, onTag = () => {}) {
   const tags = [];
   let buf = Buffer.alloc(0);
   let pos = 13; // FLV header (9) + PreviousTagSize0 (4)
@@ -221,6 +238,7 @@ function flvTags(stream) {
       if (buf.length < pos + 11 + size + 4) break;
       const ts = buf.readUIntBE(pos + 4, 3) | (buf[pos + 7] << 24);
       tags.push({ type: buf[pos], ts, at, packetType: buf[pos + 12] });
+      onTag(buf[pos], ts, buf.subarray(pos + 11, pos + 11 + size));
       pos += 11 + size + 4;
     }
     buf = buf.subarray(pos);
@@ -229,20 +247,84 @@ function flvTags(stream) {
   return tags;
 }
 
+/** AMF0 (command values): strings, numbers, null, objects. */
+function amf0(values) {
+  const parts = [];
+  const str = (x) => { const b = Buffer.from(x); const h = Buffer.alloc(2); h.writeUInt16BE(b.length); return [h, b]; };
+  for (const v of values) {
+    if (v === null) parts.push(Buffer.from([5]));
+    else if (typeof v === 'number') { const b = Buffer.alloc(9); b[0] = 0; b.writeDoubleBE(v, 1); parts.push(b); }
+    else if (typeof v === 'string') parts.push(Buffer.from([2]), ...str(v));
+    else {
+      parts.push(Buffer.from([3]));
+      for (const [k, x] of Object.entries(v)) parts.push(...str(k), amf0([x]));
+      parts.push(Buffer.from([0, 0, 9]));
+    }
+  }
+  return Buffer.concat(parts);
+}
+
+/** One RTMP message as chunks (RTMP spec §5.3.1): a type-0 header, then type-3 continuations. */
+function chunks(csid, type, streamId, ts, payload, size) {
+  const out = [];
+  const ext = ts >= 0xffffff;
+  const header = Buffer.alloc(12);
+  header[0] = csid;
+  header.writeUIntBE(ext ? 0xffffff : ts, 1, 3);
+  header.writeUIntBE(payload.length, 4, 3);
+  header[7] = type;
+  header.writeUInt32LE(streamId, 8);
+  const extTs = () => { const b = Buffer.alloc(4); b.writeUInt32BE(ts >>> 0); return b; };
+  out.push(header);
+  if (ext) out.push(extTs());
+  for (let i = 0; i < payload.length; i += size) {
+    if (i > 0) { out.push(Buffer.from([0xc0 | csid])); if (ext) out.push(extTs()); }
+    out.push(payload.subarray(i, i + size));
+  }
+  return Buffer.concat(out);
+}
+
+/** The split publisher's RTMP side: publishes `test-key` to `url` as OBS does (the handshake's
+ *  C0, C1, C2 at once, then connect … publish), then sends each FLV tag of the two ffmpegs as
+ *  soon as it comes out. Returns the socket. */
+async function relay(pub, url) {
+  const { hostname, port } = new URL(url);
+  const sock = connect({ host: hostname, port: Number(port) });
+  sock.setNoDelay(true);
+  sock.on('data', () => {}); // the server's replies: not needed
+  sock.on('error', () => {});
+  await new Promise((r) => sock.once('connect', r));
+  const size = 4096;
+  const size4 = Buffer.alloc(4); size4.writeUInt32BE(size);
+  sock.write(Buffer.concat([Buffer.from([3]), Buffer.alloc(1536), Buffer.alloc(1536),
+    chunks(2, 1, 0, 0, size4, 128),
+    chunks(3, 20, 0, 0, amf0(['connect', 1, { app: 'live', type: 'nonprivate', tcUrl: `${url}/live` }]), size),
+    chunks(3, 20, 0, 0, amf0(['createStream', 2, null]), size),
+    chunks(4, 20, 1, 0, amf0(['publish', 3, null, 'test-key', 'live']), size)]));
+  // ffmpeg's FLV moves every time 21 ms later when there is AAC (its first frame's priming
+  // starts at -1024 samples): the video-only FLV is moved the same, as one ffmpeg would.
+  const AAC_PRIMING_MS = 21;
+  flvTags(pub.ffmpeg.stdout, (type, ts, body) => { if (type === 9) sock.write(chunks(6, 9, 1, ts + AAC_PRIMING_MS, body, size)); });
+  flvTags(pub.audio.stdout, (type, ts, body) => { if (type === 8) sock.write(chunks(5, 8, 1, ts, body, size)); });
+  return sock;
+}
+
 async function publisherOnly() {
   const pub = publish(['-flush_packets', '1', '-f', 'flv', 'pipe:1'], 'pipe');
   const tags = flvTags(pub.ffmpeg.stdout);
+  const audioTags = split ? flvTags(pub.audio.stdout) : tags;
   await new Promise((r) => setTimeout(r, seconds * 1000));
   pub.stop();
-  // Coded frames only (AVC/AAC packet type 1), after a 2 s warm-up.
-  const video = tags.filter((t) => t.type === 9 && t.packetType === 1);
-  const audio = tags.filter((t) => t.type === 8 && t.packetType === 1);
+  // Coded frames only (AVC/AAC packet type 1), after a 2 s warm-up. Split: the video's FLV
+  // time moved as `relay` moves it.
+  const video = tags.filter((t) => t.type === 9 && t.packetType === 1).map((t) => ({ ...t, ts: t.ts + (split ? 21 : 0) }));
+  const audio = audioTags.filter((t) => t.type === 8 && t.packetType === 1);
   // ffmpeg's clock → wall clock: frame n (FLV time ts) was painted at painted[n].
   const shift = pct(video.map((v, n) => pub.painted[n] - v.ts), 50);
   const warm = (xs) => xs.filter((t) => t.ts + shift > pub.painted[0] + 2000);
   const late = (xs, end = 0) => warm(xs).map((t) => t.at - (t.ts + shift + end));
   const row = {
-    source, audio: withAudio, video_frames: video.length,
+    source, audio: withAudio, publisher: split ? 'split' : 'ffmpeg', video_frames: video.length,
     // A video frame leaves ffmpeg this long after it was painted.
     video_median_ms: pct(late(video), 50), video_p95_ms: pct(late(video), 95),
   };
