@@ -9,9 +9,9 @@
 //!   - `sfu/demux.rs`: which peer connection a datagram on the shared UDP port belongs to.
 //! - [`stun`]: the few bytes of STUN the demultiplexer reads (the USERNAME of a binding request).
 //! - [`codec`]: codecs we forward and how to spot a keyframe in their RTP payloads.
-//! - [`runtime`]: the one task that owns the UDP socket and drives the core; [`MediaHandle`] is
-//!   how signaling talks to it.
-//! - [`metrics`]: counters read by `/metrics` without going through the media task.
+//! - [`runtime`]: the media thread (`glint-media`) that owns the UDP socket and drives the core;
+//!   [`MediaHandle`] is how signaling and RTMP ingest talk to it.
+//! - [`metrics`]: counters read by `/metrics` without going through the media thread.
 //! - [`ingest`]: publishers that are not WebRTC peers (RTMP), and their GStreamer transcoders.
 //! - [`hls`]: the HLS ladder of every live stream (GStreamer), and where its objects are stored.
 //! - `pipeline.rs`: GStreamer set-up shared by every pipeline.
