@@ -240,8 +240,6 @@ impl Sfu {
         let Some(peer) = self.peers.get_mut(&id) else {
             return;
         };
-        peer.drain_writes(&mut self.transmits);
-        let moved = std::mem::take(&mut peer.moved);
         let mut became_connected = false;
         let mut failed = false;
         while let Some(event) = peer.pc.poll_event() {
@@ -283,6 +281,10 @@ impl Sfu {
                 _ => {}
             }
         }
+        // Everything the connection wrote — for the datagram, the timer, and while its events
+        // and reads were handled (a DTLS flight, RTCP) — goes out now.
+        peer.drain_writes(&mut self.transmits);
+        let moved = std::mem::take(&mut peer.moved);
         if let PeerKind::Viewer { sender, tracks } = &mut peer.kind {
             if became_connected || moved {
                 // Media goes to the selected pair's remote, not to wherever the agent last
@@ -317,8 +319,6 @@ impl Sfu {
                 }
             }
         }
-        // What handling the events and reads wrote (a DTLS flight, RTCP) goes out now too.
-        peer.drain_writes(&mut self.transmits);
         let stream = peer.stream.clone();
         peer.refile(&mut self.timers, id);
         if !self.nacked.is_empty() {

@@ -144,6 +144,10 @@ impl Sfu {
         let outputs = s.outputs.iter_mut().chain(s.joining.iter_mut());
         for out in outputs.filter(|o| now >= o.next_report) {
             out.next_report = now + fanout::SENDER_REPORT_INTERVAL;
+            if out.start.as_ref().is_some_and(|st| st.expired(now)) {
+                // No NACK reaches back that far, and its sequence numbers will come round again.
+                out.start = None;
+            }
             if let Some(peer) = self.peers.get_mut(&out.id) {
                 send_reports(now, &self.clock, out, peer, &mut self.transmits, timelines);
                 peer.refile(&mut self.timers, out.id);

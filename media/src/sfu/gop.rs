@@ -30,6 +30,9 @@ use crate::codec::MediaKind;
 /// How much faster than real time a joining viewer is sent the GOP after its keyframe: a viewer
 /// joining 2 s after a keyframe is live ~0.7 s later, at 4× the stream's bitrate meanwhile.
 pub(crate) const SPEEDUP: u32 = 4;
+/// How long a viewer's start keeps its timestamps for NACKs' answers (receivers stop asking
+/// for a packet within a second or two).
+const START_KEPT: Duration = Duration::from_secs(10);
 /// What a kept packet costs beyond its payload (the `rtp::Packet` and its header).
 const PACKET_OVERHEAD: usize = 128;
 /// The video clock (ticks per millisecond): every video codec we forward runs at 90 kHz.
@@ -259,6 +262,12 @@ impl Start {
 
     pub fn done(&self) -> bool {
         self.done
+    }
+
+    /// Live long enough that no NACK can ask for a packet of the start any more: the mapping
+    /// can go (kept, it would misdate a live packet once sequence numbers wrap, 65,536 on).
+    pub fn expired(&self, now: Instant) -> bool {
+        self.done && now.saturating_duration_since(self.began) > START_KEPT
     }
 }
 

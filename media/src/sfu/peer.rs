@@ -103,9 +103,7 @@ impl PublishedTrack {
         self.source_time = Some(source_time);
         self
     }
-}
 
-impl PublishedTrack {
     /// H.264 from a non-WebRTC source (RTMP), on payload type 96, packetization-mode 1.
     pub fn h264(profile_level_id: &str) -> Self {
         let pt = 96;
@@ -126,9 +124,7 @@ impl PublishedTrack {
             source_time: None,
         }
     }
-}
 
-impl PublishedTrack {
     /// Opus from a non-WebRTC source (RTMP's AAC, transcoded), on payload type 111.
     pub fn opus() -> Self {
         let pt = 111;
