@@ -745,12 +745,18 @@ mod tests {
         for _ in 0..UNITS {
             media.push_ingest(id, access_unit(UNIT)).await.unwrap();
         }
+        let mut events = media.subscribe();
         media.close_ingest(id, "test", Departure::Ended).await;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while media.streams().await.unwrap().iter().any(|s| s.live) {
-            assert!(Instant::now() < deadline, "the close is handled");
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
+        let offline = async {
+            while let Ok(ev) = events.recv().await {
+                if matches!(ev, StreamEvent::Offline { ref stream } if stream == "steady") {
+                    return;
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), offline)
+            .await
+            .expect("the close is handled");
         // The close was queued behind the packets: every one of them was handled first.
         assert_eq!(received(&media) - before, UNITS * u64::from(UNIT));
         media.shutdown().await;

@@ -7,7 +7,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use crate::common::{Net, Publisher};
+use crate::common::{join, on_air, Net, Publisher};
 use media::sfu::StreamEvent;
 use media::MediaConfig;
 use str0m::rtp::rtcp::Rtcp;
@@ -17,20 +17,18 @@ use str0m::Event;
 /// A live stream "demo" with audio and video and two connected viewers (which report raw
 /// RTCP), a second into watching.
 fn watched() -> (Net, Publisher, Vec<usize>) {
-    let mut net = Net::new(MediaConfig::default());
-    let publisher = net.publisher("10.0.0.2:5000", "demo");
-    net.run_until(Duration::from_secs(5), |n| n.peers[0].connected());
-    let mut media = Publisher::new(&mut net, publisher, true);
-    media.play(&mut net, Duration::from_millis(500));
+    let (mut net, mut media) = on_air(
+        Net::new(MediaConfig::default()),
+        true,
+        Duration::from_millis(500),
+    );
     net.raw_packets = true;
-    let viewers = vec![
-        net.viewer("10.0.0.3:6000", "demo"),
-        net.viewer("10.0.0.4:6000", "demo"),
-    ];
-    media.play_until(&mut net, Duration::from_secs(3), |n| {
-        viewers.iter().all(|v| n.peers[*v].connected())
-    });
-    media.play(&mut net, Duration::from_secs(1));
+    let viewers = join(
+        &mut net,
+        &mut media,
+        &["10.0.0.3:6000", "10.0.0.4:6000"],
+        Duration::from_secs(1),
+    );
     assert_eq!(net.sfu.session_count(), 3);
     (net, media, viewers)
 }

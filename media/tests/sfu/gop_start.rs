@@ -5,16 +5,12 @@
 
 use std::time::Duration;
 
-use crate::common::{is_vp8_keyframe, Net, Publisher, FRAME};
+use crate::common::{is_vp8_keyframe, on_air, Net, Publisher, FRAME};
 use media::MediaConfig;
 
 /// A live stream "demo" with `secs` of video sent (one keyframe, at its start).
 fn live(config: MediaConfig, secs: u64) -> (Net, Publisher) {
-    let mut net = Net::new(config);
-    let publisher = net.publisher("10.0.0.2:5000", "demo");
-    net.run_until(Duration::from_secs(5), |n| n.peers[0].connected());
-    let mut media = Publisher::new(&mut net, publisher, true);
-    media.play(&mut net, Duration::from_secs(secs));
+    let (net, media) = on_air(Net::new(config), true, Duration::from_secs(secs));
     assert_eq!(media.keyframes, 1);
     (net, media)
 }

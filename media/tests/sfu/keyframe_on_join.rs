@@ -5,16 +5,12 @@
 
 use std::time::Duration;
 
-use crate::common::{is_vp8_keyframe, Net, Publisher};
+use crate::common::{is_vp8_keyframe, on_air, Net, Publisher};
 use media::MediaConfig;
 
 /// A live stream "demo" with a second of video sent (one keyframe, at its start).
 fn live(config: MediaConfig) -> (Net, Publisher) {
-    let mut net = Net::new(config);
-    let publisher = net.publisher("10.0.0.2:5000", "demo");
-    net.run_until(Duration::from_secs(5), |n| n.peers[0].connected());
-    let mut media = Publisher::new(&mut net, publisher, false);
-    media.play(&mut net, Duration::from_secs(1));
+    let (net, media) = on_air(Net::new(config), false, Duration::from_secs(1));
     assert_eq!(media.keyframes, 1);
     (net, media)
 }

@@ -8,7 +8,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use crate::common::{Impairment, Leg, Net, Publisher, What};
+use crate::common::{join, on_air, Impairment, Leg, Net, Publisher, What};
 use media::MediaConfig;
 use str0m::rtp::rtcp::{NackEntry, Rtcp};
 use str0m::rtp::RawPacket;
@@ -17,15 +17,13 @@ use str0m::rtp::RawPacket;
 fn watched(raw_packets: bool) -> (Net, Publisher, usize) {
     let mut net = Net::new(MediaConfig::default());
     net.raw_packets = raw_packets;
-    let publisher = net.publisher("10.0.0.2:5000", "demo");
-    net.run_until(Duration::from_secs(5), |n| n.peers[0].connected());
-    let mut media = Publisher::new(&mut net, publisher, true);
-    media.play(&mut net, Duration::from_millis(500));
-    let viewer = net.viewer("10.0.0.3:6000", "demo");
-    media.play_until(&mut net, Duration::from_secs(3), |n| {
-        n.peers[viewer].connected()
-    });
-    media.play(&mut net, Duration::from_millis(500));
+    let (mut net, mut media) = on_air(net, true, Duration::from_millis(500));
+    let viewer = join(
+        &mut net,
+        &mut media,
+        &["10.0.0.3:6000"],
+        Duration::from_millis(500),
+    )[0];
     (net, media, viewer)
 }
 

@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::common::{is_vp8_keyframe, Net, Publisher};
+use crate::common::{is_vp8_keyframe, on_air, Net, Publisher};
 use media::MediaConfig;
 use str0m::media::KeyframeRequestKind;
 
@@ -19,12 +19,8 @@ fn config() -> MediaConfig {
 
 /// A live stream "demo" that has sent a second of video.
 fn live(config: MediaConfig) -> (Net, Publisher) {
-    let mut net = Net::new(config);
-    let publisher = net.publisher("10.0.0.2:5000", "demo");
-    net.run_until(Duration::from_secs(5), |n| n.peers[0].connected());
-    let mut media = Publisher::new(&mut net, publisher, false);
-    media.play(&mut net, Duration::from_secs(1));
-    assert!(net.peers[publisher].keyframe_requests().is_empty());
+    let (net, media) = on_air(Net::new(config), false, Duration::from_secs(1));
+    assert!(net.peers[media.peer].keyframe_requests().is_empty());
     (net, media)
 }
 

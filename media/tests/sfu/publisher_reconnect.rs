@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use crate::common::{Net, Publisher};
+use crate::common::{join, on_air, Net, Publisher};
 use media::sfu::StreamEvent;
 use media::MediaConfig;
 use str0m::media::Pt;
@@ -15,16 +15,13 @@ use str0m::{Event, IceConnectionState};
 
 /// A live stream "demo" with audio and video, watched by one viewer for a second.
 fn watched(config: MediaConfig) -> (Net, Publisher, usize) {
-    let mut net = Net::new(config);
-    let publisher = net.publisher("10.0.0.2:5000", "demo");
-    net.run_until(Duration::from_secs(5), |n| n.peers[0].connected());
-    let mut media = Publisher::new(&mut net, publisher, true);
-    media.play(&mut net, Duration::from_millis(500));
-    let viewer = net.viewer("10.0.0.3:6000", "demo");
-    media.play_until(&mut net, Duration::from_secs(3), |n| {
-        n.peers[viewer].connected()
-    });
-    media.play(&mut net, Duration::from_secs(1));
+    let (mut net, mut media) = on_air(Net::new(config), true, Duration::from_millis(500));
+    let viewer = join(
+        &mut net,
+        &mut media,
+        &["10.0.0.3:6000"],
+        Duration::from_secs(1),
+    )[0];
     (net, media, viewer)
 }
 

@@ -818,3 +818,24 @@ impl Publisher {
         net.advance(end.saturating_duration_since(net.now));
     }
 }
+
+/// Put stream "demo" on air on `net`: a publisher at 10.0.0.2:5000 connects, then sends (video,
+/// and audio if `audio`) for `played`.
+pub fn on_air(mut net: Net, audio: bool, played: Duration) -> (Net, Publisher) {
+    let publisher = net.publisher("10.0.0.2:5000", "demo");
+    net.run_until(Duration::from_secs(5), |n| n.peers[publisher].connected());
+    let mut media = Publisher::new(&mut net, publisher, audio);
+    media.play(&mut net, played);
+    (net, media)
+}
+
+/// Viewers of "demo" at `addrs` make their offers at once and connect while the publisher
+/// plays on; then it plays `watched` more.
+pub fn join(net: &mut Net, media: &mut Publisher, addrs: &[&str], watched: Duration) -> Vec<usize> {
+    let viewers: Vec<usize> = addrs.iter().map(|a| net.viewer(a, "demo")).collect();
+    media.play_until(net, Duration::from_secs(3), |n| {
+        viewers.iter().all(|v| n.peers[*v].connected())
+    });
+    media.play(net, watched);
+    viewers
+}
