@@ -390,13 +390,14 @@ impl WallClock {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use bytes::Bytes;
     use rtc::shared::marshal::Unmarshal;
     use rtc::srtp::protection_profile::ProtectionProfile;
 
-    fn packet(seq: u16, ts: u32, len: usize) -> rtp::Packet {
+    /// A VP8-typed packet of `len` payload bytes (also the GOP's tests' packet).
+    pub(in crate::sfu) fn packet(seq: u16, ts: u32, len: usize) -> rtp::Packet {
         rtp::Packet {
             header: rtp::Header {
                 version: 2,

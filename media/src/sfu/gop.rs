@@ -276,17 +276,9 @@ mod tests {
     use super::*;
     use bytes::Bytes;
 
+    /// A packet of 100 payload bytes.
     fn packet(seq: u16, ts: u32) -> rtp::Packet {
-        rtp::Packet {
-            header: rtp::Header {
-                version: 2,
-                payload_type: 96,
-                sequence_number: seq,
-                timestamp: ts,
-                ..Default::default()
-            },
-            payload: Bytes::from_static(&[0u8; 100]),
-        }
+        crate::sfu::fanout::tests::packet(seq, ts, 100)
     }
 
     #[test]
