@@ -53,6 +53,11 @@ pub struct Cli {
     /// source rendition only (H.264) or no HLS (VP8). [default: one per CPU]
     #[arg(long, env = "GLINT_HLS_MAX_LADDERS")]
     pub hls_max_ladders: Option<usize>,
+    /// Serve live streams' HLS as Low-Latency HLS (parts, blocking playlist reloads) at /hls/;
+    /// off, /hls/ serves the stored standard playlists only (what a CDN-only deployment gets).
+    /// [default: true]
+    #[arg(long, env = "GLINT_HLS_LOW_LATENCY")]
+    pub hls_low_latency: Option<bool>,
     /// Public base URL of the HLS objects in /api/live (a CDN in front of glint). [default: /hls]
     #[arg(long, env = "GLINT_HLS_PUBLIC_URL")]
     pub hls_public_url: Option<String>,
@@ -191,6 +196,7 @@ pub struct FileConfig {
     pub hls: Option<bool>,
     pub hls_segment_secs: Option<u64>,
     pub hls_max_ladders: Option<usize>,
+    pub hls_low_latency: Option<bool>,
     pub hls_ladder: Option<Vec<String>>,
     pub hls_public_url: Option<String>,
     pub hls_s3_bucket: Option<String>,
@@ -373,6 +379,9 @@ impl Config {
             let mut hls = media::hls::HlsConfig::new(c.data_dir.join("hls"));
             if let Some(n) = cli.hls_max_ladders.or(file.hls_max_ladders) {
                 hls.max_ladders = n;
+            }
+            if let Some(on) = cli.hls_low_latency.or(file.hls_low_latency) {
+                hls.low_latency = on;
             }
             if let Some(s) = file.hls_segment_secs.filter(|s| (1..=10).contains(s)) {
                 hls.segment = std::time::Duration::from_secs(s);

@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
@@ -41,6 +42,7 @@ pub fn router(
             config.sessions_per_sec,
         )),
     });
+    let hls_live = media.hls_live().cloned();
     let mut pages = Router::new()
         .route("/publish/{stream}", get(page_for(PUBLISH_PAGE)))
         .route(
@@ -71,7 +73,11 @@ pub fn router(
         cross_origin = cross_origin.merge(
             Router::new()
                 .route("/hls/{*path}", get(hls_object))
-                .with_state((Arc::new(hls.dir.clone()), audience)),
+                .with_state(Arc::new(HlsRoutes {
+                    dir: hls.dir.clone(),
+                    audience,
+                    live: hls_live.clone(),
+                })),
         );
     }
     let cross_origin = cross_origin
@@ -226,41 +232,100 @@ fn cors(config: &Config) -> CorsLayer {
         ])
 }
 
-/// HLS objects from the local store, with the Content-Type and Cache-Control a CDN needs.
+/// What `/hls/` serves from: the live renditions in memory (LL-HLS), then the local store.
+struct HlsRoutes {
+    dir: std::path::PathBuf,
+    audience: Arc<HlsAudience>,
+    live: Option<media::hls::LiveHls>,
+}
+
+/// HLS objects: live playlists (Low-Latency, with blocking reloads), parts and recent segments
+/// from memory; the rest from the local store; with the Content-Type and Cache-Control a CDN
+/// needs.
 async fn hls_object(
-    State((dir, audience)): State<(Arc<std::path::PathBuf>, Arc<HlsAudience>)>,
+    State(hls): State<Arc<HlsRoutes>>,
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     headers: axum::http::HeaderMap,
     Path(path): Path<String>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
 ) -> Response {
     use media::hls::store::Kind;
+    use media::hls::PlaylistError;
     let safe = path
         .split('/')
         .all(|p| !p.is_empty() && p != "." && p != ".." && !p.contains('\\'));
     let Some(kind) = Kind::of_path(&path).filter(|_| safe) else {
         return (StatusCode::NOT_FOUND, "no such HLS object").into_response();
     };
-    match tokio::fs::read(dir.join(&path)).await {
-        Ok(body) => {
-            // A media playlist (`<stream>/<rendition>/index.m3u8`): a player watching.
-            if let (Kind::Playlist, [stream, _, _]) =
-                (kind, path.split('/').collect::<Vec<_>>().as_slice())
-            {
-                let ua = headers
-                    .get(header::USER_AGENT)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("");
-                audience.seen(stream, peer.ip(), ua, std::time::Instant::now());
+    let parts: Vec<&str> = path.split('/').collect();
+    // A media playlist (`<stream>/<rendition>/index.m3u8`): a player watching.
+    if let (Kind::Playlist, [stream, _, _]) = (kind, parts.as_slice()) {
+        let ua = headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        hls.audience
+            .seen(stream, peer.ip(), ua, std::time::Instant::now());
+    }
+    let object = |body: Bytes, cache: &'static str| {
+        (
+            [
+                (header::CONTENT_TYPE, kind.content_type()),
+                (header::CACHE_CONTROL, cache),
+            ],
+            body,
+        )
+            .into_response()
+    };
+    if let Some(live) = &hls.live {
+        match (kind, parts.as_slice()) {
+            (Kind::Playlist, [stream, "master.m3u8"]) => {
+                if let Some(m) = live.master(stream) {
+                    return object(m, kind.cache_control());
+                }
             }
-            (
-                [
-                    (header::CONTENT_TYPE, kind.content_type()),
-                    (header::CACHE_CONTROL, kind.cache_control()),
-                ],
-                body,
-            )
-                .into_response()
+            (Kind::Playlist, [stream, rendition, "index.m3u8"]) => {
+                match live
+                    .media_playlist(stream, rendition, query.as_deref())
+                    .await
+                {
+                    // A blocking reload's answer names one part of the stream: a CDN may keep
+                    // it; the plain URL changes with every part.
+                    Ok(text) => {
+                        let cache = if query.as_deref().is_some_and(|q| q.contains("_HLS_msn")) {
+                            "public, max-age=6"
+                        } else {
+                            "no-cache"
+                        };
+                        return object(text.into(), cache);
+                    }
+                    Err(PlaylistError::NotLive) => {}
+                    Err(e @ PlaylistError::Timeout) => {
+                        return (
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            [(header::RETRY_AFTER, "1")],
+                            e.to_string(),
+                        )
+                            .into_response()
+                    }
+                    Err(e) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+                }
+            }
+            (Kind::Segment, [stream, rendition, name]) => {
+                if let Some(chunks) = live.object(stream, rendition, name).await {
+                    let body = if chunks.len() == 1 {
+                        chunks.into_iter().next().unwrap_or_default()
+                    } else {
+                        Bytes::from(chunks.concat())
+                    };
+                    return object(body, kind.cache_control());
+                }
+            }
+            _ => {}
         }
+    }
+    match tokio::fs::read(hls.dir.join(&path)).await {
+        Ok(body) => object(body.into(), kind.cache_control()),
         Err(_) => (StatusCode::NOT_FOUND, "no such HLS object").into_response(),
     }
 }

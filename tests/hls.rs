@@ -1,7 +1,10 @@
 //! HLS ladder from a real RTMP publisher (ffmpeg, 1280x720 H.264 + AAC): the master playlist
-//! lists the renditions (no upscaling), every rendition's segments decode (ffprobe) at the right
-//! size with AAC audio and last about the target duration, objects carry the right Content-Type
-//! and Cache-Control, and the playlists end with #EXT-X-ENDLIST when the stream ends.
+//! lists the renditions (no upscaling), every rendition's fMP4 segments decode (ffprobe, with
+//! their #EXT-X-MAP) at the right size with AAC audio and last about the target duration,
+//! objects carry the right Content-Type and Cache-Control, and the playlists end with
+//! #EXT-X-ENDLIST when the stream ends. Low-Latency HLS: blocking playlist reloads and preload
+//! hints wait for their part, requests too far ahead get 400, parts concatenate to their
+//! segment.
 
 mod common;
 
@@ -45,6 +48,30 @@ fn segments(playlist: &str) -> Vec<(f64, String)> {
         }
     }
     out
+}
+
+/// The `#EXT-X-MAP` URI in force for the segment `uri` of `playlist`.
+fn map_of(playlist: &str, uri: &str) -> String {
+    let mut map = None;
+    for l in playlist.lines() {
+        if let Some(m) = l.strip_prefix("#EXT-X-MAP:URI=\"") {
+            map = Some(m.trim_end_matches('"').to_owned());
+        }
+        if l == uri {
+            break;
+        }
+    }
+    map.unwrap_or_else(|| panic!("no #EXT-X-MAP before {uri}:\n{playlist}"))
+}
+
+/// The segment `uri` of the playlist at `playlist_url`, its initialization segment in front:
+/// a file ffprobe reads.
+async fn media_file(playlist_url: &str, playlist: &str, uri: &str) -> Vec<u8> {
+    let init = resolve(playlist_url, &map_of(playlist, uri));
+    let (_, _, init) = get(&init).await.unwrap_or_else(|| panic!("{init}"));
+    let seg = resolve(playlist_url, uri);
+    let (_, _, seg) = get(&seg).await.unwrap_or_else(|| panic!("{seg}"));
+    [init.to_vec(), seg.to_vec()].concat()
 }
 
 fn ffprobe(file: &std::path::Path) -> serde_json::Value {
@@ -104,11 +131,9 @@ async fn a_publisher_reconnect_is_a_discontinuity() {
     let last_before = segments(before).pop().unwrap().1;
     let first_after = segments(after).remove(0).1;
     for (uri, width) in [(last_before, 640), (first_after, 320)] {
-        let (_, _, ts) = get(&format!("{}/hls/demo/source/{uri}", base(&server)))
-            .await
-            .unwrap();
-        let file = dir.path.join(&uri);
-        std::fs::write(&file, &ts).unwrap();
+        let body = media_file(&url, &playlist, &uri).await;
+        let file = dir.path.join(format!("{uri}.mp4"));
+        std::fs::write(&file, &body).unwrap();
         let probe = ffprobe(&file);
         let video = probe["streams"]
             .as_array()
@@ -191,11 +216,11 @@ async fn rtmp_stream_becomes_an_hls_ladder() {
             );
         }
         let (_, uri) = &segs[1];
-        let (ct, cc, ts) = get(&format!("{b}/hls/demo/{name}/{uri}")).await.unwrap();
-        assert_eq!(ct, "video/mp2t");
+        let (ct, cc, _) = get(&format!("{b}/hls/demo/{name}/{uri}")).await.unwrap();
+        assert_eq!(ct, "video/mp4");
         assert!(cc.contains("immutable"));
-        let file = dir.path.join(format!("{name}.ts"));
-        std::fs::write(&file, &ts).unwrap();
+        let file = dir.path.join(format!("{name}.mp4"));
+        std::fs::write(&file, media_file(&url, &playlist, uri).await).unwrap();
         let probe = ffprobe(&file);
         let streams = probe["streams"].as_array().unwrap();
         let video = streams.iter().find(|s| s["codec_type"] == "video").unwrap();
@@ -236,7 +261,7 @@ async fn rtmp_stream_becomes_an_hls_ladder() {
     server.shutdown().await;
 }
 
-/// `../../source/seg-1-00000.ts` against the playlist's URL.
+/// `../../source/seg-1-00000.m4s` against the playlist's URL.
 fn resolve(playlist_url: &str, uri: &str) -> String {
     reqwest::Url::parse(playlist_url)
         .unwrap()
@@ -437,7 +462,20 @@ async fn a_whip_publisher_becomes_an_hls_ladder() {
         })
         .await;
         let rendition = r.trim_end_matches("/index.m3u8");
-        let file = dir.path.join("hls/demo").join(rendition).join(&segs[0].1);
+        let (_, _, playlist) = get(&url).await.unwrap();
+        let playlist = String::from_utf8_lossy(&playlist).into_owned();
+        // The stored objects (what a CDN gets), not glint's memory.
+        let stored = dir.path.join("hls/demo").join(rendition);
+        let (init, seg) = (
+            stored.join(map_of(&playlist, &segs[0].1)),
+            stored.join(&segs[0].1),
+        );
+        let body = eventually_some("the segment stored", WAIT, || async {
+            Some([std::fs::read(&init).ok()?, std::fs::read(&seg).ok()?].concat())
+        })
+        .await;
+        let file = dir.path.join(format!("{rendition}.mp4"));
+        std::fs::write(&file, body).unwrap();
         let probe = ffprobe(&file);
         let kinds: Vec<&str> = probe["streams"]
             .as_array()
@@ -505,5 +543,171 @@ async fn streams_beyond_the_ladder_cap_get_the_source_rendition_only() {
     .await;
     first.stop().await.unwrap();
     second.stop().await.unwrap();
+    server.shutdown().await;
+}
+
+/// Each complete segment of a Low-Latency playlist with the parts listed before it.
+fn parted_segments(playlist: &str) -> Vec<(String, Vec<String>)> {
+    let mut out = Vec::new();
+    let mut parts = Vec::new();
+    let mut lines = playlist.lines();
+    while let Some(l) = lines.next() {
+        if let Some(attrs) = l.strip_prefix("#EXT-X-PART:") {
+            parts.push(attr(attrs, "URI").unwrap());
+        } else if l.starts_with("#EXTINF:") {
+            out.push((lines.next().unwrap().to_owned(), std::mem::take(&mut parts)));
+        }
+    }
+    out
+}
+
+/// The value of `name` in a tag's attribute list (quotes removed).
+fn attr(attrs: &str, name: &str) -> Option<String> {
+    attrs.split(',').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        (k == name).then(|| v.trim_matches('"').to_owned())
+    })
+}
+
+/// `seg-<epoch>-00012.3.m4s` → (12, 3).
+fn part_number(uri: &str) -> (u64, u64) {
+    let stem = uri.trim_end_matches(".m4s");
+    let (seg, part) = stem.rsplit_once('.').unwrap();
+    let msn = seg.rsplit('-').next().unwrap();
+    (msn.parse().unwrap(), part.parse().unwrap())
+}
+
+/// ffmpeg decodes the whole file without a complaint.
+fn decodes(file: &std::path::Path) {
+    let out = Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(file)
+        .args(["-f", "null", "-"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "{}: {}",
+        file.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn low_latency_hls_blocks_until_the_part_exists() {
+    let (server, dir) = start_server_with(|c| {
+        c.media.hls = Some(media::hls::HlsConfig::new(c.data_dir.join("hls")));
+    })
+    .await;
+    let b = base(&server);
+    let url = format!("{b}/hls/demo/source/index.m3u8");
+    let mut ffmpeg = ffmpeg(server.rtmp_addr, "640x360");
+    let playlist = eventually_some("a segment with its parts", WAIT, || async {
+        let (_, _, body) = get(&url).await?;
+        let p = String::from_utf8_lossy(&body).into_owned();
+        parted_segments(&p)
+            .iter()
+            .any(|(_, parts)| !parts.is_empty())
+            .then_some(p)
+    })
+    .await;
+    println!("{playlist}");
+    assert!(playlist.contains("#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK="));
+    assert!(
+        playlist.contains("#EXT-X-PART-INF:PART-TARGET=0.340\n"),
+        "30 fps: 10 frames"
+    );
+    assert!(playlist.contains("#EXT-X-PROGRAM-DATE-TIME:"));
+    let hint = |p: &str| {
+        p.lines()
+            .find_map(|l| l.strip_prefix("#EXT-X-PRELOAD-HINT:"))
+            .and_then(|a| attr(a, "URI"))
+            .unwrap_or_else(|| panic!("no preload hint:\n{p}"))
+    };
+
+    // A blocking reload for the hinted part: answered once that part (or a later one) exists.
+    let next = hint(&playlist);
+    let parts_listed = |p: &str, uri: &str| {
+        p.lines()
+            .filter(|l| l.starts_with("#EXT-X-PART:"))
+            .any(|l| l.contains(&format!("URI=\"{uri}\"")))
+    };
+    assert!(!parts_listed(&playlist, &next));
+    let (msn, part) = part_number(&next);
+    let (_, cc, body) = get(&format!("{url}?_HLS_msn={msn}&_HLS_part={part}"))
+        .await
+        .expect("blocking reload");
+    assert_eq!(cc, "public, max-age=6");
+    let after = String::from_utf8_lossy(&body).into_owned();
+    let listed =
+        parts_listed(&after, &next) || after.contains(&format!("-{:05}.0.m4s\",", msn + 1));
+    assert!(
+        listed,
+        "{next} (or the next segment's first part) listed:\n{after}"
+    );
+    assert_ne!(hint(&after), next);
+
+    // The preload hint: a request for the part before it exists waits for it.
+    let hinted = hint(&after);
+    let (ct, _, bytes) = get(&format!("{b}/hls/demo/source/{hinted}"))
+        .await
+        .unwrap_or_else(|| panic!("{hinted}"));
+    assert_eq!(ct, "video/mp4");
+    assert_eq!(&bytes[4..8], b"moof", "a part is a CMAF chunk");
+
+    // Too far ahead, or malformed: 400 at once.
+    for q in [
+        format!("_HLS_msn={}", msn + 5),
+        format!("_HLS_msn={msn}&_HLS_part={}", part + 60),
+        "_HLS_part=1".to_owned(),
+        "_HLS_msn=x".to_owned(),
+    ] {
+        let r = reqwest::get(format!("{url}?{q}")).await.unwrap();
+        assert_eq!(r.status(), 400, "{q}");
+    }
+
+    // Parts concatenate to their segment; the segment and every part decode.
+    let (_, _, body) = get(&url).await.unwrap();
+    let now = String::from_utf8_lossy(&body).into_owned();
+    let (seg, parts) = parted_segments(&now)
+        .into_iter()
+        .rfind(|(_, parts)| !parts.is_empty())
+        .unwrap();
+    assert!(parts.len() >= 4, "2 s of 1/3 s parts: {parts:?}");
+    let (_, _, init) = get(&resolve(&url, &map_of(&now, &seg))).await.unwrap();
+    let mut joined = Vec::new();
+    for (i, p) in parts.iter().enumerate() {
+        let (_, _, bytes) = get(&resolve(&url, p)).await.unwrap();
+        let file = dir.path.join(format!("part{i}.mp4"));
+        std::fs::write(&file, [init.to_vec(), bytes.to_vec()].concat()).unwrap();
+        decodes(&file);
+        joined.extend_from_slice(&bytes);
+    }
+    let (_, _, whole) = get(&resolve(&url, &seg)).await.unwrap();
+    assert_eq!(whole.to_vec(), joined, "{seg} is its parts");
+    let file = dir.path.join("segment.mp4");
+    std::fs::write(&file, [init.to_vec(), whole.to_vec()].concat()).unwrap();
+    decodes(&file);
+    let probe = ffprobe(&file);
+    let kinds: Vec<&str> = probe["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["codec_type"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds.len(), 2, "{probe}");
+    assert!(
+        kinds.contains(&"video") && kinds.contains(&"audio"),
+        "{probe}"
+    );
+
+    // The stored playlist (for CDNs) is the standard one: whole segments, no parts.
+    let stored = std::fs::read_to_string(dir.path.join("hls/demo/source/index.m3u8")).unwrap();
+    assert!(
+        !stored.contains("#EXT-X-PART") && stored.contains("#EXTINF:"),
+        "{stored}"
+    );
+    ffmpeg.kill().unwrap();
+    let _ = ffmpeg.wait();
     server.shutdown().await;
 }

@@ -87,7 +87,7 @@ fn last_segment(playlist: &str) -> &str {
     playlist
         .lines()
         .rev()
-        .find(|l| l.ends_with(".ts"))
+        .find(|l| l.ends_with(".m4s"))
         .unwrap_or_default()
 }
 
@@ -129,11 +129,11 @@ async fn hls_goes_to_s3_and_survives_an_s3_outage() {
         (p.matches("#EXTINF").count() >= 2).then_some(p)
     })
     .await;
-    let segment = playlist.lines().find(|l| l.ends_with(".ts")).unwrap();
+    let segment = playlist.lines().find(|l| l.ends_with(".m4s")).unwrap();
     let (ct, cc, _) = object(&bucket, &format!("live/demo/source/{segment}"))
         .await
         .unwrap();
-    assert_eq!(ct, "video/mp2t");
+    assert_eq!(ct, "video/mp4");
     assert_eq!(cc, "public, max-age=31536000, immutable");
 
     // S3 goes down mid-stream.
@@ -260,7 +260,7 @@ impl media::hls::store::SegmentStore for SlowS3 {
                 let dir = path.rsplit_once('/').map_or("", |(d, _)| d);
                 let missing = String::from_utf8_lossy(&body)
                     .lines()
-                    .filter(|l| l.ends_with(".ts"))
+                    .filter(|l| l.ends_with(".m4s"))
                     .any(|seg| !stored.contains(&format!("{dir}/{seg}")));
                 if missing {
                     self.early_playlists
@@ -427,11 +427,11 @@ async fn broadcasts_left_without_a_replay_record_are_deleted_at_start() {
     server.shutdown().await;
 }
 
-/// The index of a segment name (`seg-<epoch>-00012.ts` → 12).
+/// The index of a segment name (`seg-<epoch>-00012.m4s` → 12).
 fn segment_index(name: &str) -> usize {
     name.rsplit('-')
         .next()
-        .and_then(|n| n.strip_suffix(".ts"))
+        .and_then(|n| n.strip_suffix(".m4s"))
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("not a segment: {name}"))
 }

@@ -122,6 +122,8 @@ pub struct MediaHandle {
     local_addr: SocketAddr,
     /// Deletes expired replays (HLS on).
     replays: Option<Replays>,
+    /// Live HLS renditions served from memory (HLS on).
+    hls_live: Option<crate::hls::LiveHls>,
 }
 
 /// The running media thread.
@@ -171,6 +173,7 @@ pub async fn spawn(config: MediaConfig) -> std::io::Result<(MediaHandle, MediaTa
         None => None,
     };
     let replays = hls.as_ref().map(Hls::replays);
+    let hls_live = hls.as_ref().map(Hls::live);
     // Sent when the loop has stopped; dropped unsent if the thread panicked.
     let (stopped, on_exit) = oneshot::channel::<()>();
     let loop_events = events.clone();
@@ -195,6 +198,7 @@ pub async fn spawn(config: MediaConfig) -> std::io::Result<(MediaHandle, MediaTa
             replay_events,
             local_addr,
             replays,
+            hls_live,
         },
         MediaTask { join },
     ))
@@ -399,6 +403,12 @@ impl MediaHandle {
     /// Deletes replays from the HLS store; `None` when HLS is off.
     pub fn replays(&self) -> Option<&Replays> {
         self.replays.as_ref()
+    }
+
+    /// Live HLS renditions (LL-HLS playlists, parts, recent segments) from memory; `None`
+    /// when HLS is off.
+    pub fn hls_live(&self) -> Option<&crate::hls::LiveHls> {
+        self.hls_live.as_ref()
     }
 }
 

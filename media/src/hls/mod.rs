@@ -3,9 +3,13 @@
 //! - `probe.rs`: the input's picture size from its first keyframe (so the ladder never upscales).
 //! - `ladder.rs`: which renditions a stream gets, and its master playlist.
 //! - `transcoder.rs`: the GStreamer pipeline per stream (source passed through, ladder encoded,
-//!   audio as AAC, `hlssink2` per rendition, keyframes aligned).
-//! - `output.rs`: the `GOutputStream` hlssink2 writes each segment and playlist into.
-//! - `discontinuity.rs`: `#EXT-X-DISCONTINUITY` where a publisher reconnected.
+//!   audio as AAC, keyframes aligned), encoded frames out of an `appsink` per rendition.
+//! - `packager.rs`: a stream's renditions' segmenters; parts to the live registry, segments and
+//!   standard playlists to the store.
+//! - `segmenter.rs`: frames → fMP4 parts (~1/3 s) and segments (closed at the keyframe that
+//!   ends them); `fmp4.rs`: the boxes.
+//! - `playlist.rs`: a media playlist as data, rendered standard or Low-Latency, and blocking
+//!   reloads decided; `live.rs`: the live renditions glint serves as LL-HLS origin.
 //! - `replay.rs`: a finished broadcast kept as video on demand, and its deletion when it expires.
 //! - `store.rs`: where objects go (a local directory by default), written by the uploader
 //!   (parallel writes, segments before the playlists that name them, backpressure).
@@ -13,18 +17,21 @@
 //!
 //! The SFU hands each live stream's RTP to an [`HlsTap`] (a copy per packet, never blocking:
 //! a full queue drops and counts). The tap's task waits for the first keyframe, measures the
-//! frame rate over ten frames, plans the renditions, writes `master.m3u8`, and starts the
-//! transcoder. When the stream goes offline the tap is dropped: the transcoder ends its
+//! frame rate over ten frames, plans the renditions, and starts the packager and the
+//! transcoder. When the stream goes offline the tap is dropped: the packager ends its
 //! playlists with `#EXT-X-ENDLIST`, and (replays on) the broadcast's VOD playlists are written
 //! and the [`Replay`] is announced on a channel of its own
 //! ([`crate::MediaHandle::subscribe_replays`]): the SFU's stream events know nothing of HLS.
 
-pub mod discontinuity;
+pub mod fmp4;
 pub mod ladder;
-pub mod output;
+pub mod live;
+pub mod packager;
+pub mod playlist;
 pub mod probe;
 pub mod replay;
 pub mod s3;
+pub mod segmenter;
 pub mod store;
 pub mod transcoder;
 
@@ -42,7 +49,8 @@ use crate::codec::{self, MediaKind, PayloadFormat};
 use crate::metrics::Metrics;
 use crate::sfu::StreamTap;
 use ladder::{Input, Rendition, Rung};
-use replay::{Replay, Replays};
+pub use live::{LiveHls, PlaylistError};
+use replay::{Recording, Replay, ReplayBudget, Replays};
 use store::{Kind, LocalDir, Uploads};
 use transcoder::{Settings, Transcoder, VideoInput};
 
@@ -70,6 +78,9 @@ pub struct HlsConfig {
     /// source rendition only (passed through, no encoding) and a VP8 stream no HLS (its
     /// WebRTC viewers are not affected).
     pub max_ladders: usize,
+    /// glint serves Low-Latency HLS playlists and parts of live streams at `/hls/` (blocking
+    /// reloads need it as origin). Off, `/hls/` serves the store's standard playlists only.
+    pub low_latency: bool,
 }
 
 impl HlsConfig {
@@ -87,6 +98,7 @@ impl HlsConfig {
             replay_max_bytes: replay::DEFAULT_MAX_BYTES,
             upload_concurrency: store::DEFAULT_UPLOAD_CONCURRENCY,
             max_ladders: default_max_ladders(),
+            low_latency: true,
         }
     }
 }
@@ -110,6 +122,8 @@ pub struct Hls {
     replays: broadcast::Sender<Replay>,
     /// Permits to encode a ladder (`HlsConfig::max_ladders`).
     ladders: Arc<tokio::sync::Semaphore>,
+    /// Live renditions, served by the binary's `/hls/`.
+    live: LiveHls,
 }
 
 /// RTP packets a stream's tap may queue for its transcoder task.
@@ -150,11 +164,17 @@ impl Hls {
             runtime: tokio::runtime::Handle::current(),
             store,
             ladders: Arc::new(tokio::sync::Semaphore::new(config.max_ladders)),
+            live: LiveHls::new(config.low_latency),
             config: Arc::new(config),
             uploads,
             metrics,
             replays,
         }
+    }
+
+    /// The live renditions, for the HTTP side.
+    pub fn live(&self) -> LiveHls {
+        self.live.clone()
     }
 
     /// Deletes expired replays.
@@ -174,11 +194,14 @@ impl Hls {
         let (tx, rx) = mpsc::channel(TAP_QUEUE);
         self.runtime.spawn(run(
             stream.to_owned(),
-            self.config.clone(),
-            self.uploads.clone(),
-            self.metrics.clone(),
-            self.replays.clone(),
-            self.ladders.clone(),
+            Shared {
+                config: self.config.clone(),
+                uploads: self.uploads.clone(),
+                metrics: self.metrics.clone(),
+                replays: self.replays.clone(),
+                ladders: self.ladders.clone(),
+                live: self.live.clone(),
+            },
             rx,
         ));
         HlsTap {
@@ -289,15 +312,25 @@ fn picture_size(format: PayloadFormat, payload: &[u8]) -> Option<(probe::Size, O
 }
 
 /// One stream's transcoder task: runs until the tap is dropped.
-async fn run(
-    stream: String,
+/// What every stream's transcoder task shares (from [`Hls`]).
+struct Shared {
     config: Arc<HlsConfig>,
     uploads: Uploads,
     metrics: Arc<Metrics>,
     replays: broadcast::Sender<Replay>,
     ladders: Arc<tokio::sync::Semaphore>,
-    mut rx: mpsc::Receiver<TapMsg>,
-) {
+    live: LiveHls,
+}
+
+async fn run(stream: String, shared: Shared, mut rx: mpsc::Receiver<TapMsg>) {
+    let Shared {
+        config,
+        uploads,
+        metrics,
+        replays,
+        ladders,
+        live,
+    } = shared;
     // Held while this stream's HLS encodes video.
     let mut ladder_permit: Option<tokio::sync::OwnedSemaphorePermit> = None;
     let mut pending: Vec<TapPacket> = Vec::new();
@@ -305,8 +338,9 @@ async fn run(
     let mut frame_times: Vec<u32> = Vec::new();
     let mut saw_audio = false;
     let mut running: Option<Transcoder> = None;
+    let mut packager: Option<tokio::task::JoinHandle<()>> = None;
+    let mut recordings: Vec<(String, Arc<Recording>)> = Vec::new();
     let mut planned: Vec<Rendition> = Vec::new();
-    let mut master: Option<Bytes> = None;
     let mut epoch = 0u64;
     let mut failed = false;
     let mut pushed = 0u64;
@@ -335,11 +369,6 @@ async fn run(
                 Metrics::add(&metrics.hls_packets_dropped, 1);
             }
             pushed += 1;
-            if master.is_some() && pushed.is_multiple_of(16) && t.playlists_ready() {
-                if let Some(body) = master.take() {
-                    uploads.put(format!("{stream}/master.m3u8"), body, Kind::Playlist);
-                }
-            }
             if pushed.is_multiple_of(256) {
                 if let Some(e) = t.error() {
                     warn!(%stream, error = %e, "HLS transcoder failed; no HLS for this stream until it restarts");
@@ -420,29 +449,52 @@ async fn run(
                 renditions = ladder::plan(&input, &[]);
             }
         }
-        // Stored once every rendition has a playlist: a player given the master earlier would
-        // find its media playlists missing.
-        master = Some(
-            ladder::master_playlist(&renditions, config.audio_kbps, |name| {
-                format!("{name}/index.m3u8")
+        let master: Bytes = ladder::master_playlist(&renditions, config.audio_kbps, |name| {
+            format!("{name}/index.m3u8")
+        })
+        .into();
+        epoch = unix_ms();
+        let budget = ReplayBudget::new(&stream, config.replay_max_bytes, metrics.clone());
+        recordings = renditions
+            .iter()
+            .map(|r| (r.name.clone(), Arc::new(Recording::new(budget.clone()))))
+            .collect();
+        let specs = renditions
+            .iter()
+            .zip(&recordings)
+            .map(|(r, (_, recording))| packager::RenditionSpec {
+                name: r.name.clone(),
+                fps: r.fps,
+                recording: recording.clone(),
             })
-            .into(),
+            .collect();
+        let (to_packager, handle) = packager::spawn(
+            &stream,
+            &replay::segment_prefix(epoch),
+            specs,
+            master,
+            packager::Settings {
+                segment: config.segment,
+                window: config.window,
+                with_audio: saw_audio,
+                keep_segments: config.replays,
+                epoch_unix_ms: epoch,
+            },
+            uploads.clone(),
+            live.clone(),
         );
+        packager = Some(handle);
         let settings = Settings {
             segment: config.segment,
-            window: config.window,
             audio_kbps: config.audio_kbps,
             with_audio: saw_audio,
-            keep_segments: config.replays,
-            replay_max_bytes: config.replay_max_bytes,
         };
-        epoch = unix_ms();
         match Transcoder::start(
             video,
             &renditions,
             &settings,
             &stream,
-            epoch,
+            to_packager,
             uploads.clone(),
             metrics.clone(),
         ) {
@@ -467,14 +519,28 @@ async fn run(
     }
     if let Some(t) = running {
         Metrics::sub(&metrics.hls_transcoders, 1);
-        let finished = tokio::task::spawn_blocking(move || {
+        let thumbnail = tokio::task::spawn_blocking(move || {
             t.finish(Duration::from_secs(5));
-            t
+            t.thumbnail()
+            // dropped here: the pipeline goes, and with it the packager's last senders
         })
-        .await;
+        .await
+        .ok()
+        .flatten();
+        if let Some(p) = packager.take() {
+            let _ = p.await;
+        }
         info!(%stream, "HLS ladder ended");
-        if let (true, Ok(t)) = (config.replays, finished) {
-            if let Some(replay) = store_replay(&stream, epoch, &t, &planned, &config, &uploads) {
+        if config.replays {
+            if let Some(replay) = store_replay(
+                &stream,
+                epoch,
+                &recordings,
+                thumbnail,
+                &planned,
+                &config,
+                &uploads,
+            ) {
                 info!(%stream, epoch, duration_ms = replay.duration_ms, "replay stored");
                 let _ = replays.send(replay);
             }
@@ -495,12 +561,12 @@ fn unix_ms() -> u64 {
 fn store_replay(
     stream: &str,
     epoch: u64,
-    t: &Transcoder,
+    recordings: &[(String, Arc<Recording>)],
+    thumbnail: Option<Bytes>,
     renditions: &[Rendition],
     config: &HlsConfig,
     uploads: &Uploads,
 ) -> Option<Replay> {
-    let recordings = t.recordings();
     let duration_ms = recordings.iter().map(|(_, r)| r.duration_ms()).max()?;
     if duration_ms == 0 {
         return None;
@@ -513,7 +579,7 @@ fn store_replay(
         renditions: recordings.iter().map(|(name, _)| name.clone()).collect(),
     };
     let dir = Replay::dir(stream, epoch);
-    for (name, r) in &recordings {
+    for (name, r) in recordings {
         uploads.put(
             format!("{dir}/{name}.m3u8"),
             r.vod_playlist(&format!("../../{name}/")).into(),
@@ -526,7 +592,7 @@ fn store_replay(
             .into(),
         Kind::Playlist,
     );
-    if let Some(jpeg) = t.thumbnail() {
+    if let Some(jpeg) = thumbnail {
         uploads.put(replay.thumbnail_path(), jpeg, Kind::Image);
     }
     Some(replay)

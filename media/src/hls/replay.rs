@@ -1,10 +1,10 @@
 //! Replays: when a stream ends, its broadcast stays watchable as video on demand.
 //!
-//! While live, each rendition's [`Recording`] reads every media playlist hlssink2 writes and
-//! keeps each segment it lists (name, duration, discontinuity), so segments that slide out of
-//! the live window are still known. With replays on, those segments are not deleted; when the
+//! While live, each rendition's packager tells its [`Recording`] of every segment it lists
+//! (name, duration, discontinuity, initialization segment), so segments that slide out of the
+//! live window are still known. With replays on, those segments are not deleted; when the
 //! stream ends, a VOD playlist per rendition and a master playlist are written under
-//! `<stream>/videos/<epoch>/`, pointing at the live segments (`../../<rendition>/seg-<epoch>-N.ts`).
+//! `<stream>/videos/<epoch>/`, pointing at the live segments (`../../<rendition>/seg-<epoch>-N.m4s`, and their `seg-<epoch>-init<k>.mp4`).
 //! The platform stores a [`Replay`] record and, when it expires, [`Replays::delete`] removes its
 //! objects by prefix.
 //!
@@ -73,7 +73,8 @@ fn prefixes(stream: &str, epoch: u64, renditions: &[String]) -> Vec<String> {
     p
 }
 
-/// Segment names of the broadcast that started at `epoch`: `seg-<epoch>-00000.ts`, ...
+/// Object names of the broadcast that started at `epoch`: `seg-<epoch>-00000.m4s`,
+/// `seg-<epoch>-init0.mp4`, ... (`.ts` before fMP4).
 pub fn segment_prefix(epoch: u64) -> String {
     format!("seg-{epoch}-")
 }
@@ -119,7 +120,8 @@ pub struct StoredBroadcast {
     pub renditions: Vec<String>,
 }
 
-/// Group object paths by broadcast: `<stream>/<rendition>/seg-<epoch>-<n>.ts` and
+/// Group object paths by broadcast: `<stream>/<rendition>/seg-<epoch>-<n>.m4s` (or `.mp4`,
+/// `.ts`) and
 /// `<stream>/videos/<epoch>/<file>`; other objects (live playlists, thumbnails) are not part of
 /// one.
 pub fn stored_broadcasts(paths: &[String]) -> Vec<StoredBroadcast> {
@@ -136,7 +138,7 @@ pub fn stored_broadcasts(paths: &[String]) -> Vec<StoredBroadcast> {
                 let epoch = file
                     .strip_prefix("seg-")
                     .and_then(|f| f.split_once('-'))
-                    .filter(|(_, rest)| rest.ends_with(".ts"))
+                    .filter(|(_, rest)| [".m4s", ".mp4", ".ts"].iter().any(|e| rest.ends_with(e)))
                     .and_then(|(epoch, _)| epoch.parse().ok());
                 if let Some(epoch) = epoch {
                     found
@@ -201,6 +203,8 @@ struct Entry {
     uri: String,
     seconds: f64,
     discontinuity: bool,
+    /// Its initialization segment (`#EXT-X-MAP`).
+    init: String,
 }
 
 #[derive(Debug, Default)]
@@ -240,7 +244,7 @@ impl Recording {
         }
     }
 
-    /// The segment `name` (`seg-<epoch>-<n>.ts`) of `bytes` was written: is it kept for the
+    /// The segment `name` (`seg-<epoch>-<n>.m4s`) of `bytes` was written: is it kept for the
     /// replay? Only kept segments are listed in it; the others are deleted when they leave the
     /// live window.
     pub fn segment_written(&self, name: &str, bytes: u64) -> bool {
@@ -261,36 +265,19 @@ impl Recording {
         e.kept.contains(name) || e.listed_names.contains(name)
     }
 
-    /// A media playlist as it goes to the store: remember the kept segments not listed before.
-    pub fn observe(&self, playlist: &str) {
-        let mut guard = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        let Entries {
-            listed: entries,
-            listed_names,
-            kept,
-            listed_any,
-        } = &mut *guard;
-        let mut discontinuity = false;
-        let mut seconds = None;
-        for line in playlist.lines().map(str::trim) {
-            if line == "#EXT-X-DISCONTINUITY" {
-                discontinuity = true;
-            } else if let Some(inf) = line.strip_prefix("#EXTINF:") {
-                seconds = inf.split(',').next().and_then(|s| s.trim().parse().ok());
-            } else if !line.is_empty() && !line.starts_with('#') {
-                if let Some(s) = seconds.take() {
-                    *listed_any = true;
-                    if kept.remove(line) {
-                        listed_names.insert(line.to_owned());
-                        entries.push(Entry {
-                            uri: line.to_owned(),
-                            seconds: s,
-                            discontinuity,
-                        });
-                    }
-                }
-                discontinuity = false;
-            }
+    /// The live playlist listed the segment `name` (after [`Recording::segment_written`]):
+    /// remembered for the replay if it was kept.
+    pub fn listed(&self, name: &str, seconds: f64, discontinuity: bool, init: &str) {
+        let mut e = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        e.listed_any = true;
+        if e.kept.remove(name) {
+            e.listed_names.insert(name.to_owned());
+            e.listed.push(Entry {
+                uri: name.to_owned(),
+                seconds,
+                discontinuity,
+                init: init.to_owned(),
+            });
         }
     }
 
@@ -326,11 +313,16 @@ impl Recording {
             .unwrap_or(1)
             .max(1);
         let mut p = format!(
-            "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-PLAYLIST-TYPE:VOD\n#EXT-X-TARGETDURATION:{target}\n#EXT-X-MEDIA-SEQUENCE:0\n"
+            "#EXTM3U\n#EXT-X-VERSION:6\n#EXT-X-PLAYLIST-TYPE:VOD\n#EXT-X-TARGETDURATION:{target}\n#EXT-X-MEDIA-SEQUENCE:0\n"
         );
+        let mut map: Option<&str> = None;
         for e in entries {
-            if e.discontinuity {
+            if e.discontinuity && map.is_some() {
                 p.push_str("#EXT-X-DISCONTINUITY\n");
+            }
+            if map != Some(e.init.as_str()) {
+                let _ = writeln!(p, "#EXT-X-MAP:URI=\"{uri_prefix}{}\"", e.init);
+                map = Some(&e.init);
             }
             let _ = writeln!(p, "#EXTINF:{:.3},\n{uri_prefix}{}", e.seconds, e.uri);
         }
@@ -343,37 +335,33 @@ impl Recording {
 mod tests {
     use super::*;
 
-    fn live(first: u32, n: u32, marked: Option<u32>) -> String {
-        let mut p = format!(
-            "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-MEDIA-SEQUENCE:{first}\n#EXT-X-TARGETDURATION:2\n\n"
-        );
-        for i in first..first + n {
-            if marked == Some(i) {
-                p.push_str("#EXT-X-DISCONTINUITY\n");
-            }
-            p += &format!("#EXTINF:2.0000000000000000,\nseg-7-{i:05}.ts\n");
-        }
-        p
+    /// Segment `i` as the packager lists it: 2 s, the init changes at 8.
+    fn list(r: &Recording, i: u32, marked: Option<u32>) {
+        let init = if i < 8 {
+            "seg-7-init0.mp4"
+        } else {
+            "seg-7-init1.mp4"
+        };
+        r.listed(&format!("seg-7-{i:05}.m4s"), 2.0, marked == Some(i), init);
     }
 
     #[test]
     fn keeps_segments_that_left_the_live_window() {
         let r = Recording::default();
-        for first in 0..10 {
-            for i in first..first + 3 {
-                r.segment_written(&format!("seg-7-{i:05}.ts"), 1000);
-            }
-            r.observe(&live(first, 3, Some(5)));
+        for i in 0..12 {
+            r.segment_written(&format!("seg-7-{i:05}.m4s"), 1000);
+            list(&r, i, Some(5));
         }
         assert_eq!(r.segments(), 12);
         assert_eq!(r.duration_ms(), 24_000);
         let vod = r.vod_playlist("../../720p/");
         assert!(vod.starts_with("#EXTM3U\n"));
         assert!(vod.contains("#EXT-X-PLAYLIST-TYPE:VOD\n#EXT-X-TARGETDURATION:2\n"));
-        assert!(vod.contains("#EXTINF:2.000,\n../../720p/seg-7-00000.ts\n"));
-        assert!(vod.contains("#EXT-X-DISCONTINUITY\n#EXTINF:2.000,\n../../720p/seg-7-00005.ts\n"));
+        assert!(vod.contains("#EXT-X-MAP:URI=\"../../720p/seg-7-init0.mp4\"\n#EXTINF:2.000,\n../../720p/seg-7-00000.m4s\n"), "{vod}");
+        assert!(vod.contains("#EXT-X-DISCONTINUITY\n#EXTINF:2.000,\n../../720p/seg-7-00005.m4s\n"));
+        assert!(vod.contains("#EXT-X-MAP:URI=\"../../720p/seg-7-init1.mp4\"\n#EXTINF:2.000,\n../../720p/seg-7-00008.m4s\n"));
         assert_eq!(vod.matches("#EXT-X-DISCONTINUITY\n").count(), 1);
-        assert!(vod.ends_with("../../720p/seg-7-00011.ts\n#EXT-X-ENDLIST\n"));
+        assert!(vod.ends_with("../../720p/seg-7-00011.m4s\n#EXT-X-ENDLIST\n"));
     }
 
     #[test]
@@ -386,14 +374,14 @@ mod tests {
         );
         let mut kept = Vec::new();
         for i in 0..6 {
-            let name = format!("seg-7-{i:05}.ts");
+            let name = format!("seg-7-{i:05}.m4s");
             // 1000 + 500 bytes per segment across two renditions: 3 segments fit in 5000.
             kept.push((
                 source.segment_written(&name, 1000),
                 low.segment_written(&name, 500),
             ));
-            source.observe(&live(0, i + 1, None));
-            low.observe(&live(0, i + 1, None));
+            list(&source, i, None);
+            list(&low, i, None);
         }
         assert_eq!(
             kept,
@@ -408,13 +396,13 @@ mod tests {
         );
         // A small segment after the cap is not kept either: the replay has no holes.
         assert!(source.live());
-        assert!(!low.segment_written("seg-7-00099.ts", 1));
+        assert!(!low.segment_written("seg-7-00099.m4s", 1));
         assert_eq!((source.segments(), low.segments()), (3, 3));
-        assert!(source.is_kept("seg-7-00002.ts"));
-        assert!(!source.is_kept("seg-7-00003.ts"));
+        assert!(source.is_kept("seg-7-00002.m4s"));
+        assert!(!source.is_kept("seg-7-00003.m4s"));
         assert!(source
             .vod_playlist("")
-            .ends_with("seg-7-00002.ts\n#EXT-X-ENDLIST\n"));
+            .ends_with("seg-7-00002.m4s\n#EXT-X-ENDLIST\n"));
         assert_eq!(
             metrics.hls_replay_segments_not_kept.load(Ordering::Relaxed),
             7
@@ -425,8 +413,8 @@ mod tests {
     fn a_rendition_with_nothing_kept_is_still_live() {
         let r = Recording::new(ReplayBudget::new("demo", 0, Arc::default()));
         assert!(!r.live());
-        assert!(!r.segment_written("seg-7-00000.ts", 1000));
-        r.observe(&live(0, 1, None));
+        assert!(!r.segment_written("seg-7-00000.m4s", 1000));
+        list(&r, 0, None);
         assert!(r.live(), "its live playlist lists a segment");
         assert_eq!(r.segments(), 0, "none kept");
     }
@@ -437,9 +425,10 @@ mod tests {
             "demo/master.m3u8",
             "demo/thumb.jpg",
             "demo/source/index.m3u8",
-            "demo/source/seg-17-00000.ts",
-            "demo/source/seg-17-00001.ts",
-            "demo/360p/seg-17-00000.ts",
+            "demo/source/seg-17-init0.mp4",
+            "demo/source/seg-17-00000.m4s",
+            "demo/source/seg-17-00001.m4s",
+            "demo/360p/seg-17-00000.m4s",
             "demo/source/seg-20-00000.ts",
             "demo/videos/17/master.m3u8",
             "demo/videos/9/source.m3u8",
@@ -465,11 +454,11 @@ mod tests {
     }
 
     #[test]
-    fn garbage_and_empty_playlists_add_nothing() {
+    fn segments_not_written_are_not_listed() {
         let r = Recording::default();
-        r.observe("");
-        r.observe("not a playlist\n#EXTINF:abc,\nx.ts\n");
+        r.listed("seg-7-00000.m4s", 2.0, false, "seg-7-init0.mp4");
         assert_eq!(r.segments(), 0);
+        assert!(r.live());
         assert!(r.vod_playlist("").contains("#EXT-X-TARGETDURATION:1\n"));
     }
 

@@ -91,7 +91,8 @@ impl Kind {
         let ext = path.rsplit_once('.')?.1;
         match ext {
             "m3u8" => Some(Kind::Playlist),
-            "ts" => Some(Kind::Segment),
+            // fMP4 segments, parts and initialization segments; `.ts` of replays from before.
+            "m4s" | "mp4" | "ts" => Some(Kind::Segment),
             "jpg" => Some(Kind::Image),
             _ => None,
         }
@@ -100,7 +101,7 @@ impl Kind {
     pub fn content_type(self) -> &'static str {
         match self {
             Kind::Playlist => "application/vnd.apple.mpegurl",
-            Kind::Segment => "video/mp2t",
+            Kind::Segment => "video/mp4",
             Kind::Image => "image/jpeg",
         }
     }
@@ -632,10 +633,12 @@ mod tests {
     #[test]
     fn kinds_by_extension() {
         assert_eq!(Kind::of_path("a/720p/index.m3u8"), Some(Kind::Playlist));
-        assert_eq!(
-            Kind::of_path("a/720p/seg-1-00001.ts").map(Kind::content_type),
-            Some("video/mp2t")
-        );
+        for name in ["seg-1-00001.m4s", "seg-1-00001.2.m4s", "seg-1-init0.mp4"] {
+            assert_eq!(
+                Kind::of_path(&format!("a/720p/{name}")).map(Kind::content_type),
+                Some("video/mp4")
+            );
+        }
         assert!(Kind::Segment.cache_control().contains("immutable"));
         assert_eq!(Kind::of_path("a/b"), None);
     }

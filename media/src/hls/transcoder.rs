@@ -1,15 +1,17 @@
-//! One stream's GStreamer pipeline: its RTP in (two `appsrc`s), one `hlssink2` per rendition
-//! out, objects handed to the uploader through [`UploadStream`]s.
+//! One stream's GStreamer pipeline: its RTP in (two `appsrc`s), encoded frames out (an
+//! `appsink` per rendition's video, one for the AAC audio), handed to the stream's packager
+//! (`packager.rs`), which cuts them into fMP4 parts and segments.
 //!
 //! ```text
-//! video appsrc ! rtpjitterbuffer ! depay ! (h264parse) ! tee ─┬─ source hlssink2   (H.264 passed through)
-//!                                                           └─ decoder ! tee ─┬─ scale/rate ! x264enc ! hlssink2 (720p, ...)
-//! audio appsrc ! rtpjitterbuffer ! rtpopusdepay ! opusdec ! avenc_aac ! tee ─ every hlssink2
+//! video appsrc ! rtpjitterbuffer ! depay ! (h264parse) ! tee ─┬─ h264parse ! appsink v_source   (H.264 passed through)
+//!                                                           └─ decoder ! tee ─┬─ scale/rate ! x264enc ! h264parse ! appsink v_720p ...
+//! audio appsrc ! rtpjitterbuffer ! rtpopusdepay ! opusdec ! avenc_aac ! aacparse ! appsink aac
 //! ```
 //!
-//! Keyframes line up across renditions: a probe on the decoder's output sends every encoder a
-//! force-key-unit event at each keyframe of a passed-through source (so segments of all
-//! renditions start on the same frames), or every segment duration when everything is encoded.
+//! Keyframes line up across renditions: a probe on each encoder's input sends it a
+//! force-key-unit event at the frame nearest each keyframe of a passed-through source (so
+//! segments of all renditions start on the same frames), or every segment duration when
+//! everything is encoded.
 //! Queues before the encoders are leaky: an encoder behind real time drops frames (counted in
 //! `glint_hls_frames_dropped_total`) instead of queueing without bound.
 
@@ -22,10 +24,14 @@ use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 use thiserror::Error;
 
-use super::discontinuity::Marks;
+use std::sync::mpsc::SyncSender;
+
+use bytes::Bytes;
+
+use super::fmp4::Codec;
 use super::ladder::Rendition;
-use super::output::UploadStream;
-use super::replay::{Recording, ReplayBudget};
+use super::packager::Msg;
+use super::segmenter::{AudioFrame, VideoFrame};
 use super::store::{Kind, Uploads};
 use crate::metrics::Metrics;
 use crate::pipeline;
@@ -65,26 +71,18 @@ pub enum VideoInput {
 }
 
 pub struct Settings {
+    /// How often every encoder makes a keyframe (when nothing is passed through).
     pub segment: Duration,
-    /// Segments listed in a live media playlist.
-    pub window: u32,
     pub audio_kbps: u32,
     pub with_audio: bool,
-    /// Replays on: segments leaving the live window stay in the store.
-    pub keep_segments: bool,
-    /// Bytes of segments (all renditions) the broadcast keeps for its replay; later segments
-    /// leave the store with the live window.
-    pub replay_max_bytes: u64,
 }
 
 pub struct Transcoder {
     pipeline: gst::Pipeline,
     video: gst_app::AppSrc,
     audio: Option<gst_app::AppSrc>,
-    /// Per rendition: its hlssink2 and its reconnect marks.
-    sinks: Vec<(gst::Element, Arc<Marks>)>,
-    /// Per rendition (by name): every segment its live playlists listed.
-    recordings: Vec<(String, Arc<Recording>)>,
+    /// The stream's packager: told of publisher reconnects.
+    packager: SyncSender<Msg>,
     /// The latest thumbnail (JPEG).
     thumbnail: Arc<Mutex<Option<bytes::Bytes>>>,
 }
@@ -96,14 +94,14 @@ const THUMBNAIL_WIDTH: u32 = 320;
 const INPUT_QUEUE_BYTES: u64 = 4 << 20;
 
 impl Transcoder {
-    /// `prefix` is `<stream>`; objects go to `<prefix>/<rendition>/...`. `epoch` makes segment
-    /// names unique across restarts of the stream (segments are cached as immutable).
+    /// `prefix` is `<stream>` (its thumbnail goes to `<prefix>/thumb.jpg`); the encoded frames
+    /// go to `packager`, rendition `i`'s video as `Msg::Video { rendition: i, .. }`.
     pub fn start(
         input: VideoInput,
         renditions: &[Rendition],
         settings: &Settings,
         prefix: &str,
-        epoch: u64,
+        packager: SyncSender<Msg>,
         uploads: Uploads,
         metrics: Arc<Metrics>,
     ) -> Result<Self, TranscoderError> {
@@ -119,6 +117,12 @@ impl Transcoder {
                 .and_then(|e| e.downcast::<gst_app::AppSrc>().ok())
                 .ok_or_else(|| TranscoderError::Missing(name.into()))
         };
+        let appsink = |name: &str| -> Result<gst_app::AppSink, TranscoderError> {
+            pipeline
+                .by_name(name)
+                .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
+                .ok_or_else(|| TranscoderError::Missing(name.into()))
+        };
         let video = appsrc("video")?;
         let audio = if settings.with_audio {
             Some(appsrc("audio")?)
@@ -129,88 +133,11 @@ impl Transcoder {
             src.set_max_bytes(INPUT_QUEUE_BYTES);
             src.set_property_from_str("leaky-type", "downstream");
         }
-        let mut sinks = Vec::new();
-        let mut recordings = Vec::new();
-        let budget = ReplayBudget::new(prefix, settings.replay_max_bytes, metrics.clone());
-        for r in renditions {
-            let name = format!("hls_{}", r.name);
-            let sink = pipeline
-                .by_name(&name)
-                .ok_or(TranscoderError::Missing(name))?;
-            let marks = Arc::new(Marks::default());
-            sinks.push((sink.clone(), marks.clone()));
-            let m1 = marks.clone();
-            let recording = Arc::new(Recording::new(budget.clone()));
-            recordings.push((r.name.clone(), recording.clone()));
-            let (r2, r3) = (recording.clone(), recording.clone());
-            let dir = format!("{prefix}/{}", r.name);
-            let (u1, u2, u3) = (uploads.clone(), uploads.clone(), uploads.clone());
-            let d1 = dir.clone();
-            sink.connect("get-playlist-stream", false, move |args| {
-                let _location = args[1].get::<String>().ok()?;
-                let s = UploadStream::playlist(
-                    format!("{d1}/index.m3u8"),
-                    u1.clone(),
-                    m1.clone(),
-                    recording.clone(),
-                );
-                Some(s.upcast::<gio::OutputStream>().to_value())
-            });
-            let d2 = dir.clone();
-            sink.connect("get-fragment-stream", false, move |args| {
-                let location = args[1].get::<String>().ok()?;
-                marks.segment_requested(basename(&location));
-                let s = UploadStream::segment(
-                    format!("{d2}/{}", basename(&location)),
-                    u2.clone(),
-                    r2.clone(),
-                );
-                Some(s.upcast::<gio::OutputStream>().to_value())
-            });
-            let d3 = dir.clone();
-            let keep = settings.keep_segments;
-            sink.connect("delete-fragment", false, move |args| {
-                let location = args[1].get::<String>().ok()?;
-                let name = basename(&location);
-                if !keep || !r3.is_kept(name) {
-                    u3.delete(format!("{d3}/{name}"));
-                }
-                None // GStreamer 1.22's signal returns nothing
-            });
-            sink.set_property(
-                "location",
-                format!("{}%05d.ts", super::replay::segment_prefix(epoch)),
-            );
+        for (i, r) in renditions.iter().enumerate() {
+            video_out(&appsink(&format!("v_{}", r.name))?, i, packager.clone());
         }
-        let mut segmenters = Vec::new();
-        for (sink, marks) in &sinks {
-            if let Some(splitmux) = split_at_reconnects(sink, marks.clone()) {
-                segmenters.push((splitmux, marks.clone()));
-            }
-        }
-        // "splitmuxsink-fragment-opened" says where each segment starts (running time).
-        if let Some(bus) = pipeline.bus() {
-            bus.set_sync_handler(move |_, msg| {
-                if let gst::MessageView::Element(e) = msg.view() {
-                    if let Some(s) = e
-                        .structure()
-                        .filter(|s| s.name() == "splitmuxsink-fragment-opened")
-                    {
-                        // Its "location" is NULL with stream sinks: the segment is the one
-                        // hlssink2 last asked a stream for.
-                        let Ok(rt) = s.get::<u64>("running-time") else {
-                            return gst::BusSyncReply::Pass;
-                        };
-                        if let Some((_, marks)) = segmenters
-                            .iter()
-                            .find(|(sm, _)| msg.src() == Some(sm.upcast_ref::<gst::Object>()))
-                        {
-                            marks.segment_opened(rt);
-                        }
-                    }
-                }
-                gst::BusSyncReply::Pass
-            });
+        if settings.with_audio {
+            audio_out(&appsink("aac")?, packager.clone());
         }
         install_keyframe_alignment(&pipeline, input, renditions, settings.segment);
         let thumbnail: Arc<Mutex<Option<bytes::Bytes>>> = Default::default();
@@ -265,20 +192,9 @@ impl Transcoder {
             pipeline,
             video,
             audio,
-            sinks,
-            recordings,
+            packager,
             thumbnail,
         })
-    }
-
-    /// Every rendition has written its first media playlist (its first segment is stored).
-    pub fn playlists_ready(&self) -> bool {
-        self.recordings.iter().all(|(_, r)| r.live())
-    }
-
-    /// Each rendition's recording (name, recording).
-    pub fn recordings(&self) -> Vec<(String, Arc<Recording>)> {
-        self.recordings.clone()
     }
 
     /// The latest thumbnail taken, if any.
@@ -305,9 +221,7 @@ impl Transcoder {
     /// The publisher reconnected: every rendition starts a new segment at the new publisher's
     /// first keyframe, tagged `#EXT-X-DISCONTINUITY` in its playlist.
     pub fn discontinuity(&self) {
-        for (_, marks) in &self.sinks {
-            marks.reconnected();
-        }
+        let _ = self.packager.try_send(Msg::Discontinuity);
     }
 
     /// The first error on the pipeline's bus, if any (a decoder fed garbage, say).
@@ -328,8 +242,8 @@ impl Transcoder {
         None
     }
 
-    /// End of stream: every hlssink2 closes its last segment and writes `#EXT-X-ENDLIST`.
-    /// Waits up to `timeout` for that, then stops the pipeline.
+    /// End of stream: the last frames reach the packager, which closes the last segments and
+    /// ends the playlists. Waits up to `timeout` for that, then stops the pipeline.
     pub fn finish(&self, timeout: Duration) {
         let _ = self.video.end_of_stream();
         if let Some(a) = &self.audio {
@@ -358,44 +272,116 @@ fn thumbnail_size(w: u32, h: u32) -> (u32, u32) {
     (tw.max(2), th.max(2))
 }
 
-/// When the new source's first keyframe reaches `sink` after a reconnect, close the segment
-/// there: splitmuxsink's "split-after" ends the segment with the GOP it is gathering (the old
-/// source's tail), so the tagged one starts with the new source.
-fn split_at_reconnects(sink: &gst::Element, marks: Arc<Marks>) -> Option<gst::Element> {
-    let bin = sink.downcast_ref::<gst::Bin>()?;
-    let splitmux = bin
-        .iterate_elements()
-        .into_iter()
-        .flatten()
-        .find(|e| e.factory().is_some_and(|f| f.name() == "splitmuxsink"))?;
-    let pad = sink.sink_pads().into_iter().find(|p| p.name() == "video")?;
-    let sm = splitmux.clone();
-    pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
-        let Some(b) = info.buffer() else {
-            return gst::PadProbeReturn::Ok;
-        };
-        if b.flags().contains(gst::BufferFlags::DELTA_UNIT) {
-            return gst::PadProbeReturn::Ok;
-        }
-        let running_time = b.pts().and_then(|pts| {
-            pad.sticky_event::<gst::event::Segment>(0).and_then(|e| {
-                e.segment()
-                    .downcast_ref::<gst::ClockTime>()
-                    .and_then(|s| s.to_running_time(pts))
+/// Rendition `rendition`'s encoded video (`video/x-h264,stream-format=avc,alignment=au`) to
+/// the packager, its codec configuration first and again whenever it changes.
+fn video_out(sink: &gst_app::AppSink, rendition: usize, tx: SyncSender<Msg>) {
+    let mut caps: Option<gst::Caps> = None;
+    let on_eos = tx.clone();
+    sink.set_callbacks(
+        gst_app::AppSinkCallbacks::builder()
+            .new_sample(move |s| {
+                let sample = s.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                if let Some(c) = sample.caps().filter(|c| caps.as_deref() != Some(*c)) {
+                    if let Some(codec) = h264_codec(c) {
+                        tx.send(Msg::VideoCaps { rendition, codec })
+                            .map_err(|_| gst::FlowError::Flushing)?;
+                    }
+                    caps = Some(c.to_owned());
+                }
+                let Some((pts_ns, dts_ns, data, keyframe)) = frame_of(&sample) else {
+                    return Ok(gst::FlowSuccess::Ok);
+                };
+                let frame = VideoFrame {
+                    dts_ns,
+                    pts_ns,
+                    keyframe,
+                    data,
+                };
+                tx.send(Msg::Video { rendition, frame })
+                    .map_err(|_| gst::FlowError::Flushing)?;
+                Ok(gst::FlowSuccess::Ok)
             })
-        });
-        if let Some(rt) = running_time {
-            if marks.keyframe_arrives(rt.nseconds()) {
-                sm.emit_by_name::<()>("split-after", &[]);
-            }
-        }
-        gst::PadProbeReturn::Ok
-    });
-    Some(splitmux)
+            .eos(move |_| {
+                let _ = on_eos.send(Msg::Eos { rendition });
+            })
+            .build(),
+    );
 }
 
-fn basename(location: &str) -> &str {
-    location.rsplit('/').next().unwrap_or(location)
+/// The AAC audio (`audio/mpeg,stream-format=raw`) to the packager, which gives it to every
+/// rendition.
+fn audio_out(sink: &gst_app::AppSink, tx: SyncSender<Msg>) {
+    let mut caps: Option<gst::Caps> = None;
+    sink.set_callbacks(
+        gst_app::AppSinkCallbacks::builder()
+            .new_sample(move |s| {
+                let sample = s.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                if let Some(c) = sample.caps().filter(|c| caps.as_deref() != Some(*c)) {
+                    if let Some(codec) = aac_codec(c) {
+                        tx.send(Msg::AudioCaps(codec))
+                            .map_err(|_| gst::FlowError::Flushing)?;
+                    }
+                    caps = Some(c.to_owned());
+                }
+                let duration_ns = sample
+                    .buffer()
+                    .and_then(|b| b.duration())
+                    .map_or(0, |d| d.nseconds());
+                let Some((pts_ns, _, data, _)) = frame_of(&sample) else {
+                    return Ok(gst::FlowSuccess::Ok);
+                };
+                let frame = AudioFrame {
+                    pts_ns,
+                    duration_ns,
+                    data,
+                };
+                tx.send(Msg::Audio(frame))
+                    .map_err(|_| gst::FlowError::Flushing)?;
+                Ok(gst::FlowSuccess::Ok)
+            })
+            .build(),
+    );
+}
+
+/// A sample's presentation and decode times (running time, ns), bytes and keyframe flag.
+fn frame_of(sample: &gst::Sample) -> Option<(u64, u64, Bytes, bool)> {
+    let buffer = sample.buffer()?;
+    let segment = sample.segment()?.downcast_ref::<gst::ClockTime>()?;
+    let pts = segment.to_running_time(buffer.pts()?)?;
+    let dts = buffer
+        .dts()
+        .and_then(|d| segment.to_running_time(d))
+        .unwrap_or(pts);
+    let map = buffer.map_readable().ok()?;
+    let keyframe = !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT);
+    Some((
+        pts.nseconds(),
+        dts.nseconds(),
+        Bytes::copy_from_slice(map.as_slice()),
+        keyframe,
+    ))
+}
+
+fn h264_codec(caps: &gst::CapsRef) -> Option<Codec> {
+    let s = caps.structure(0)?;
+    let avcc = s.get::<gst::Buffer>("codec_data").ok()?;
+    let avcc = Bytes::copy_from_slice(avcc.map_readable().ok()?.as_slice());
+    Some(Codec::H264 {
+        avcc,
+        width: s.get::<i32>("width").ok()?.max(0) as u32,
+        height: s.get::<i32>("height").ok()?.max(0) as u32,
+    })
+}
+
+fn aac_codec(caps: &gst::CapsRef) -> Option<Codec> {
+    let s = caps.structure(0)?;
+    let asc = s.get::<gst::Buffer>("codec_data").ok()?;
+    let asc = Bytes::copy_from_slice(asc.map_readable().ok()?.as_slice());
+    Some(Codec::Aac {
+        asc,
+        sample_rate: s.get::<i32>("rate").ok()?.max(1) as u32,
+        channels: s.get::<i32>("channels").ok()?.max(1) as u16,
+    })
 }
 
 /// `videoscale` options for pure resizing of 4:2:0 video in its own colorspace: planes scaled as
@@ -415,7 +401,7 @@ fn describe(input: VideoInput, renditions: &[Rendition], s: &Settings) -> String
     d += &format!(
         "appsrc name=video format=time is-live=true do-timestamp=true \
          caps=\"application/x-rtp,media=video,encoding-name={caps},clock-rate=90000,payload={pt}\" \
-         ! rtpjitterbuffer latency=200 ! {depay} ! tee name=vt ",
+         ! rtpjitterbuffer latency=200 mode=none ! {depay} ! tee name=vt ",
         pt = super::VIDEO_CAPS_PT
     );
     let decoder = match input {
@@ -438,15 +424,13 @@ fn describe(input: VideoInput, renditions: &[Rendition], s: &Settings) -> String
     // source: GStreamer's scaler costs per source pixel, and this halves its share.
     let mut scale_from = "raw".to_string();
     for r in renditions {
+        // Frames go out as they come: the packager cuts them (no clock sync, no preroll wait).
         let sink = format!(
-            "hlssink2 name=hls_{} target-duration={} playlist-length={} max-files={} send-keyframe-requests=false",
-            r.name,
-            s.segment.as_secs().max(1),
-            s.window,
-            s.window + 2
+            "h264parse ! video/x-h264,stream-format=avc,alignment=au ! appsink name=v_{} sync=false async=false",
+            r.name
         );
         if r.passthrough {
-            d += &format!("vt. ! queue ! h264parse config-interval=-1 ! {sink} ");
+            d += &format!("vt. ! queue ! {sink} ");
         } else {
             let fps = r.fps.round().max(1.0) as u32;
             // Leaky queues, before the scaler and before the encoder: a stage behind real time
@@ -458,8 +442,8 @@ fn describe(input: VideoInput, renditions: &[Rendition], s: &Settings) -> String
                 "{scale_from}. ! queue name=qs_{name} {leaky} \
                  ! videoscale {SCALE_ONLY} ! videorate ! video/x-raw,width={w},height={h},framerate={fps}/1 ! tee name=scaled_{name} \
                  scaled_{name}. ! queue name=q_{name} {leaky} \
-                 ! x264enc tune=zerolatency speed-preset=veryfast bitrate={kbps} key-int-max={gop} option-string=scenecut=0 \
-                 ! video/x-h264,profile=main ! h264parse ! {sink} ",
+                 ! x264enc name=enc_{name} tune=zerolatency speed-preset=veryfast bitrate={kbps} key-int-max={gop} option-string=scenecut=0 \
+                 ! video/x-h264,profile=main ! {sink} ",
                 name = r.name,
                 w = r.width,
                 h = r.height,
@@ -473,90 +457,119 @@ fn describe(input: VideoInput, renditions: &[Rendition], s: &Settings) -> String
         d += &format!(
             "appsrc name=audio format=time is-live=true do-timestamp=true \
              caps=\"application/x-rtp,media=audio,encoding-name=OPUS,clock-rate=48000,payload={}\" \
-             ! rtpjitterbuffer latency=200 ! rtpopusdepay ! opusdec ! audioconvert ! audioresample \
-             ! audio/x-raw,rate=48000,channels=2 ! avenc_aac bitrate={} ! aacparse ! tee name=at ",
+             ! rtpjitterbuffer latency=200 mode=none ! rtpopusdepay ! opusdec ! audioconvert ! audioresample \
+             ! audio/x-raw,rate=48000,channels=2 ! avenc_aac bitrate={} ! aacparse \
+             ! audio/mpeg,mpegversion=4,stream-format=raw ! appsink name=aac sync=false async=false ",
             super::AUDIO_CAPS_PT,
             s.audio_kbps * 1000
         );
-        for r in renditions {
-            d += &format!("at. ! queue ! hls_{}.audio ", r.name);
-        }
     }
     d
 }
 
-/// Force-key-unit events to every encoder, from a probe on the decoder's output.
+/// Keyframes line up across renditions. Where keyframes come from: the passed-through
+/// source's own (a probe on the compressed input), or every segment duration of the decoded
+/// input when everything is encoded. Each encoder's input has a probe of its own that sends the
+/// encoder a force-key-unit event just ahead of the frame nearest that time: after `videorate`
+/// (which holds a frame) a probe upstream of it would make the keyframe a frame or two early.
 fn install_keyframe_alignment(
     pipeline: &gst::Pipeline,
     input: VideoInput,
     renditions: &[Rendition],
     segment: Duration,
 ) {
-    let Some(decoder_src) = pipeline
-        .by_name("decoder")
-        .and_then(|d| d.static_pad("src"))
-    else {
+    type Times = Arc<Mutex<std::collections::VecDeque<gst::ClockTime>>>;
+    let mut rungs: Vec<(gst::Pad, Times, gst::ClockTime)> = Vec::new();
+    for r in renditions.iter().filter(|r| !r.passthrough) {
+        let Some(pad) = pipeline
+            .by_name(&format!("enc_{}", r.name))
+            .and_then(|e| e.static_pad("sink"))
+        else {
+            continue;
+        };
+        let half_frame = gst::ClockTime::from_nseconds((5e8 / r.fps.max(1.0)) as u64);
+        rungs.push((pad, Times::default(), half_frame));
+    }
+    if rungs.is_empty() {
         return;
+    }
+    let queues: Vec<Times> = rungs.iter().map(|(_, t, _)| t.clone()).collect();
+    let announce = move |t: gst::ClockTime| {
+        for q in &queues {
+            let mut q = q.lock().unwrap_or_else(|e| e.into_inner());
+            if q.len() < 64 {
+                q.push_back(t);
+            }
+        }
     };
-    let passthrough = renditions.iter().any(|r| r.passthrough);
-    // Keyframe PTSs of the compressed input, seen before decoding.
-    let keyframes: Arc<Mutex<std::collections::VecDeque<gst::ClockTime>>> = Default::default();
-    if passthrough && input == VideoInput::H264 {
+    let passthrough = renditions.iter().any(|r| r.passthrough) && input == VideoInput::H264;
+    if passthrough {
         // The tee after h264parse: compressed access units, keyframes not DELTA_UNIT.
-        if let Some(tee_sink) = pipeline.by_name("vt").and_then(|t| t.static_pad("sink")) {
-            let k = keyframes.clone();
-            tee_sink.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
-                if let Some(b) = info.buffer() {
-                    if !b.flags().contains(gst::BufferFlags::DELTA_UNIT) {
-                        if let Some(pts) = b.pts() {
-                            let mut k = k.lock().unwrap_or_else(|e| e.into_inner());
-                            if k.len() < 64 {
-                                k.push_back(pts);
-                            }
-                        }
+        let Some(tee_sink) = pipeline.by_name("vt").and_then(|t| t.static_pad("sink")) else {
+            return;
+        };
+        tee_sink.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+            if let Some(b) = info.buffer() {
+                if !b.flags().contains(gst::BufferFlags::DELTA_UNIT) {
+                    if let Some(pts) = b.pts() {
+                        announce(pts);
                     }
                 }
-                gst::PadProbeReturn::Ok
-            });
-        }
-    }
-    let last_forced: Mutex<Option<gst::ClockTime>> = Mutex::new(None);
-    let segment = gst::ClockTime::from_nseconds(segment.as_nanos() as u64);
-    decoder_src.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
-        let Some(pts) = info.buffer().and_then(|b| b.pts()) else {
-            return gst::PadProbeReturn::Ok;
-        };
-        let force = if passthrough {
-            let mut k = keyframes.lock().unwrap_or_else(|e| e.into_inner());
-            let mut hit = false;
-            while k.front().is_some_and(|&kp| kp <= pts) {
-                k.pop_front();
-                hit = true;
             }
-            hit
-        } else {
-            last_forced
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .is_none_or(|l| pts >= l + segment)
+            gst::PadProbeReturn::Ok
+        });
+    } else {
+        let Some(decoder_src) = pipeline
+            .by_name("decoder")
+            .and_then(|d| d.static_pad("src"))
+        else {
+            return;
         };
-        if force {
-            *last_forced.lock().unwrap_or_else(|e| e.into_inner()) = Some(pts);
-            // "As soon as possible": the next frame each encoder takes, which is this one (the
-            // event travels just ahead of it). A running time would be compared with
-            // x264enc's shifted clock (it moves input below 1000 h up to there).
-            const ASAP: u64 = u64::MAX; // GST_CLOCK_TIME_NONE
-            let event = gst::event::CustomDownstream::new(
-                gst::Structure::builder("GstForceKeyUnit")
-                    .field("timestamp", ASAP)
-                    .field("stream-time", ASAP)
-                    .field("running-time", ASAP)
-                    .field("all-headers", true)
-                    .field("count", 0u32)
-                    .build(),
-            );
-            pad.push_event(event);
-        }
-        gst::PadProbeReturn::Ok
-    });
+        let segment = gst::ClockTime::from_nseconds(segment.as_nanos() as u64);
+        let last: Mutex<Option<gst::ClockTime>> = Mutex::new(None);
+        decoder_src.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+            if let Some(pts) = info.buffer().and_then(|b| b.pts()) {
+                let mut last = last.lock().unwrap_or_else(|e| e.into_inner());
+                if last.is_none_or(|l| pts >= l + segment) {
+                    *last = Some(pts);
+                    announce(pts);
+                }
+            }
+            gst::PadProbeReturn::Ok
+        });
+    }
+    for (pad, times, half_frame) in rungs {
+        pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
+            let Some(pts) = info.buffer().and_then(|b| b.pts()) else {
+                return gst::PadProbeReturn::Ok;
+            };
+            let force = {
+                let mut t = times.lock().unwrap_or_else(|e| e.into_inner());
+                let mut hit = false;
+                while t.front().is_some_and(|&k| k <= pts + half_frame) {
+                    t.pop_front();
+                    hit = true;
+                }
+                hit
+            };
+            if force {
+                // "As soon as possible": the next frame the encoder takes, which is this one
+                // (the event goes just ahead of it). A running time would be compared with
+                // x264enc's shifted clock (it moves input below 1000 h up to there).
+                const ASAP: u64 = u64::MAX; // GST_CLOCK_TIME_NONE
+                let event = gst::event::CustomDownstream::new(
+                    gst::Structure::builder("GstForceKeyUnit")
+                        .field("timestamp", ASAP)
+                        .field("stream-time", ASAP)
+                        .field("running-time", ASAP)
+                        .field("all-headers", true)
+                        .field("count", 0u32)
+                        .build(),
+                );
+                // Into the encoder, before this buffer (same streaming thread, serialized).
+                pad.send_event(event);
+            }
+            gst::PadProbeReturn::Ok
+        });
+    }
 }
