@@ -1,6 +1,8 @@
-// hls.js (npm) in Chromium plays glint's HLS ladder of a 720p RTMP stream: the master playlist
-// loads with its three renditions, the player switches to each one and decodes it at its size,
-// with sound; when the stream ends, its replay (VOD) plays from a seek to the end.
+// hls.js (npm) in Chromium plays glint's HLS ladder of a 720p RTMP stream as Low-Latency HLS
+// (`lowLatencyMode: true`, fMP4 parts, blocking reloads): the master playlist loads with its
+// three renditions, the player switches to each one and decodes it at its size, with sound,
+// less than 3 s behind real time (the program date-time of what it shows against the clock);
+// when the stream ends, its replay (VOD) plays from a seek to the end.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -28,9 +30,9 @@ async function playerPage(browser, base) {
     window.play = (url) => {
       const video = document.createElement('video');
       document.body.append(video); // not muted: Chromium may skip decoding a muted element's audio
-      const hls = new window.Hls();
+      const hls = new window.Hls({ lowLatencyMode: true });
       window.player = { hls, video, switched: [], fatal: null, ended: false, audioAppends: 0 };
-      hls.on(window.Hls.Events.BUFFER_APPENDED, (_, d) => { if (d.type === 'audio') window.player.audioAppends++; });
+      hls.on(window.Hls.Events.BUFFER_APPENDED, (_, d) => { if (d.type === 'audio' || d.type === 'audiovideo') window.player.audioAppends++; });
       hls.on(window.Hls.Events.BUFFER_CODECS, (_, d) => { window.player.codecs = Object.fromEntries(Object.entries(d).map(([k, v]) => [k, v && v.codec])); });
       hls.on(window.Hls.Events.BUFFER_APPENDED, (_, d) => { window.player.appendTypes = [...new Set([...(window.player.appendTypes || []), d.type])]; });
       hls.on(window.Hls.Events.LEVEL_SWITCHED, (_, d) => window.player.switched.push(d.level));
@@ -53,6 +55,10 @@ async function playerPage(browser, base) {
         frames: video.getVideoPlaybackQuality().totalVideoFrames,
         audioAppends,
         audioBytes: video.webkitAudioDecodedByteCount,
+        // What is on screen against the clock: the program date-time of the playhead.
+        behindMs: hls.playingDate ? Date.now() - hls.playingDate.getTime() : null,
+        parts: hls.levels[hls.currentLevel]?.details?.partList?.length ?? 0,
+        canBlock: hls.levels[hls.currentLevel]?.details?.canBlockReload ?? false,
       };
     };
   });
@@ -92,6 +98,14 @@ test('hls.js plays the ladder, switches renditions, then plays the replay', { ti
     const live = await page.evaluate(() => window.state());
     console.log(JSON.stringify({ live, codecs: await page.evaluate(() => window.player.codecs), types: await page.evaluate(() => window.player.appendTypes) }));
     assert.ok(live.audioAppends > 0, 'hls.js buffered the AAC audio');
+    assert.match(JSON.stringify(await page.evaluate(() => window.player.codecs)), /mp4a\.40\.2/);
+    assert.ok(live.canBlock && live.parts > 0, `hls.js reads the parts and blocking reloads: ${JSON.stringify(live)}`);
+    // Low latency: after a few seconds at the live edge, the picture is < 3 s old.
+    const settled = await waitFor(async () => {
+      const s = await page.evaluate(() => window.state());
+      return s.behindMs !== null && s.behindMs < 3000 ? s : null;
+    }, 20000, 'playing less than 3 s behind real time');
+    console.log(`LL-HLS: ${settled.behindMs} ms behind, hls.js latency ${await page.evaluate(() => window.player.hls.latency.toFixed(2))} s`);
     assert.ok(live.audioBytes > 0, 'Chromium decoded the AAC audio');
     assert.deepEqual(
       new Set(await page.evaluate(() => window.player.switched)),
