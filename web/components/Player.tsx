@@ -131,9 +131,13 @@ export default function Player({ stream, hlsUrl, vod = false }: { stream: string
     let stats: ReturnType<typeof setInterval> | undefined;
     if (Hls.isSupported()) {
       hls = new Hls({
+        // glint serves Low-Latency HLS (parts, blocking reloads): the player stays its
+        // PART-HOLD-BACK (~1 s) behind the live edge. From a CDN of standard playlists,
+        // two segments behind.
+        lowLatencyMode: true,
         liveSyncDurationCount: 2,
-        // The master playlist appears a few seconds after the stream goes live (once every
-        // rendition has a segment): keep asking, 404s included (hls.js gives up on 4xx).
+        // The master playlist appears shortly after the stream goes live (once every
+        // rendition has a part): keep asking, 404s included (hls.js gives up on 4xx).
         manifestLoadPolicy: {
           default: {
             maxTimeToFirstByteMs: 10000,
