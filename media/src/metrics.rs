@@ -27,6 +27,8 @@ pub struct Metrics {
     pub hls_packets_dropped: AtomicU64,
     pub hls_frames_dropped: AtomicU64,
     pub hls_ladders_refused: AtomicU64,
+    pub hls_parts: AtomicU64,
+    pub hls_blocked_requests: AtomicU64,
 }
 
 impl Metrics {
@@ -40,7 +42,7 @@ impl Metrics {
 
     /// Prometheus text exposition of every counter, prefixed `glint_`.
     pub fn render_prometheus(&self, out: &mut String) {
-        let rows: [(&str, &str, &str, &AtomicU64); 21] = [
+        let rows: [(&str, &str, &str, &AtomicU64); 23] = [
             (
                 "publishers",
                 "gauge",
@@ -166,6 +168,18 @@ impl Metrics {
                 "counter",
                 "Live streams that got only their source rendition (or no HLS, VP8) because max_ladders were encoding",
                 &self.hls_ladders_refused,
+            ),
+            (
+                "hls_parts_total",
+                "counter",
+                "Low-Latency HLS parts cut (every rendition)",
+                &self.hls_parts,
+            ),
+            (
+                "hls_blocked_requests",
+                "gauge",
+                "LL-HLS requests waiting for a part now (blocking playlist reloads, preload hints)",
+                &self.hls_blocked_requests,
             ),
         ];
         for (name, kind, help, value) in rows {

@@ -17,6 +17,7 @@ use thiserror::Error;
 use tokio::sync::watch;
 
 use super::playlist::{LastPart, Name, Playlist, Reload};
+use crate::metrics::Metrics;
 
 /// Why a media playlist request is not answered with a playlist from memory.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -72,16 +73,34 @@ pub struct LiveHls {
     streams: Arc<Mutex<HashMap<String, Arc<LiveStream>>>>,
     /// Serve LL-HLS playlists (on by default); off, media playlists come from the store.
     low_latency: bool,
+    metrics: Arc<Metrics>,
+}
+
+/// Counts a request waiting for a part while it lives (`glint_hls_blocked_requests`).
+struct Waiting<'a>(&'a Metrics);
+
+impl<'a> Waiting<'a> {
+    fn new(m: &'a Metrics) -> Self {
+        Metrics::add(&m.hls_blocked_requests, 1);
+        Self(m)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        Metrics::sub(&self.0.hls_blocked_requests, 1);
+    }
 }
 
 /// Blocking requests wait at most this many target durations (§6.2.5.2: "three times").
 const WAIT_TARGETS: u32 = 3;
 
 impl LiveHls {
-    pub fn new(low_latency: bool) -> Self {
+    pub fn new(low_latency: bool, metrics: Arc<Metrics>) -> Self {
         Self {
             streams: Arc::default(),
             low_latency,
+            metrics,
         }
     }
 
@@ -135,6 +154,7 @@ impl LiveHls {
         }
         let deadline =
             tokio::time::Instant::now() + Duration::from_secs(u64::from(target * WAIT_TARGETS));
+        let mut waiting = None;
         loop {
             let state = {
                 let pl = rx.borrow_and_update();
@@ -146,7 +166,9 @@ impl LiveHls {
                     return Ok(rx.borrow().render_low_latency(&reports));
                 }
                 Reload::TooFar => return Err(PlaylistError::TooFar),
-                Reload::Wait => {}
+                Reload::Wait => {
+                    waiting.get_or_insert_with(|| Waiting::new(&self.metrics));
+                }
             }
             match tokio::time::timeout_at(deadline, rx.changed()).await {
                 Ok(Ok(())) => {}
@@ -167,6 +189,7 @@ impl LiveHls {
         let target = rx.borrow().target_duration;
         let deadline =
             tokio::time::Instant::now() + Duration::from_secs(u64::from(target * WAIT_TARGETS));
+        let mut waiting = None;
         loop {
             {
                 let pl = rx.borrow_and_update();
@@ -185,6 +208,7 @@ impl LiveHls {
                         if pl.reload(msn, Some(n as u64)) != Reload::Wait {
                             return None;
                         }
+                        waiting.get_or_insert_with(|| Waiting::new(&self.metrics));
                     }
                 }
             }
@@ -232,7 +256,7 @@ mod tests {
     }
 
     fn live() -> (LiveHls, watch::Sender<Playlist>) {
-        let hls = LiveHls::new(true);
+        let hls = LiveHls::new(true, Arc::default());
         let mut pl = Playlist::new("seg-1-".into(), 1, 0.5, 6);
         pl.add_init(Bytes::from_static(b"init"));
         pl.open_segment(false, 0);
@@ -269,6 +293,12 @@ mod tests {
         });
         tokio::task::yield_now().await;
         assert!(!waiting.is_finished());
+        assert_eq!(
+            hls.metrics
+                .hls_blocked_requests
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
         tx.send_modify(|pl| {
             pl.push_part(part());
         });

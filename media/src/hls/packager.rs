@@ -21,6 +21,7 @@ use super::playlist::Playlist;
 use super::replay::Recording;
 use super::segmenter::{AudioFrame, Segmenter, Step, Timing, VideoFrame};
 use super::store::{Kind, Uploads};
+use crate::metrics::Metrics;
 
 /// Frames queued between GStreamer and the packager.
 const QUEUE: usize = 1024;
@@ -61,6 +62,7 @@ pub struct Settings {
     pub keep_segments: bool,
     /// Wall clock (Unix ms) at the pipeline's running time zero.
     pub epoch_unix_ms: u64,
+    pub metrics: Arc<Metrics>,
 }
 
 struct Rendition {
@@ -120,6 +122,7 @@ pub fn spawn(
         master: Some(master),
         master_stored: false,
         keep_segments: settings.keep_segments,
+        metrics: settings.metrics,
         uploads,
         entry: entry.clone(),
     };
@@ -136,6 +139,7 @@ struct Packager {
     master: Option<Bytes>,
     master_stored: bool,
     keep_segments: bool,
+    metrics: Arc<Metrics>,
     uploads: Uploads,
     entry: Arc<LiveStream>,
 }
@@ -208,6 +212,7 @@ impl Packager {
 
     /// Store what a step made.
     fn apply(&mut self, rendition: usize, step: Step) {
+        Metrics::add(&self.metrics.hls_parts, u64::from(step.parts));
         let r = &self.renditions[rendition];
         let dir = format!("{}/{}", self.stream, r.name);
         if let Some((name, bytes)) = step.init {

@@ -75,6 +75,8 @@ impl Timing {
 pub struct Step {
     /// The playlist changed (a part or a segment was added): wake blocked requests.
     pub changed: bool,
+    /// Parts cut.
+    pub parts: u32,
     /// A new initialization segment: name and bytes.
     pub init: Option<(String, Bytes)>,
     pub closed: Option<Closed>,
@@ -337,6 +339,7 @@ impl Segmenter {
         });
         self.part_start_ns = end_ns;
         step.changed = true;
+        step.parts += 1;
     }
 
     fn close(&mut self, pl: &mut Playlist, step: &mut Step) {
