@@ -601,7 +601,37 @@ async fn low_latency_hls_blocks_until_the_part_exists() {
     .await;
     let b = base(&server);
     let url = format!("{b}/hls/demo/source/index.m3u8");
-    let mut ffmpeg = ffmpeg(server.rtmp_addr, "640x360");
+    // 44.1 kHz AAC: HLS takes it as it came (a re-encode would make it 48 kHz).
+    let mut ffmpeg = std::process::Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-re"])
+        .args(["-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30"])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100"])
+        .args([
+            "-t",
+            "40",
+            "-pix_fmt",
+            "yuv420p",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+        ])
+        .args([
+            "-tune",
+            "zerolatency",
+            "-g",
+            "60",
+            "-c:a",
+            "aac",
+            "-ar",
+            "44100",
+            "-f",
+            "flv",
+        ])
+        .arg(format!("rtmp://{}/live/{KEY}", server.rtmp_addr))
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
     let playlist = eventually_some("a segment with its parts", WAIT, || async {
         let (_, _, body) = get(&url).await?;
         let p = String::from_utf8_lossy(&body).into_owned();

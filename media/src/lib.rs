@@ -36,4 +36,4 @@ pub use error::MediaError;
 pub use metrics::Metrics;
 pub use rtc::rtp;
 pub use runtime::{spawn, MediaHandle, MediaTask};
-pub use sfu::{Departure, Role, SessionAnswer, SessionId, StreamEvent, StreamSummary};
+pub use sfu::{AacFrame, Departure, Role, SessionAnswer, SessionId, StreamEvent, StreamSummary};

@@ -103,6 +103,11 @@ enum Ingest {
         id: SessionId,
         packets: Vec<rtc::rtp::Packet>,
     },
+    /// An AAC frame as the publisher sent it, for HLS (WebRTC viewers get its Opus).
+    Aac {
+        id: SessionId,
+        frame: crate::sfu::AacFrame,
+    },
     Close {
         id: SessionId,
         reason: &'static str,
@@ -356,6 +361,15 @@ impl MediaHandle {
             .map_err(|_| MediaError::ShuttingDown)
     }
 
+    /// An AAC frame of an ingest publisher, as it came (HLS takes it as it is); queued with its
+    /// packets.
+    pub async fn push_ingest_aac(&self, id: SessionId, frame: crate::sfu::AacFrame) -> Result<()> {
+        self.ingest
+            .send(Ingest::Aac { id, frame })
+            .await
+            .map_err(|_| MediaError::ShuttingDown)
+    }
+
     /// The ingest publisher is gone: it ended the stream, or dropped and may come back. Queued
     /// behind its packets.
     pub async fn close_ingest(&self, id: SessionId, reason: &'static str, how: Departure) {
@@ -563,6 +577,7 @@ fn handle_ingest(sfu: &mut Sfu, msg: Ingest) {
         Ingest::Packets { id, packets } => {
             let _ = sfu.push_ingest(now, id, packets);
         }
+        Ingest::Aac { id, frame } => sfu.push_ingest_aac(id, frame),
         Ingest::Close { id, reason, how } => sfu.close_ingest(now, id, reason, how),
     }
 }

@@ -52,7 +52,7 @@ use ladder::{Input, Rendition, Rung};
 pub use live::{LiveHls, PlaylistError};
 use replay::{Recording, Replay, ReplayBudget, Replays};
 use store::{Kind, LocalDir, Uploads};
-use transcoder::{Settings, Transcoder, VideoInput};
+use transcoder::{AudioInput, Settings, Transcoder, VideoInput};
 
 #[derive(Debug, Clone)]
 pub struct HlsConfig {
@@ -213,6 +213,12 @@ impl Hls {
 
 enum TapMsg {
     Packet(TapPacket),
+    /// An ingest publisher's AAC frame as it came, on the video RTP clock.
+    Aac {
+        config: Bytes,
+        frame: Bytes,
+        video_ts: u32,
+    },
     /// The publisher reconnected: what follows is a new source.
     NewSource,
 }
@@ -281,6 +287,17 @@ impl StreamTap for HlsTap {
     fn source_changed(&mut self) {
         let _ = self.tx.try_send(TapMsg::NewSource);
     }
+
+    fn aac(&mut self, config: &Bytes, frame: Bytes, video_ts: u32) {
+        let msg = TapMsg::Aac {
+            config: config.clone(),
+            frame,
+            video_ts,
+        };
+        if self.tx.try_send(msg).is_err() {
+            Metrics::add(&self.metrics.hls_packets_dropped, 1);
+        }
+    }
 }
 
 /// A measured frame rate, snapped to the common one it is close to (RTMP's millisecond clock
@@ -337,6 +354,10 @@ async fn run(stream: String, shared: Shared, mut rx: mpsc::Receiver<TapMsg>) {
     let mut input: Option<(PayloadFormat, probe::Size, Option<String>)> = None;
     let mut frame_times: Vec<u32> = Vec::new();
     let mut saw_audio = false;
+    // An ingest publisher's AAC (config, pending frames): HLS takes it as it came instead of
+    // re-encoding the Opus made of it for WebRTC.
+    let mut aac: Option<Bytes> = None;
+    let mut pending_aac: Vec<(Bytes, u32)> = Vec::new();
     let mut running: Option<Transcoder> = None;
     let mut packager: Option<tokio::task::JoinHandle<()>> = None;
     let mut recordings: Vec<(String, Arc<Recording>)> = Vec::new();
@@ -350,6 +371,22 @@ async fn run(stream: String, shared: Shared, mut rx: mpsc::Receiver<TapMsg>) {
         }
         let p = match msg {
             TapMsg::Packet(p) => p,
+            TapMsg::Aac {
+                config,
+                frame,
+                video_ts,
+            } => {
+                saw_audio = true;
+                if let Some(t) = &running {
+                    if !t.push_aac(&config, frame, video_ts) {
+                        Metrics::add(&metrics.hls_packets_dropped, 1);
+                    }
+                } else if input.is_some() && pending_aac.len() < MAX_PENDING {
+                    pending_aac.push((frame, video_ts));
+                }
+                aac = Some(config);
+                continue;
+            }
             TapMsg::NewSource => {
                 if let Some(t) = &running {
                     info!(%stream, "publisher reconnected: HLS discontinuity");
@@ -476,7 +513,7 @@ async fn run(stream: String, shared: Shared, mut rx: mpsc::Receiver<TapMsg>) {
             packager::Settings {
                 segment: config.segment,
                 window: config.window,
-                with_audio: saw_audio,
+                with_audio: saw_audio || aac.is_some(),
                 keep_segments: config.replays,
                 epoch_unix_ms: epoch,
                 metrics: metrics.clone(),
@@ -488,7 +525,16 @@ async fn run(stream: String, shared: Shared, mut rx: mpsc::Receiver<TapMsg>) {
         let settings = Settings {
             segment: config.segment,
             audio_kbps: config.audio_kbps,
-            with_audio: saw_audio,
+            audio: match (&aac, saw_audio) {
+                (Some(asc), _) => AudioInput::Aac(asc.clone()),
+                (None, true) => AudioInput::Opus,
+                (None, false) => AudioInput::None,
+            },
+        };
+        let audio_label = match settings.audio {
+            AudioInput::Aac(_) => "aac as it came",
+            AudioInput::Opus => "opus → aac",
+            AudioInput::None => "none",
         };
         match Transcoder::start(
             video,
@@ -500,7 +546,7 @@ async fn run(stream: String, shared: Shared, mut rx: mpsc::Receiver<TapMsg>) {
             metrics.clone(),
         ) {
             Ok(t) => {
-                info!(%stream, ?size, fps = format!("{fps:.1}"), renditions = ?renditions.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), audio = saw_audio, "HLS ladder started");
+                info!(%stream, ?size, fps = format!("{fps:.1}"), renditions = ?renditions.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), audio = audio_label, "HLS ladder started");
                 Metrics::add(&metrics.hls_transcoders, 1);
                 for p in pending.drain(..) {
                     match (p.kind, p.into_rtp()) {
@@ -508,6 +554,11 @@ async fn run(stream: String, shared: Shared, mut rx: mpsc::Receiver<TapMsg>) {
                         (MediaKind::Audio, Some(rtp)) => t.push_audio(rtp),
                         (_, None) => false,
                     };
+                }
+                if let Some(asc) = &aac {
+                    for (frame, ts) in pending_aac.drain(..) {
+                        t.push_aac(asc, frame, ts);
+                    }
                 }
                 running = Some(t);
                 planned = renditions;

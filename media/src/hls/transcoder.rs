@@ -6,6 +6,7 @@
 //! video appsrc ! rtpjitterbuffer ! depay ! (h264parse) ! tee ─┬─ h264parse ! appsink v_source   (H.264 passed through)
 //!                                                           └─ decoder ! tee ─┬─ scale/rate ! x264enc ! h264parse ! appsink v_720p ...
 //! audio appsrc ! rtpjitterbuffer ! rtpopusdepay ! opusdec ! avenc_aac ! aacparse ! appsink aac
+//! aac_in appsrc ! aacparse ! appsink aac          (an RTMP publisher's AAC, as it came)
 //! ```
 //!
 //! Keyframes line up across renditions: a probe on each encoder's input sends it a
@@ -70,17 +71,41 @@ pub enum VideoInput {
     Vp8,
 }
 
+/// How a stream's audio arrives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AudioInput {
+    None,
+    /// Opus RTP (WebRTC publishers): decoded and encoded as AAC.
+    Opus,
+    /// AAC frames as an ingest publisher sent them (its AudioSpecificConfig): passed through.
+    Aac(Bytes),
+}
+
 pub struct Settings {
     /// How often every encoder makes a keyframe (when nothing is passed through).
     pub segment: Duration,
     pub audio_kbps: u32,
-    pub with_audio: bool,
+    pub audio: AudioInput,
+}
+
+/// Where the video's timeline starts: the running time its first packet was pushed at (the
+/// jitter buffer's base, `mode=none`), and how far the latest AAC frame is from that packet's
+/// RTP timestamp (extended past wraps).
+#[derive(Debug, Clone, Copy)]
+struct VideoClock {
+    base: gst::ClockTime,
+    /// The latest AAC frame's timestamp, and its distance from `first_ts` (90 kHz ticks).
+    last_ts: u32,
+    last_ticks: i64,
 }
 
 pub struct Transcoder {
     pipeline: gst::Pipeline,
     video: gst_app::AppSrc,
     audio: Option<gst_app::AppSrc>,
+    /// AAC passed through (`AudioInput::Aac`), its caps.
+    aac: Option<(gst_app::AppSrc, Mutex<Bytes>)>,
+    video_clock: Mutex<Option<VideoClock>>,
     /// The stream's packager: told of publisher reconnects.
     packager: SyncSender<Msg>,
     /// The latest thumbnail (JPEG).
@@ -124,10 +149,19 @@ impl Transcoder {
                 .ok_or_else(|| TranscoderError::Missing(name.into()))
         };
         let video = appsrc("video")?;
-        let audio = if settings.with_audio {
-            Some(appsrc("audio")?)
-        } else {
-            None
+        let audio = match settings.audio {
+            AudioInput::Opus => Some(appsrc("audio")?),
+            _ => None,
+        };
+        let aac = match &settings.audio {
+            AudioInput::Aac(asc) => {
+                let src = appsrc("aac_in")?;
+                src.set_caps(Some(&aac_caps(asc)));
+                src.set_max_bytes(INPUT_QUEUE_BYTES);
+                src.set_property_from_str("leaky-type", "downstream");
+                Some((src, Mutex::new(asc.clone())))
+            }
+            _ => None,
         };
         for src in std::iter::once(&video).chain(audio.as_ref()) {
             src.set_max_bytes(INPUT_QUEUE_BYTES);
@@ -136,7 +170,7 @@ impl Transcoder {
         for (i, r) in renditions.iter().enumerate() {
             video_out(&appsink(&format!("v_{}", r.name))?, i, packager.clone());
         }
-        if settings.with_audio {
+        if settings.audio != AudioInput::None {
             audio_out(&appsink("aac")?, packager.clone());
         }
         install_keyframe_alignment(&pipeline, input, renditions, settings.segment);
@@ -192,6 +226,8 @@ impl Transcoder {
             pipeline,
             video,
             audio,
+            aac,
+            video_clock: Mutex::new(None),
             packager,
             thumbnail,
         })
@@ -208,7 +244,57 @@ impl Transcoder {
     /// One RTP packet of the stream (whole, header included). False when the pipeline refuses
     /// it (full or stopped).
     pub fn push_video(&self, rtp: bytes::Bytes) -> bool {
+        let mut clock = self.video_clock.lock().unwrap_or_else(|e| e.into_inner());
+        if clock.is_none() {
+            if let (Some(ts), Some(base)) = (
+                rtp.get(4..8)
+                    .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]])),
+                self.pipeline.current_running_time(),
+            ) {
+                *clock = Some(VideoClock {
+                    base,
+                    last_ts: ts,
+                    last_ticks: 0,
+                });
+            }
+        }
+        drop(clock);
         self.video.push_buffer(gst::Buffer::from_slice(rtp)).is_ok()
+    }
+
+    /// An AAC frame as the ingest publisher sent it, `video_ts` on the video's RTP clock: its
+    /// timestamp is where the video's timeline puts that time. A new configuration (the
+    /// publisher reconnected with other settings) becomes new caps.
+    pub fn push_aac(&self, config: &Bytes, frame: Bytes, video_ts: u32) -> bool {
+        let Some((src, caps)) = &self.aac else {
+            return true;
+        };
+        let pts = {
+            let mut clock = self.video_clock.lock().unwrap_or_else(|e| e.into_inner());
+            let Some(c) = clock.as_mut() else {
+                return true; // before the first video packet: no timeline yet
+            };
+            c.last_ticks += i64::from(video_ts.wrapping_sub(c.last_ts) as i32);
+            c.last_ts = video_ts;
+            let ns = c.base.nseconds() as i64 + c.last_ticks * 1_000_000_000 / 90_000;
+            if ns < 0 {
+                return true; // earlier than the video's first frame
+            }
+            gst::ClockTime::from_nseconds(ns as u64)
+        };
+        {
+            let mut current = caps.lock().unwrap_or_else(|e| e.into_inner());
+            if *current != *config {
+                src.set_caps(Some(&aac_caps(config)));
+                *current = config.clone();
+            }
+        }
+        let mut buffer = gst::Buffer::from_slice(frame);
+        if let Some(b) = buffer.get_mut() {
+            b.set_pts(pts);
+            b.set_dts(pts);
+        }
+        src.push_buffer(buffer).is_ok()
     }
 
     pub fn push_audio(&self, rtp: bytes::Bytes) -> bool {
@@ -247,6 +333,9 @@ impl Transcoder {
     pub fn finish(&self, timeout: Duration) {
         let _ = self.video.end_of_stream();
         if let Some(a) = &self.audio {
+            let _ = a.end_of_stream();
+        }
+        if let Some((a, _)) = &self.aac {
             let _ = a.end_of_stream();
         }
         if let Some(bus) = self.pipeline.bus() {
@@ -362,6 +451,15 @@ fn frame_of(sample: &gst::Sample) -> Option<(u64, u64, Bytes, bool)> {
     ))
 }
 
+/// Raw AAC with its AudioSpecificConfig (aacparse reads the rate and channels from it).
+fn aac_caps(asc: &Bytes) -> gst::Caps {
+    gst::Caps::builder("audio/mpeg")
+        .field("mpegversion", 4i32)
+        .field("stream-format", "raw")
+        .field("codec_data", gst::Buffer::from_slice(asc.clone()))
+        .build()
+}
+
 fn h264_codec(caps: &gst::CapsRef) -> Option<Codec> {
     let s = caps.structure(0)?;
     let avcc = s.get::<gst::Buffer>("codec_data").ok()?;
@@ -453,7 +551,12 @@ fn describe(input: VideoInput, renditions: &[Rendition], s: &Settings) -> String
             scale_from = format!("scaled_{}", r.name);
         }
     }
-    if s.with_audio {
+    if let AudioInput::Aac(_) = s.audio {
+        // As it came: parsed (framing, caps) and handed to the packager.
+        d += "appsrc name=aac_in format=time is-live=true ! aacparse \
+              ! audio/mpeg,mpegversion=4,stream-format=raw ! appsink name=aac sync=false async=false ";
+    }
+    if s.audio == AudioInput::Opus {
         d += &format!(
             "appsrc name=audio format=time is-live=true do-timestamp=true \
              caps=\"application/x-rtp,media=audio,encoding-name=OPUS,clock-rate=48000,payload={}\" \

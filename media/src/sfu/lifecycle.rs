@@ -220,6 +220,24 @@ impl Sfu {
         Ok(())
     }
 
+    /// An ingest publisher's AAC frame, for the stream's tap (HLS) only: put on the stream's
+    /// video timeline as the tap sees it. Dropped without a tap, or before the publisher's
+    /// first video packet (its timeline is not known yet).
+    pub fn push_ingest_aac(&mut self, id: SessionId, aac: super::AacFrame) {
+        let Some(stream) = self.ingest.get(&id) else {
+            return;
+        };
+        let Some(s) = self.streams.get_mut(&**stream) else {
+            return;
+        };
+        let (Some(tap), Some(ssrc)) = (s.tap.as_mut(), s.video_ssrc) else {
+            return;
+        };
+        if let Some(ts) = s.video_out.stream_timestamp(ssrc, aac.video_ts) {
+            tap.aac(&aac.config, aac.frame, ts);
+        }
+    }
+
     /// The ingest publisher stopped (or its connection dropped).
     pub fn close_ingest(&mut self, now: Instant, id: SessionId, reason: &str, how: Departure) {
         if let Some(stream) = self.ingest.remove(&id) {

@@ -100,6 +100,18 @@ pub trait StreamTap: Send {
     fn rtp(&mut self, kind: MediaKind, format: PayloadFormat, packet: &rtp::Packet, keyframe: bool);
     /// The video that follows comes from a new source (a publisher that reconnected).
     fn source_changed(&mut self) {}
+    /// An ingest publisher's AAC frame as it came; `video_ts` is its time on the stream's video
+    /// RTP clock as the tap sees it (rewritten like the video's).
+    fn aac(&mut self, _config: &bytes::Bytes, _frame: bytes::Bytes, _video_ts: u32) {}
+}
+
+/// An AAC frame of an ingest publisher (RTMP), with its AudioSpecificConfig and its time on the
+/// publisher's video RTP clock (the same base and 90 kHz as its video packets).
+#[derive(Debug, Clone)]
+pub struct AacFrame {
+    pub config: bytes::Bytes,
+    pub frame: bytes::Bytes,
+    pub video_ts: u32,
 }
 
 /// How a publisher left.

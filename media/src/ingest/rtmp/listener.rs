@@ -29,7 +29,7 @@ use super::reencode::WithoutBFrames;
 use super::session::{ServerSession, SessionEvent};
 use crate::runtime::MediaHandle;
 use crate::sfu::peer::{PublishedTrack, SourceTime};
-use crate::sfu::{Departure, SessionId};
+use crate::sfu::{AacFrame, Departure, SessionId};
 use crate::slots::Slot;
 
 /// A connection that sends nothing for this long is closed (a stalled publisher frees its
@@ -109,6 +109,8 @@ struct Publishing {
     seq: u16,
     ts_base: u32,
     audio: Option<AacToOpus>,
+    /// The AudioSpecificConfig: HLS takes the AAC frames as they came.
+    aac_config: Option<Bytes>,
     /// The stream has B-frames (non-zero composition offsets): its video is re-encoded.
     b_frames: bool,
     /// Started at the first keyframe once B-frames were seen.
@@ -131,6 +133,7 @@ impl Publishing {
             seq: rand::random(),
             ts_base: rand::random(),
             audio: None,
+            aac_config: None,
             b_frames: false,
             reencoder: None,
             audio_ssrc: rand::random(),
@@ -260,7 +263,12 @@ where
                         let Some(p) = publishing.as_mut() else {
                             continue;
                         };
-                        on_audio(p, timestamp, &data);
+                        if let (Some(frame), Some(id)) = (on_audio(p, timestamp, &data), p.ingest) {
+                            if media.push_ingest_aac(id, frame).await.is_err() {
+                                stop = Some("media core gone");
+                                break;
+                            }
+                        }
                     }
                     SessionEvent::Metadata(_) => {}
                 }
@@ -465,28 +473,41 @@ fn rtp_packet(pt: u8, ssrc: u32, seq: u16, ts: u32, marker: bool, payload: Bytes
     }
 }
 
-fn on_audio(p: &mut Publishing, timestamp: u32, data: &Bytes) {
+/// AAC to the AAC → Opus pipeline (WebRTC viewers); the frame as it came for HLS is returned,
+/// on the video's RTP clock.
+fn on_audio(p: &mut Publishing, timestamp: u32, data: &Bytes) -> Option<AacFrame> {
     match audio::parse_audio(data) {
-        Some(AudioTag::AacConfig(asc)) => match AacToOpus::new(&asc) {
-            Ok(t) => p.audio = Some(t),
-            // Video still plays; say why there is no sound.
-            Err(e) => warn!(stream = %p.stream, error = %e, "AAC → Opus pipeline could not start"),
-        },
-        Some(AudioTag::AacFrame(frame)) => {
-            let Some(t) = p.audio.as_mut().filter(|_| p.ingest.is_some()) else {
-                return;
-            };
-            // Its Opus comes back through `next_opus`.
-            if let Err(e) = t.push(timestamp, &frame) {
-                warn!(stream = %p.stream, error = %e, "AAC → Opus failed; audio stops");
-                p.audio = None;
+        Some(AudioTag::AacConfig(asc)) => {
+            p.aac_config = Some(asc.clone());
+            match AacToOpus::new(&asc) {
+                Ok(t) => p.audio = Some(t),
+                // Video still plays; say why there is no sound.
+                Err(e) => {
+                    warn!(stream = %p.stream, error = %e, "AAC → Opus pipeline could not start")
+                }
             }
+        }
+        Some(AudioTag::AacFrame(frame)) => {
+            p.ingest?;
+            if let Some(t) = p.audio.as_mut() {
+                // Its Opus comes back through `next_opus`.
+                if let Err(e) = t.push(timestamp, &frame) {
+                    warn!(stream = %p.stream, error = %e, "AAC → Opus failed; audio stops");
+                    p.audio = None;
+                }
+            }
+            return Some(AacFrame {
+                config: p.aac_config.clone()?,
+                frame,
+                video_ts: p.ts_base.wrapping_add(flv::rtp_timestamp(timestamp, 0)),
+            });
         }
         Some(AudioTag::Unsupported(format)) => {
             debug!(stream = %p.stream, format, "FLV audio format not forwarded (only AAC)");
         }
         None => {}
     }
+    None
 }
 
 /// `first` and every other Opus packet encoded by now, to the SFU as RTP.
