@@ -43,6 +43,47 @@ pub fn sps_probe(data: &[u8]) {
     let _ = vp8_keyframe_size(data);
 }
 
+/// LL-HLS requests from any player: the query of a blocking playlist reload, an object name,
+/// and the reload decision for whatever numbers they carry, on a small live playlist.
+pub fn hls_request(data: &[u8]) {
+    use crate::hls::playlist::{Name, Part, Playlist};
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let mut pl = Playlist::new("seg-1-".into(), 2, 0.34, 6);
+    pl.add_init(bytes::Bytes::from_static(b"init"));
+    for s in 0..3 {
+        pl.open_segment(s == 1, 0);
+        for _ in 0..6 {
+            pl.push_part(Part {
+                duration: 1.0 / 3.0,
+                independent: false,
+                bytes: bytes::Bytes::new(),
+            });
+        }
+        if s < 2 {
+            pl.close_segment();
+        }
+    }
+    if let Ok(Some((msn, part))) = crate::hls::live::parse_query(text) {
+        let _ = pl.reload(msn, part);
+    }
+    match Name::parse("seg-1-", text) {
+        Some(Name::Part(msn, n)) => {
+            let _ = pl.part(msn, n);
+            let _ = pl.reload(msn, Some(n as u64));
+        }
+        Some(Name::Segment(msn)) => {
+            let _ = pl.segment(msn);
+        }
+        Some(Name::Init(k)) => {
+            let _ = pl.init(k);
+        }
+        None => {}
+    }
+    let _ = pl.render_low_latency(&[]);
+}
+
 /// RTMP from anyone who connects to the RTMP port: handshake, then chunks, then AMF0 bodies.
 pub fn rtmp(data: &[u8]) {
     use crate::ingest::rtmp::{amf0, chunk::ChunkReader, handshake::Handshake};
@@ -95,7 +136,10 @@ mod tests {
     #[test]
     fn mutated_inputs_never_panic() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(0x911e7);
-        let seeds: [&[u8]; 6] = [
+        let seeds: [&[u8]; 9] = [
+            b"_HLS_msn=2&_HLS_part=3",
+            b"_HLS_msn=18446744073709551615&_HLS_part=18446744073709551615",
+            b"seg-1-00002.5.m4s",
             OFFER.as_bytes(),
             &[
                 0x00, 0x01, 0x00, 0x08, 0x21, 0x12, 0xA4, 0x42, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11,
@@ -147,6 +191,7 @@ mod tests {
             super::keyframe(&data);
             super::rtmp(&data);
             super::sps_probe(&data);
+            super::hls_request(&data);
             if i % 10 == 0 {
                 super::offer(&data);
                 super::negotiated(&data);

@@ -221,7 +221,7 @@ impl LiveHls {
 }
 
 /// `_HLS_msn` and `_HLS_part` of a query string.
-fn parse_query(query: &str) -> Result<Option<(u64, Option<u64>)>, PlaylistError> {
+pub(crate) fn parse_query(query: &str) -> Result<Option<(u64, Option<u64>)>, PlaylistError> {
     let (mut msn, mut part) = (None, None);
     for (k, v) in query.split('&').filter_map(|kv| kv.split_once('=')) {
         match k {

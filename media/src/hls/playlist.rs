@@ -276,7 +276,7 @@ impl Playlist {
         let ready = match part {
             None => done(msn),
             Some(p) => {
-                if done(msn + 1) {
+                if done(msn.saturating_add(1)) {
                     true
                 } else if let Some(s) = self.segments.back().filter(|s| s.msn == msn) {
                     // Part p of a complete segment, or "later": the next segment's first part.
