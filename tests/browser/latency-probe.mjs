@@ -201,3 +201,34 @@ export async function viewHls(page, { url, bits, config }) {
 
 export const pct = (xs, p) => { const s = [...xs].sort((a, b) => a - b); return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]; };
 
+/** Paints `t` as the block code into a `w`x`h` gray frame (one byte a pixel), with a moving bar
+ *  so frames differ. Blocks scale with the width (40 px at 640), so the probe, which draws every
+ *  frame at 640x360, reads any 16:9 size. */
+export function paintCode(frame, w, h, t, bits = BITS) {
+  const block = Math.round((BLOCK * w) / 640);
+  frame.fill(0x33);
+  const bar = Math.round((200 * h) / 360);
+  frame.fill(0x88, bar * w, (bar + 10 + (t % 100)) * w);
+  for (let i = 0; i < bits; i++) {
+    const v = (t >> i) & 1 ? 0xff : 0x00;
+    const x0 = (i % 12) * block, y0 = Math.floor(i / 12) * block;
+    for (let y = y0; y < y0 + block; y++) frame.fill(v, y * w + x0, y * w + x0 + block);
+  }
+}
+
+/** The code of a 480x80 gray picture: the top-left corner of a frame scaled to 640x360 (what
+ *  the probe reads), e.g. ffmpeg's `crop=iw*3/4:ih*2/9:0:0,scale=480:80,format=gray`. */
+export function readCodeGray(px, bits = BITS) {
+  let t = 0;
+  for (let i = 0; i < bits; i++) {
+    const x = (i % 12) * BLOCK + BLOCK / 2, y = Math.floor(i / 12) * BLOCK + BLOCK / 2;
+    if (px[y * 480 + x] > 128) t |= 1 << i;
+  }
+  return t;
+}
+
+/** How long ago (ms, modulo 2^bits) code `t` was painted, at Date.now() time `now`. */
+export const codeAge = (now, t, bits = BITS) => {
+  const mask = (1 << bits) - 1;
+  return ((now & mask) - t + (1 << bits)) & mask;
+};
