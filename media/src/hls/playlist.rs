@@ -366,7 +366,9 @@ impl Playlist {
     /// preload hint, and `reports` (other renditions' URIs and last parts).
     pub fn render_low_latency(&self, reports: &[(String, LastPart)]) -> String {
         let mut out = String::with_capacity(4096);
-        self.header(&mut out, 9);
+        // Version 6 as the standard one: nothing here needs more (only EXT-X-SKIP needs 9), and
+        // a player that knows no LL-HLS reads this playlist as a standard one.
+        self.header(&mut out, 6);
         let part_hold_back = 3.0 * self.part_target;
         let _ = write!(
             out,
