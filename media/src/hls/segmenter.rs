@@ -23,6 +23,8 @@ use super::playlist::{Part, Playlist};
 const VIDEO_TRACK: u32 = 1;
 const AUDIO_TRACK: u32 = 2;
 const VIDEO_TIMESCALE: u32 = 90_000;
+/// Samples in an AAC frame (AAC-LC; for HE-AAC, at the core rate its configuration gives).
+const AAC_FRAME_SAMPLES: u64 = 1024;
 /// Audio frames kept while no video comes to cut them into parts (~10 s of AAC at 48 kHz).
 const MAX_AUDIO_QUEUE: usize = 512;
 /// How long (running time) video waits for the audio's configuration before starting without.
@@ -305,7 +307,11 @@ impl Segmenter {
         if self.audio.is_some() {
             while let Some(a) = self.audio_queue.front().filter(|a| a.pts_ns < end_ns) {
                 audio_start.get_or_insert(a.pts_ns);
-                let d = ticks(a.duration_ns, self.audio_rate).max(1);
+                // AAC frames are 1024 samples; a passed-through frame may come without a duration.
+                let d = match ticks(a.duration_ns, self.audio_rate) {
+                    0 => AAC_FRAME_SAMPLES,
+                    d => d,
+                };
                 audio.push(Sample {
                     data: a.data.clone(),
                     duration: d as u32,
