@@ -34,6 +34,8 @@
 //   --glint-url URL         an already running glint's RTMP publish URL and HLS master, as
 //                           rtmp://host:port/live/KEY,http://host:port/hls/NAME/master.m3u8
 //                           (instead of starting GLINT_BIN)
+//   --part-ages             also decode every new LL-HLS part's last frame (its age when
+//                           listed); CPU-heavy at 720p, so off by default
 //   --compact               the JSON summary on one line
 //
 // Besides the figures, the summary has the machine's CPU over the window (busy, this script's
@@ -58,6 +60,9 @@ const FPS = 30;
 const withAudio = !args['no-audio'];
 const lowLatencyMode = String(args.ll ?? 'true') !== 'false';
 const seconds = Number(args.seconds ?? 60);
+// Decoding every new part's frames (from its independent part on) costs a 720p decode several
+// times a second per rendition: off unless asked, so the players' figures stay the servers'.
+const partAges = Boolean(args['part-ages']);
 const joinAfter = Number(args.join ?? 12);
 const gop = Number(args.gop ?? 60);
 const x264Name = args.x264 ?? 'zerolatency';
@@ -264,7 +269,7 @@ export function pollPlaylist(url, deadline) {
           rec.targetDuration = pl.targetDuration;
           rec.partTarget = pl.partTarget;
           rec.listed.push(pl.segments.length);
-          for (const p of pl.parts) {
+          for (const p of partAges ? pl.parts : []) {
             if (seen.has(p.uri)) continue;
             seen.add(p.uri);
             if (first) continue;
