@@ -43,6 +43,7 @@
 // AAC in two Chromium pages falls behind real time (latency grows with no stall), and then the
 // figures are not the servers'. hls.js joins a one-segment playlist ~2 s behind its edge and
 // stays there (see --join): the default joins a full one, as a viewer of a running stream does.
+import { appendFileSync } from 'node:fs';
 import { spawn } from 'node:child_process';
 import { createServer } from 'node:net';
 import { mkdtempSync, writeFileSync, rmSync, readFileSync, readdirSync } from 'node:fs';
@@ -441,6 +442,8 @@ async function run() {
     const hlsJs = createRequire(import.meta.url).resolve('hls.js/dist/hls.min.js');
     for (const t of targets) {
       t.view = await browser.context.newPage();
+      // --console FILE: the players' console (hls.js with --hls-config '{"debug":true}').
+      if (args.console) t.view.on('console', (m) => appendFileSync(String(args.console), `${t.name} ${m.text()}\n`));
       await t.view.goto(t.page);
       await t.view.addScriptTag({ path: hlsJs });
       await viewHls(t.view, { url: t.playlist, bits: BITS, config: hlsConfig });
