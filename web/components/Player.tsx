@@ -135,6 +135,9 @@ export default function Player({ stream, hlsUrl, vod = false }: { stream: string
         // PART-HOLD-BACK (~1 s) behind the live edge. From a CDN of standard playlists,
         // two segments behind.
         lowLatencyMode: true,
+        // Catch up (10 % faster) when behind the target, e.g. after the start decoded from the
+        // keyframe before the live edge (docs/benchmarks.md, LL-HLS).
+        maxLiveSyncPlaybackRate: 1.1,
         liveSyncDurationCount: 2,
         // The master playlist appears shortly after the stream goes live (once every
         // rendition has a part): keep asking, 404s included (hls.js gives up on 4xx).
