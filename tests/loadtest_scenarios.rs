@@ -72,6 +72,44 @@ async fn a_mixed_scenario_runs_and_reports() {
     server.shutdown().await;
 }
 
+/// Low-latency HLS viewers (blocking reloads, parts) of an RTMP stream play close to the live
+/// edge without stalling.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn low_latency_hls_viewers_play_parts() {
+    let (server, _dir) = start_server_with(|c| {
+        let mut hls = media::hls::HlsConfig::new(c.data_dir.join("hls"));
+        hls.ladder = Vec::new(); // the source rendition only: the test is about delivery
+        c.media.hls = Some(hls);
+    })
+    .await;
+    let scenario = Scenario {
+        server: base(&server),
+        duration_secs: 10,
+        stream: "demo".into(),
+        hls_viewers: 3,
+        hls_low_latency: true,
+        publishers: vec![PublisherSpec {
+            kind: PublisherKind::Rtmp,
+            stream: "demo".into(),
+            key: KEY.into(),
+        }],
+        media: Media::Clip,
+        ..Scenario::default()
+    };
+    let report = run(scenario, None).await.unwrap();
+    let h = &report.hls;
+    println!("{h:?}");
+    assert_eq!((h.started, h.failed), (3, 0), "{h:?}");
+    assert_eq!(h.playing, 3, "{h:?}");
+    assert!(h.parts >= 30, "~3 parts a second each: {h:?}");
+    assert_eq!(h.segments, 0, "parts only: {h:?}");
+    assert!(
+        h.behind_live_edge_mean_ms.is_some_and(|b| b < 2000.0),
+        "{h:?}"
+    );
+    server.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn capacity_mode_steps_up_to_its_cap() {
     let (server, _dir) = start_server().await;

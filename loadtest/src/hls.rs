@@ -3,6 +3,11 @@
 //! playing when its first segment is in, the playhead then advances with the clock while media
 //! is buffered, and it stalls when the buffer runs dry. Measured: startup time, stalls, how far
 //! behind the live edge it plays, bytes and errors.
+//!
+//! With `low_latency` a viewer plays a Low-Latency HLS playlist as hls.js does in its low-latency
+//! mode: it starts at the newest segment's first part, then asks for each next part with a
+//! blocking playlist reload (`_HLS_msn`/`_HLS_part`) and downloads every part as soon as it is
+//! listed.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -32,6 +37,8 @@ pub struct HlsViewConfig {
     pub start_segments_from_end: usize,
     /// Segments buffered before playback starts (players keep a cushion against late segments).
     pub start_buffer_segments: usize,
+    /// Play the playlist's LL-HLS parts with blocking reloads (when it has parts).
+    pub low_latency: bool,
     pub http: Client,
 }
 
@@ -43,6 +50,7 @@ impl HlsViewConfig {
             startup_timeout: Duration::from_secs(30),
             start_segments_from_end: 3,
             start_buffer_segments: 2,
+            low_latency: false,
             http,
         }
     }
@@ -54,6 +62,8 @@ pub struct HlsViewerStats {
     #[serde(serialize_with = "crate::stats::ser_opt_ms")]
     pub startup: Option<Duration>,
     pub segments: u64,
+    /// LL-HLS parts downloaded (low-latency viewers).
+    pub parts: u64,
     pub bytes: u64,
     pub playlist_loads: u64,
     pub errors: u64,
@@ -77,7 +87,18 @@ pub struct MediaPlaylist {
     pub media_sequence: u64,
     /// (duration, URI) in order.
     pub segments: Vec<(Duration, String)>,
+    /// LL-HLS parts listed, in order (those of the segment being made last).
+    pub parts: Vec<ListedPart>,
     pub ended: bool,
+}
+
+/// An LL-HLS part (`#EXT-X-PART`): its segment's media sequence number and its index there.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListedPart {
+    pub msn: u64,
+    pub index: usize,
+    pub duration: Duration,
+    pub uri: String,
 }
 
 /// The variants of a master playlist: (bandwidth, URI).
@@ -107,10 +128,29 @@ pub fn parse_media(text: &str) -> Option<MediaPlaylist> {
         target_duration: Duration::from_secs(2),
         media_sequence: 0,
         segments: Vec::new(),
+        parts: Vec::new(),
         ended: false,
     };
     let mut next_duration = None;
+    let mut part_index = 0;
     for line in text.lines().map(str::trim) {
+        if let Some(attrs) = line.strip_prefix("#EXT-X-PART:") {
+            let attr = |name: &str| {
+                attrs.split(',').find_map(|kv| {
+                    let (k, v) = kv.split_once('=')?;
+                    (k == name).then(|| v.trim_matches('"').to_owned())
+                })
+            };
+            let secs: f64 = attr("DURATION")?.parse().ok()?;
+            p.parts.push(ListedPart {
+                msn: p.media_sequence + p.segments.len() as u64,
+                index: part_index,
+                duration: Duration::from_secs_f64(secs.max(0.0)),
+                uri: attr("URI")?,
+            });
+            part_index += 1;
+            continue;
+        }
         if let Some(v) = line.strip_prefix("#EXT-X-TARGETDURATION:") {
             p.target_duration = Duration::from_secs(v.parse().ok()?);
         } else if let Some(v) = line.strip_prefix("#EXT-X-MEDIA-SEQUENCE:") {
@@ -122,6 +162,7 @@ pub fn parse_media(text: &str) -> Option<MediaPlaylist> {
             p.ended = true;
         } else if !line.is_empty() && !line.starts_with('#') {
             p.segments.push((next_duration.take()?, line.to_owned()));
+            part_index = 0;
         }
     }
     Some(p)
@@ -213,6 +254,9 @@ pub async fn watch(
         return fail(format!("bad variant URI {uri}"));
     };
 
+    if cfg.low_latency {
+        return watch_parts(&cfg, &media_url, started, &stats, &mut stop).await;
+    }
     let mut next_seq: Option<u64> = None;
     let mut playback: Option<Playback> = None;
     // Media downloaded before playback starts, and how many segments.
@@ -318,6 +362,134 @@ pub async fn watch(
     }
 }
 
+/// Parts buffered before a low-latency viewer starts playing (about one second).
+const START_PARTS: usize = 3;
+
+/// A low-latency viewer of the media playlist at `media_url`: the next part is asked for with a
+/// blocking reload; each part is downloaded as soon as it is listed.
+async fn watch_parts(
+    cfg: &HlsViewConfig,
+    media_url: &Url,
+    started: Instant,
+    stats: &Mutex<HlsViewerStats>,
+    stop: &mut tokio::sync::watch::Receiver<bool>,
+) {
+    let update = |f: &mut dyn FnMut(&mut HlsViewerStats)| {
+        let mut s = stats.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut s);
+    };
+    // The next part wanted: (msn, index).
+    let mut next: Option<(u64, usize)> = None;
+    let mut playback: Option<Playback> = None;
+    let mut start_buffer = (Duration::ZERO, 0usize);
+    loop {
+        let mut url = media_url.clone();
+        if let Some((msn, part)) = next {
+            url.set_query(Some(&format!("_HLS_msn={msn}&_HLS_part={part}")));
+        }
+        let text = tokio::select! {
+            t = get_text(&cfg.http, &url) => t,
+            _ = stop.changed() => return finish(&mut playback, stats),
+        };
+        let Some(playlist) = text.ok().and_then(|t| parse_media(&t)) else {
+            update(&mut |s| s.errors += 1);
+            if playback.is_none() && started.elapsed() > cfg.startup_timeout {
+                return update(&mut |s| s.failed = Some("no media playlist".into()));
+            }
+            if sleep_or_stop(Duration::from_millis(200), stop).await {
+                return finish(&mut playback, stats);
+            }
+            next = None; // too far ahead (400) or lost: start again from the playlist
+            continue;
+        };
+        update(&mut |s| s.playlist_loads += 1);
+        if playlist.parts.is_empty() {
+            return update(&mut |s| {
+                s.failed = Some("the playlist has no parts (not LL-HLS)".into())
+            });
+        }
+        // Start at the newest segment's first part.
+        let (mut msn, mut index) = *next.get_or_insert_with(|| {
+            playlist
+                .parts
+                .iter()
+                .rev()
+                .find(|p| p.index == 0)
+                .map_or((playlist.parts[0].msn, playlist.parts[0].index), |p| {
+                    (p.msn, 0)
+                })
+        });
+        for part in &playlist.parts {
+            // The segment of the wanted part ended before it: the next one's first part.
+            if part.msn > msn && part.index == 0 && index > 0 {
+                (msn, index) = (part.msn, 0);
+            }
+            if (part.msn, part.index) != (msn, index) {
+                continue;
+            }
+            let Ok(part_url) = media_url.join(&part.uri) else {
+                break;
+            };
+            match get_bytes(&cfg.http, &part_url).await {
+                Ok(n) => {
+                    let now = Instant::now();
+                    update(&mut |s| {
+                        s.parts += 1;
+                        s.bytes += n;
+                    });
+                    match &mut playback {
+                        Some(p) => {
+                            let mut s = stats.lock().unwrap_or_else(|e| e.into_inner());
+                            p.add(part.duration, now, &mut s);
+                        }
+                        None => {
+                            start_buffer.0 += part.duration;
+                            start_buffer.1 += 1;
+                            if start_buffer.1 >= START_PARTS {
+                                update(&mut |s| s.startup = Some(now - started));
+                                playback = Some(Playback {
+                                    buffered: start_buffer.0,
+                                    played: Duration::ZERO,
+                                    at: now,
+                                    stalled_since: None,
+                                });
+                            }
+                        }
+                    }
+                }
+                Err(_) => {
+                    update(&mut |s| s.errors += 1);
+                    break;
+                }
+            }
+            index += 1;
+        }
+        next = Some((msn, index));
+        if let Some(p) = &mut playback {
+            let mut s = stats.lock().unwrap_or_else(|e| e.into_inner());
+            p.advance(Instant::now(), &mut s);
+            // Every listed part is fetched: the live edge is the end of what is buffered.
+            s.behind_live_edge = Some(p.ahead());
+        } else if started.elapsed() > cfg.startup_timeout {
+            return update(&mut |s| s.failed = Some("no part within the startup timeout".into()));
+        }
+        if playlist.ended {
+            return finish(&mut playback, stats);
+        }
+    }
+}
+
+/// The viewer stops: a stall in progress ends now.
+fn finish(playback: &mut Option<Playback>, stats: &Mutex<HlsViewerStats>) {
+    if let Some(p) = playback {
+        let mut s = stats.lock().unwrap_or_else(|e| e.into_inner());
+        p.advance(Instant::now(), &mut s);
+        if let Some(since) = p.stalled_since.take() {
+            s.stalled += since.elapsed();
+        }
+    }
+}
+
 /// Sleep `d`, or return true at once when told to stop.
 async fn sleep_or_stop(d: Duration, stop: &mut tokio::sync::watch::Receiver<bool>) -> bool {
     if *stop.borrow() {
@@ -350,6 +522,27 @@ async fn get_bytes(http: &Client, url: &Url) -> Result<u64, reqwest::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn low_latency_playlists_list_their_parts() {
+        let text = "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:4\n\
+            #EXT-X-PART:DURATION=1.00000,URI=\"s4.0.m4s\",INDEPENDENT=YES\n\
+            #EXT-X-PART:DURATION=1.00000,URI=\"s4.1.m4s\"\n#EXTINF:2.00000,\ns4.m4s\n\
+            #EXT-X-PART:DURATION=0.33300,URI=\"s5.0.m4s\",INDEPENDENT=YES\n\
+            #EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"s5.1.m4s\"\n";
+        let p = parse_media(text).unwrap();
+        assert_eq!(p.segments.len(), 1);
+        let parts: Vec<(u64, usize, &str)> = p
+            .parts
+            .iter()
+            .map(|p| (p.msn, p.index, p.uri.as_str()))
+            .collect();
+        assert_eq!(
+            parts,
+            [(4, 0, "s4.0.m4s"), (4, 1, "s4.1.m4s"), (5, 0, "s5.0.m4s")]
+        );
+        assert_eq!(p.parts[2].duration, Duration::from_millis(333));
+    }
 
     #[test]
     fn playlists_parse() {

@@ -66,6 +66,8 @@ pub struct Scenario {
     pub webrtc_viewers: usize,
     pub hls_viewers: usize,
     pub hls_rendition: Rendition,
+    /// HLS viewers play LL-HLS parts with blocking reloads (hls.js's low-latency mode).
+    pub hls_low_latency: bool,
     pub chat_clients: usize,
     /// Chat messages per second (all senders together).
     pub chat_rate: f64,
@@ -87,6 +89,7 @@ impl Default for Scenario {
             webrtc_viewers: 0,
             hls_viewers: 0,
             hls_rendition: Rendition::Lowest,
+            hls_low_latency: false,
             chat_clients: 0,
             chat_rate: 10.0,
             publishers: Vec::new(),
@@ -185,6 +188,8 @@ pub struct HlsSummary {
     pub startup_p50_ms: Option<f64>,
     pub startup_p95_ms: Option<f64>,
     pub segments: u64,
+    /// LL-HLS parts (low-latency viewers).
+    pub parts: u64,
     pub stalls: u64,
     pub stalled_ms: f64,
     pub behind_live_edge_mean_ms: Option<f64>,
@@ -506,6 +511,7 @@ pub async fn run(scenario: Scenario, progress: Option<Progress>) -> Result<Scena
             let stats = Arc::new(Mutex::new(HlsViewerStats::default()));
             let cfg = HlsViewConfig {
                 rendition: scenario.hls_rendition,
+                low_latency: scenario.hls_low_latency,
                 ..HlsViewConfig::new(&master, http.clone())
             };
             let task = tokio::spawn(crate::hls::watch(cfg, stats.clone(), hls_stop_rx.clone()));
@@ -782,6 +788,7 @@ fn summarize_hls(s: &Sessions, before: &Totals, after: &Totals, hold_secs: f64) 
         startup_p50_ms: startup.median_ms,
         startup_p95_ms: startup.p95_ms,
         segments: stats.iter().map(|s| s.segments).sum(),
+        parts: stats.iter().map(|s| s.parts).sum(),
         stalls: stats.iter().map(|s| s.stalls).sum(),
         stalled_ms: stats.iter().map(|s| s.stalled.as_secs_f64() * 1000.0).sum(),
         behind_live_edge_mean_ms: mean(&behind),
