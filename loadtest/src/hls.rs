@@ -301,27 +301,16 @@ pub async fn watch(
                         s.segments += 1;
                         s.bytes += n;
                     });
-                    match &mut playback {
-                        Some(p) => {
-                            let mut s = stats.lock().unwrap_or_else(|e| e.into_inner());
-                            p.add(*duration, now, &mut s);
-                        }
-                        None => {
-                            start_buffer.0 += *duration;
-                            start_buffer.1 += 1;
-                            if start_buffer.1 >= cfg.start_buffer_segments.max(1) {
-                                update(&mut |s| {
-                                    s.startup = Some(now - started);
-                                });
-                                playback = Some(Playback {
-                                    buffered: start_buffer.0,
-                                    played: Duration::ZERO,
-                                    at: now,
-                                    stalled_since: None,
-                                });
-                            }
-                        }
-                    }
+                    let need = cfg.start_buffer_segments.max(1);
+                    arrived(
+                        &mut playback,
+                        &mut start_buffer,
+                        need,
+                        *duration,
+                        now,
+                        started,
+                        &stats,
+                    );
                 }
                 Err(_) => {
                     update(&mut |s| s.errors += 1);
@@ -350,14 +339,7 @@ pub async fn watch(
         // Reload about every half target duration (RFC 8216 §6.3.4 allows waiting a whole one).
         let wait = (target / 2).saturating_sub(now.elapsed());
         if sleep_or_stop(wait, &mut stop).await {
-            if let Some(p) = &mut playback {
-                let mut s = stats.lock().unwrap_or_else(|e| e.into_inner());
-                p.advance(Instant::now(), &mut s);
-                if let Some(since) = p.stalled_since.take() {
-                    s.stalled += since.elapsed();
-                }
-            }
-            return;
+            return finish(&mut playback, &stats);
         }
     }
 }
@@ -437,25 +419,16 @@ async fn watch_parts(
                         s.parts += 1;
                         s.bytes += n;
                     });
-                    match &mut playback {
-                        Some(p) => {
-                            let mut s = stats.lock().unwrap_or_else(|e| e.into_inner());
-                            p.add(part.duration, now, &mut s);
-                        }
-                        None => {
-                            start_buffer.0 += part.duration;
-                            start_buffer.1 += 1;
-                            if start_buffer.1 >= START_PARTS {
-                                update(&mut |s| s.startup = Some(now - started));
-                                playback = Some(Playback {
-                                    buffered: start_buffer.0,
-                                    played: Duration::ZERO,
-                                    at: now,
-                                    stalled_since: None,
-                                });
-                            }
-                        }
-                    }
+                    let d = part.duration;
+                    arrived(
+                        &mut playback,
+                        &mut start_buffer,
+                        START_PARTS,
+                        d,
+                        now,
+                        started,
+                        stats,
+                    );
                 }
                 Err(_) => {
                     update(&mut |s| s.errors += 1);
@@ -475,6 +448,36 @@ async fn watch_parts(
         }
         if playlist.ended {
             return finish(&mut playback, stats);
+        }
+    }
+}
+
+/// Media of `duration` arrived at `now`: into the buffer of a playing viewer, or into the start
+/// buffer, which starts playback once it holds `need` pieces (segments or parts).
+fn arrived(
+    playback: &mut Option<Playback>,
+    start_buffer: &mut (Duration, usize),
+    need: usize,
+    duration: Duration,
+    now: Instant,
+    started: Instant,
+    stats: &Mutex<HlsViewerStats>,
+) {
+    let mut s = stats.lock().unwrap_or_else(|e| e.into_inner());
+    match playback {
+        Some(p) => p.add(duration, now, &mut s),
+        None => {
+            start_buffer.0 += duration;
+            start_buffer.1 += 1;
+            if start_buffer.1 >= need {
+                s.startup = Some(now - started);
+                *playback = Some(Playback {
+                    buffered: start_buffer.0,
+                    played: Duration::ZERO,
+                    at: now,
+                    stalled_since: None,
+                });
+            }
         }
     }
 }

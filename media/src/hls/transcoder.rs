@@ -89,23 +89,27 @@ pub struct Settings {
 }
 
 /// Where the video's timeline starts: the running time its first packet was pushed at (the
-/// jitter buffer's base, `mode=none`), and how far the latest AAC frame is from that packet's
-/// RTP timestamp (extended past wraps).
+/// jitter buffer's base, `mode=none`) and that packet's RTP timestamp. Set once.
 #[derive(Debug, Clone, Copy)]
-struct VideoClock {
+struct VideoStart {
     base: gst::ClockTime,
-    /// The latest AAC frame's timestamp, and its distance from `first_ts` (90 kHz ticks).
-    last_ts: u32,
-    last_ticks: i64,
+    ts: u32,
+}
+
+/// AAC passed through: its appsrc, the configuration of its caps, and the latest frame's RTP
+/// timestamp with its distance from the video's first (90 kHz ticks, extended past wraps).
+struct AacIn {
+    src: gst_app::AppSrc,
+    state: Mutex<(Bytes, Option<(u32, i64)>)>,
 }
 
 pub struct Transcoder {
     pipeline: gst::Pipeline,
     video: gst_app::AppSrc,
     audio: Option<gst_app::AppSrc>,
-    /// AAC passed through (`AudioInput::Aac`), its caps.
-    aac: Option<(gst_app::AppSrc, Mutex<Bytes>)>,
-    video_clock: Mutex<Option<VideoClock>>,
+    /// AAC passed through (`AudioInput::Aac`).
+    aac: Option<AacIn>,
+    video_start: std::sync::OnceLock<VideoStart>,
     /// The stream's packager: told of publisher reconnects.
     packager: SyncSender<Msg>,
     /// The latest thumbnail (JPEG).
@@ -159,7 +163,10 @@ impl Transcoder {
                 src.set_caps(Some(&aac_caps(asc)));
                 src.set_max_bytes(INPUT_QUEUE_BYTES);
                 src.set_property_from_str("leaky-type", "downstream");
-                Some((src, Mutex::new(asc.clone())))
+                Some(AacIn {
+                    src,
+                    state: Mutex::new((asc.clone(), None)),
+                })
             }
             _ => None,
         };
@@ -227,7 +234,7 @@ impl Transcoder {
             video,
             audio,
             aac,
-            video_clock: Mutex::new(None),
+            video_start: std::sync::OnceLock::new(),
             packager,
             thumbnail,
         })
@@ -244,21 +251,15 @@ impl Transcoder {
     /// One RTP packet of the stream (whole, header included). False when the pipeline refuses
     /// it (full or stopped).
     pub fn push_video(&self, rtp: bytes::Bytes) -> bool {
-        let mut clock = self.video_clock.lock().unwrap_or_else(|e| e.into_inner());
-        if clock.is_none() {
+        if self.aac.is_some() && self.video_start.get().is_none() {
             if let (Some(ts), Some(base)) = (
                 rtp.get(4..8)
                     .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]])),
                 self.pipeline.current_running_time(),
             ) {
-                *clock = Some(VideoClock {
-                    base,
-                    last_ts: ts,
-                    last_ticks: 0,
-                });
+                let _ = self.video_start.set(VideoStart { base, ts });
             }
         }
-        drop(clock);
         self.video.push_buffer(gst::Buffer::from_slice(rtp)).is_ok()
     }
 
@@ -266,35 +267,34 @@ impl Transcoder {
     /// timestamp is where the video's timeline puts that time. A new configuration (the
     /// publisher reconnected with other settings) becomes new caps.
     pub fn push_aac(&self, config: &Bytes, frame: Bytes, video_ts: u32) -> bool {
-        let Some((src, caps)) = &self.aac else {
+        let Some(aac) = &self.aac else {
             return true;
         };
+        let Some(start) = self.video_start.get() else {
+            return true; // before the first video packet: no timeline yet
+        };
         let pts = {
-            let mut clock = self.video_clock.lock().unwrap_or_else(|e| e.into_inner());
-            let Some(c) = clock.as_mut() else {
-                return true; // before the first video packet: no timeline yet
-            };
-            c.last_ticks += i64::from(video_ts.wrapping_sub(c.last_ts) as i32);
-            c.last_ts = video_ts;
-            let ns = c.base.nseconds() as i64 + c.last_ticks * 1_000_000_000 / 90_000;
+            let mut state = aac.state.lock().unwrap_or_else(|e| e.into_inner());
+            let (caps, last) = &mut *state;
+            if *caps != *config {
+                aac.src.set_caps(Some(&aac_caps(config)));
+                *caps = config.clone();
+            }
+            let (last_ts, ticks) = last.unwrap_or((start.ts, 0));
+            let ticks = ticks + i64::from(video_ts.wrapping_sub(last_ts) as i32);
+            *last = Some((video_ts, ticks));
+            let ns = start.base.nseconds() as i64 + ticks * 1_000_000_000 / 90_000;
             if ns < 0 {
                 return true; // earlier than the video's first frame
             }
             gst::ClockTime::from_nseconds(ns as u64)
         };
-        {
-            let mut current = caps.lock().unwrap_or_else(|e| e.into_inner());
-            if *current != *config {
-                src.set_caps(Some(&aac_caps(config)));
-                *current = config.clone();
-            }
-        }
         let mut buffer = gst::Buffer::from_slice(frame);
         if let Some(b) = buffer.get_mut() {
             b.set_pts(pts);
             b.set_dts(pts);
         }
-        src.push_buffer(buffer).is_ok()
+        aac.src.push_buffer(buffer).is_ok()
     }
 
     pub fn push_audio(&self, rtp: bytes::Bytes) -> bool {
@@ -335,8 +335,8 @@ impl Transcoder {
         if let Some(a) = &self.audio {
             let _ = a.end_of_stream();
         }
-        if let Some((a, _)) = &self.aac {
-            let _ = a.end_of_stream();
+        if let Some(a) = &self.aac {
+            let _ = a.src.end_of_stream();
         }
         if let Some(bus) = self.pipeline.bus() {
             let _ = bus.timed_pop_filtered(
@@ -370,12 +370,9 @@ fn video_out(sink: &gst_app::AppSink, rendition: usize, tx: SyncSender<Msg>) {
         gst_app::AppSinkCallbacks::builder()
             .new_sample(move |s| {
                 let sample = s.pull_sample().map_err(|_| gst::FlowError::Eos)?;
-                if let Some(c) = sample.caps().filter(|c| caps.as_deref() != Some(*c)) {
-                    if let Some(codec) = h264_codec(c) {
-                        tx.send(Msg::VideoCaps { rendition, codec })
-                            .map_err(|_| gst::FlowError::Flushing)?;
-                    }
-                    caps = Some(c.to_owned());
+                if let Some(codec) = changed_caps(&sample, &mut caps).and_then(|c| h264_codec(&c)) {
+                    tx.send(Msg::VideoCaps { rendition, codec })
+                        .map_err(|_| gst::FlowError::Flushing)?;
                 }
                 let Some((pts_ns, dts_ns, data, keyframe)) = frame_of(&sample) else {
                     return Ok(gst::FlowSuccess::Ok);
@@ -405,12 +402,9 @@ fn audio_out(sink: &gst_app::AppSink, tx: SyncSender<Msg>) {
         gst_app::AppSinkCallbacks::builder()
             .new_sample(move |s| {
                 let sample = s.pull_sample().map_err(|_| gst::FlowError::Eos)?;
-                if let Some(c) = sample.caps().filter(|c| caps.as_deref() != Some(*c)) {
-                    if let Some(codec) = aac_codec(c) {
-                        tx.send(Msg::AudioCaps(codec))
-                            .map_err(|_| gst::FlowError::Flushing)?;
-                    }
-                    caps = Some(c.to_owned());
+                if let Some(codec) = changed_caps(&sample, &mut caps).and_then(|c| aac_codec(&c)) {
+                    tx.send(Msg::AudioCaps(codec))
+                        .map_err(|_| gst::FlowError::Flushing)?;
                 }
                 let duration_ns = sample
                     .buffer()
@@ -430,6 +424,17 @@ fn audio_out(sink: &gst_app::AppSink, tx: SyncSender<Msg>) {
             })
             .build(),
     );
+}
+
+/// The sample's caps when they differ from `last` (the first sample's, or a new configuration),
+/// remembered as the last.
+fn changed_caps(sample: &gst::Sample, last: &mut Option<gst::Caps>) -> Option<gst::Caps> {
+    let caps = sample
+        .caps()
+        .filter(|c| last.as_deref() != Some(*c))?
+        .to_owned();
+    *last = Some(caps.clone());
+    Some(caps)
 }
 
 /// A sample's presentation and decode times (running time, ns), bytes and keyframe flag.
