@@ -446,7 +446,7 @@ mod tests {
     async fn set_live_in_db(api: &api::Api, name: &str, live: bool) {
         api.state()
             .db
-            .query("UPSERT type::thing('stream', $n) SET owner = $n, name = $n, title = 't', tags = [], stream_key = 'k', live = $live, viewers = 0, created_at = 0")
+            .query("UPSERT type::record('stream', $n) SET owner = $n, name = $n, title = 't', tags = [], stream_key = 'k', live = $live, viewers = 0, created_at = 0")
             .bind(("n", name.to_owned()))
             .bind(("live", live))
             .await

@@ -31,7 +31,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 json!({"id": id, "username": format!("user{n}"), "email": format!("user{n}@example.com"), "password_hash": hash, "created_at": n as i64})
             })
             .collect();
-        db.query("FOR $u IN $rows { CREATE type::thing('user', $u.id) SET username = $u.username, email = $u.email, password_hash = $u.password_hash, created_at = $u.created_at }")
+        db.query("FOR $u IN $rows { CREATE type::record('user', $u.id) SET username = $u.username, email = $u.email, password_hash = $u.password_hash, created_at = $u.created_at }")
             .bind(("rows", rows))
             .await?
             .check()?;
@@ -48,7 +48,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         })
         .collect();
     for chunk in stream_rows.chunks(BATCH) {
-        db.query("FOR $s IN $rows { CREATE type::thing('stream', $s.id) SET owner = $s.owner, name = $s.name, title = $s.title, category = $s.category, tags = [], language = 'en', stream_key = $s.key, live = $s.live, started_at = $s.started, viewers = $s.viewers, created_at = 0 }")
+        db.query("FOR $s IN $rows { CREATE type::record('stream', $s.id) SET owner = $s.owner, name = $s.name, title = $s.title, category = $s.category, tags = [], language = 'en', stream_key = $s.key, live = $s.live, started_at = $s.started, viewers = $s.viewers, created_at = 0 }")
             .bind(("rows", chunk.to_vec()))
             .await?
             .check()?;
@@ -73,7 +73,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map(|(f, c)| json!({"id": api::db::new_id(), "follower": ids[f], "channel": ids[c]}))
         .collect();
     for chunk in follow_rows.chunks(BATCH) {
-        db.query("FOR $f IN $rows { CREATE type::thing('follow', $f.id) SET follower = $f.follower, channel = $f.channel, created_at = 0 }")
+        db.query("FOR $f IN $rows { CREATE type::record('follow', $f.id) SET follower = $f.follower, channel = $f.channel, created_at = 0 }")
             .bind(("rows", chunk.to_vec()))
             .await?
             .check()?;

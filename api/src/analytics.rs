@@ -14,6 +14,7 @@ use axum::extract::{Path, State};
 use axum::routing::get;
 use axum::Router;
 use serde::{Deserialize, Serialize};
+use surrealdb::types::{Number, SurrealValue};
 use utoipa::ToSchema;
 
 use crate::auth::AuthUser;
@@ -33,7 +34,7 @@ pub fn router() -> Router<ApiState> {
 }
 
 /// One measurement of a live broadcast.
-#[derive(Serialize, Deserialize, ToSchema, Clone, Debug, PartialEq)]
+#[derive(Serialize, Deserialize, ToSchema, Clone, Debug, PartialEq, SurrealValue)]
 pub struct Sample {
     /// Unix ms.
     pub at: i64,
@@ -50,7 +51,7 @@ pub struct Sample {
 }
 
 /// A broadcast and its figures.
-#[derive(Serialize, Deserialize, ToSchema, Clone, Debug)]
+#[derive(Serialize, Deserialize, ToSchema, Clone, Debug, SurrealValue)]
 pub struct Broadcast {
     pub id: String,
     /// The stream's id.
@@ -71,6 +72,7 @@ pub struct Broadcast {
     /// Follows the channel gained while it was on air.
     pub follows_gained: u32,
     #[serde(default, skip_serializing)]
+    #[surreal(default)]
     owner: String,
 }
 
@@ -104,7 +106,7 @@ pub(crate) async fn begin(st: &ApiState, name: &str, now: i64) -> Result<Option<
     let id = crate::db::new_id();
     st.db
         .query(
-            "CREATE type::thing('broadcast', $id) SET stream = $stream, owner = $owner, title = $title, \
+            "CREATE type::record('broadcast', $id) SET stream = $stream, owner = $owner, title = $title, \
              category = $category, started_at = $now, ended_at = NONE, duration_ms = 0, peak_viewers = 0, \
              average_viewers = 0.0, unique_viewers = 0, chat_messages = 0, follows_gained = 0",
         )
@@ -152,7 +154,7 @@ pub(crate) async fn end(st: &ApiState, id: &str, ended_at: Option<i64>) -> Resul
     let b = summarize(st, b, ended_at).await?;
     st.db
         .query(
-            "UPDATE type::thing('broadcast', $id) SET ended_at = $b.ended_at, duration_ms = $b.duration_ms, \
+            "UPDATE type::record('broadcast', $id) SET ended_at = $b.ended_at, duration_ms = $b.duration_ms, \
              peak_viewers = $b.peak_viewers, average_viewers = $b.average_viewers, \
              unique_viewers = $b.unique_viewers, chat_messages = $b.chat_messages, \
              follows_gained = $b.follows_gained",
@@ -166,10 +168,12 @@ pub(crate) async fn end(st: &ApiState, id: &str, ended_at: Option<i64>) -> Resul
 
 /// Write buffered samples, each with its broadcast's id, in one statement.
 pub(crate) async fn record(st: &ApiState, samples: Vec<(String, Sample)>) -> Result<()> {
-    #[derive(Serialize)]
+    // The derive's `flatten` code names `Value` unqualified (surrealdb 3.3.5).
+    use surrealdb::types::Value;
+    #[derive(SurrealValue)]
     struct Row {
         broadcast: String,
-        #[serde(flatten)]
+        #[surreal(flatten)]
         sample: Sample,
     }
     if samples.is_empty() {
@@ -189,11 +193,12 @@ pub(crate) async fn record(st: &ApiState, samples: Vec<(String, Sample)>) -> Res
 
 /// The figures of `b` as if it ended at `ended_at`, from its samples, chat and follows.
 async fn summarize(st: &ApiState, mut b: Broadcast, ended_at: i64) -> Result<Broadcast> {
-    #[derive(Deserialize)]
+    #[derive(Deserialize, SurrealValue)]
     struct Viewers {
-        peak: Option<u32>,
+        // Numbers, not `u32`: over no samples SurrealDB 3's `math::max` is the float `-inf`.
+        peak: Option<Number>,
         average: Option<f64>,
-        unique: Option<u32>,
+        unique: Option<Number>,
     }
     let mut res = st
         .db
@@ -212,9 +217,9 @@ async fn summarize(st: &ApiState, mut b: Broadcast, ended_at: i64) -> Result<Bro
     let chat: Option<u32> = res.take(1)?;
     let follows: Option<u32> = res.take(2)?;
     if let Some(v) = viewers {
-        b.peak_viewers = v.peak.unwrap_or(0);
+        b.peak_viewers = figure(v.peak);
         b.average_viewers = v.average.filter(|a| a.is_finite()).unwrap_or(0.0);
-        b.unique_viewers = v.unique.unwrap_or(0);
+        b.unique_viewers = figure(v.unique);
     }
     b.chat_messages = chat.unwrap_or(0);
     b.follows_gained = follows.unwrap_or(0);
@@ -223,11 +228,21 @@ async fn summarize(st: &ApiState, mut b: Broadcast, ended_at: i64) -> Result<Bro
     Ok(b)
 }
 
+/// A viewer figure from an aggregate: 0 for none, `-inf` (no samples) or anything negative.
+fn figure(n: Option<Number>) -> u32 {
+    match n {
+        Some(Number::Int(i)) => u32::try_from(i.max(0)).unwrap_or(u32::MAX),
+        // `as` saturates and maps NaN to 0.
+        Some(Number::Float(f)) => f as u32,
+        _ => 0,
+    }
+}
+
 async fn load(st: &ApiState, id: &str) -> Result<Option<Broadcast>> {
     let mut res = st
         .db
         .query(format!(
-            "SELECT {FIELDS} FROM type::thing('broadcast', $id)"
+            "SELECT {FIELDS} FROM type::record('broadcast', $id)"
         ))
         .bind(("id", id.to_owned()))
         .await?;

@@ -6,6 +6,7 @@ use axum::extract::State;
 use axum::routing::get;
 use axum::Router;
 use serde::{Deserialize, Serialize};
+use surrealdb::types::SurrealValue;
 use utoipa::ToSchema;
 
 use crate::error::Result;
@@ -15,15 +16,16 @@ pub fn router() -> Router<ApiState> {
     Router::new().route("/api/categories", get(list))
 }
 
-#[derive(Serialize, Deserialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema, SurrealValue)]
 pub struct Category {
     pub slug: String,
     pub name: String,
     #[serde(default)]
+    #[surreal(default)]
     pub live_streams: i64,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, SurrealValue)]
 struct Count {
     category: Option<String>,
     n: i64,

@@ -159,20 +159,22 @@ pub const CATEGORIES: [(&str, &str); 8] = [
     ("education", "Education"),
 ];
 
-/// The environment variable SurrealDB 2.7 reads, once, when its first SurrealKV (or RocksDB)
-/// store opens: `true` makes every commit wait for `fsync` (surrealkv `Durability::Immediate`),
-/// `false` (SurrealDB's default) leaves committed writes in the OS page cache, where a power
-/// loss or kernel crash can undo acknowledged ones (a crash of the process alone cannot: the
-/// commit has been written to the file).
+/// Glint's switch for embedded-database durability (the name SurrealDB 2.x read itself).
+/// `true` makes every SurrealKV commit wait for `fsync` (`?sync=every`), `false` leaves
+/// committed writes in the OS page cache (`?sync=never`), where a power loss or kernel crash
+/// can undo acknowledged ones (a crash of the process alone cannot: the commit has been
+/// written to the file). SurrealDB 3 no longer reads it for embedded stores: it takes the
+/// mode from the `surrealkv://` URL's query, so [`connect`] adds it there.
 pub const SYNC_DATA_ENV: &str = "SURREAL_SYNC_DATA";
 
-/// Make embedded-database commits wait for the disk (`true`) or not. Process-wide, and read
-/// once by SurrealDB: call it before the first connection, while the process has one thread.
+/// Make embedded-database commits wait for the disk (`true`) or not. Process-wide: call it
+/// before the first connection, while the process has one thread.
 pub fn set_durable_writes(on: bool) {
     std::env::set_var(SYNC_DATA_ENV, if on { "true" } else { "false" });
 }
 
-/// Whether SurrealKV commits wait for the disk, as SurrealDB reads its setting.
+/// Whether SurrealKV commits wait for the disk. Unset is `false`, as in SurrealDB 2.x (3.x
+/// alone would default to `every`).
 pub fn durable_writes() -> bool {
     std::env::var(SYNC_DATA_ENV)
         .ok()
@@ -180,12 +182,29 @@ pub fn durable_writes() -> bool {
         .unwrap_or(false)
 }
 
+/// `url` with the sync mode of [`durable_writes`] when it is a `surrealkv://` URL that does
+/// not choose one itself (`?sync=every|never|<interval>`).
+fn with_sync_mode(url: &str) -> String {
+    if !url.starts_with("surrealkv") {
+        return url.to_owned();
+    }
+    let query = url.split_once('?').map(|(_, q)| q);
+    if query.is_some_and(|q| q.split('&').any(|kv| kv.split('=').next() == Some("sync"))) {
+        return url.to_owned();
+    }
+    let mode = if durable_writes() { "every" } else { "never" };
+    let sep = if query.is_some() { '&' } else { '?' };
+    format!("{url}{sep}sync={mode}")
+}
+
 /// Connect (`mem://`, `surrealkv://path`, `ws://host:port`), select the namespace and apply
 /// the schema.
 pub async fn connect(url: &str) -> Result<Db> {
+    let url = with_sync_mode(url);
     if url.starts_with("surrealkv") {
         tracing::info!(
             durable = durable_writes(),
+            url = %url,
             "embedded database: commits wait for the disk when durable"
         );
     }
@@ -193,7 +212,7 @@ pub async fn connect(url: &str) -> Result<Db> {
     db.use_ns("glint").use_db("glint").await?;
     db.query(SCHEMA).await?.check()?;
     for (slug, name) in CATEGORIES {
-        db.query("UPSERT type::thing('category', $slug) SET slug = $slug, name = $name")
+        db.query("UPSERT type::record('category', $slug) SET slug = $slug, name = $name")
             .bind(("slug", slug))
             .bind(("name", name))
             .await?
@@ -220,4 +239,29 @@ pub fn new_id() -> String {
     Alphanumeric
         .sample_string(&mut rand::rng(), 20)
         .to_lowercase()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sync_mode_is_added_only_to_surrealkv_urls_without_one() {
+        assert_eq!(with_sync_mode("mem://"), "mem://");
+        assert_eq!(with_sync_mode("ws://127.0.0.1:8000"), "ws://127.0.0.1:8000");
+        assert_eq!(
+            with_sync_mode("surrealkv:///d?sync=5s"),
+            "surrealkv:///d?sync=5s"
+        );
+        assert_eq!(
+            with_sync_mode("surrealkv:///d?versioned=true&sync=never"),
+            "surrealkv:///d?versioned=true&sync=never"
+        );
+        let added = with_sync_mode("surrealkv:///d?versioned=true");
+        assert!(
+            added == "surrealkv:///d?versioned=true&sync=every"
+                || added == "surrealkv:///d?versioned=true&sync=never",
+            "{added}"
+        );
+    }
 }

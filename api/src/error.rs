@@ -98,8 +98,10 @@ fn unique_index(text: &str) -> Option<&str> {
 
 /// A transaction lost a read/write conflict and may be retried as a whole.
 pub(crate) fn is_retryable(e: &surrealdb::Error) -> bool {
-    matches!(e, surrealdb::Error::Db(surrealdb::error::Db::TxRetryable))
-        || e.to_string().contains("can be retried")
+    matches!(
+        e.query_details(),
+        Some(surrealdb::types::QueryError::TransactionConflict)
+    ) || e.to_string().contains("can be retried")
 }
 
 impl From<surrealdb::Error> for ApiError {

@@ -6,6 +6,7 @@ use axum::response::IntoResponse;
 use axum::routing::{delete, get, post};
 use axum::Router;
 use serde::{Deserialize, Serialize};
+use surrealdb::types::SurrealValue;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::AuthUser;
@@ -38,7 +39,7 @@ pub struct Follow {
 }
 
 /// One user in a followers/following list, with whether their stream is live.
-#[derive(Serialize, Deserialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema, SurrealValue)]
 pub struct FollowEntry {
     pub id: String,
     pub username: String,
@@ -94,7 +95,7 @@ pub(crate) async fn follow(
         return Err(ApiError::Conflict("you already follow this channel".into()));
     }
     st.db
-        .query("CREATE type::thing('follow', $id) SET follower = $follower, channel = $channel, created_at = $now")
+        .query("CREATE type::record('follow', $id) SET follower = $follower, channel = $channel, created_at = $now")
         .bind(("id", new_id()))
         .bind(("follower", user.id.clone()))
         .bind(("channel", req.channel_id.clone()))
@@ -154,7 +155,7 @@ async fn page_of(
     };
     let sql = format!(
         "SELECT {other} AS id, created_at AS followed_at, \
-         (SELECT VALUE username FROM ONLY type::thing('user', $parent.{other})) AS username, \
+         (SELECT VALUE username FROM ONLY type::record('user', $parent.{other})) AS username, \
          (array::len((SELECT VALUE live FROM stream WHERE owner = $parent.{other} AND live = true)) > 0) AS live \
          FROM follow WHERE {mine} = $id ORDER BY followed_at DESC LIMIT $limit START $start"
     );

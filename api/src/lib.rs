@@ -30,6 +30,7 @@ pub mod videos;
 
 use std::sync::Arc;
 use std::time::Duration;
+use surrealdb::types::SurrealValue;
 
 use axum::extract::{DefaultBodyLimit, FromRequestParts};
 use axum::http::request::Parts;
@@ -207,7 +208,7 @@ impl Api {
         let started_at = live.then(db::now_ms);
         self.state
             .db
-            .query("UPDATE type::thing('stream', $id) SET live = $live, started_at = $started, viewers = 0")
+            .query("UPDATE type::record('stream', $id) SET live = $live, started_at = $started, viewers = 0")
             .bind(("id", stream.id.clone()))
             .bind(("live", live))
             .bind(("started", started_at))
@@ -319,7 +320,7 @@ impl Api {
     /// Every replay record's (stream name, epoch), deleted ones included: what the HLS store's
     /// broadcasts are checked against at start.
     pub async fn video_epochs(&self) -> Result<Vec<(String, i64)>> {
-        #[derive(serde::Deserialize)]
+        #[derive(serde::Deserialize, SurrealValue)]
         struct Row {
             stream_name: String,
             epoch: i64,

@@ -13,6 +13,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use futures_util::{Stream as FutStream, StreamExt};
 use serde::{Deserialize, Serialize};
+use surrealdb::types::SurrealValue;
 use tokio::sync::Semaphore;
 use tokio_stream::wrappers::BroadcastStream;
 use utoipa::{IntoParams, ToSchema};
@@ -32,7 +33,7 @@ pub fn router() -> Router<ApiState> {
         .route("/api/notifications/{id}/read", post(mark_read))
 }
 
-#[derive(Serialize, Deserialize, ToSchema, Clone, Debug)]
+#[derive(Serialize, Deserialize, ToSchema, Clone, Debug, SurrealValue)]
 pub struct Notification {
     pub id: String,
     /// Who it is for.
@@ -89,8 +90,8 @@ pub(crate) async fn mark_read(
     let mut res = st
         .db
         .query(
-            "SELECT VALUE record::id(id) FROM type::thing('notification', $id) WHERE user = $user; \
-             UPDATE type::thing('notification', $id) SET read = true WHERE user = $user",
+            "SELECT VALUE record::id(id) FROM type::record('notification', $id) WHERE user = $user; \
+             UPDATE type::record('notification', $id) SET read = true WHERE user = $user",
         )
         .bind(("id", id))
         .bind(("user", user.id))
@@ -220,9 +221,9 @@ pub(crate) async fn on_air_changed(
     let mut res = st
         .db
         .query(
-            "RETURN type::thing('channel_on_air', $c).at; \
-             RETURN type::thing('channel_on_air', $c).notified_at; \
-             UPSERT type::thing('channel_on_air', $c) SET at = $now",
+            "RETURN type::record('channel_on_air', $c).at; \
+             RETURN type::record('channel_on_air', $c).notified_at; \
+             UPSERT type::record('channel_on_air', $c) SET at = $now",
         )
         .bind(("c", stream.owner.clone()))
         .bind(("now", now_ms))
@@ -252,7 +253,7 @@ pub(crate) async fn on_air_changed(
         None
     };
     st.db
-        .query("UPDATE type::thing('channel_on_air', $c) SET notified_at = $now")
+        .query("UPDATE type::record('channel_on_air', $c) SET notified_at = $now")
         .bind(("c", stream.owner.clone()))
         .bind(("now", now_ms))
         .await?
@@ -326,7 +327,7 @@ pub(crate) async fn prune(st: &ApiState, before_ms: i64) -> Result<usize> {
         .query("DELETE notification WHERE created_at < $before RETURN BEFORE")
         .bind(("before", before_ms))
         .await?;
-    let deleted: Vec<serde::de::IgnoredAny> = res.take(0)?;
+    let deleted: Vec<surrealdb::types::Value> = res.take(0)?;
     Ok(deleted.len())
 }
 

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use serde::Deserialize;
+use surrealdb::types::SurrealValue;
 
 use crate::auth::sha256_hex;
 use crate::db::{new_id, now_ms};
@@ -87,7 +88,7 @@ pub(crate) async fn start(st: &ApiState, user: &str) -> Result<String> {
     let now = now_ms();
     st.db
         .query(
-            "CREATE type::thing('refresh_token', $id) SET user = $user, token_hash = $hash, expires_at = $exp; \
+            "CREATE type::record('refresh_token', $id) SET user = $user, token_hash = $hash, expires_at = $exp; \
              LET $over = (SELECT id, expires_at FROM refresh_token WHERE user = $user ORDER BY expires_at DESC START $keep).id; \
              DELETE $over;",
         )
@@ -138,7 +139,7 @@ impl Refused {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, SurrealValue)]
 struct Row {
     user: String,
     token_hash: String,
@@ -157,7 +158,7 @@ pub(crate) async fn rotate(st: &ApiState, token: &str) -> Result<Result<Rotated,
         let swapped: std::result::Result<Vec<Row>, surrealdb::Error> = async {
             st.db
                 .query(
-                    "UPDATE type::thing('refresh_token', $id) SET token_hash = $new, expires_at = $exp \
+                    "UPDATE type::record('refresh_token', $id) SET token_hash = $new, expires_at = $exp \
                      WHERE token_hash = $old AND expires_at > $now RETURN BEFORE",
                 )
                 .bind(("id", id.clone()))
@@ -190,7 +191,7 @@ pub(crate) async fn rotate(st: &ApiState, token: &str) -> Result<Result<Rotated,
 async fn refused(st: &ApiState, id: &str, presented: &str, now: i64) -> Result<Refused> {
     let mut res = st
         .db
-        .query("SELECT user, token_hash, expires_at FROM type::thing('refresh_token', $id)")
+        .query("SELECT user, token_hash, expires_at FROM type::record('refresh_token', $id)")
         .bind(("id", id.to_owned()))
         .await?;
     let row: Option<Row> = res.take(0)?;
@@ -235,7 +236,7 @@ pub async fn sweep(st: &ApiState, now_ms: i64, limit: u32) -> Result<usize> {
 async fn delete(st: &ApiState, id: &str) -> Result<Option<String>> {
     let mut res = st
         .db
-        .query("DELETE type::thing('refresh_token', $id) RETURN BEFORE")
+        .query("DELETE type::record('refresh_token', $id) RETURN BEFORE")
         .bind(("id", id.to_owned()))
         .await?;
     let rows: Vec<Row> = res.take(0)?;

@@ -12,6 +12,7 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
 use serde::{Deserialize, Serialize};
+use surrealdb::types::SurrealValue;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::AuthUser;
@@ -34,7 +35,7 @@ const KEY_WRITE_ATTEMPTS: u32 = 5;
 pub const DEFAULT_LIMIT: u32 = 20;
 pub const MAX_LIMIT: u32 = 100;
 
-#[derive(Serialize, Deserialize, ToSchema, Clone, Debug)]
+#[derive(Serialize, Deserialize, ToSchema, Clone, Debug, SurrealValue)]
 pub struct Stream {
     pub id: String,
     /// The owner's user id.
@@ -231,7 +232,7 @@ pub(crate) async fn list(
 }
 
 pub(crate) async fn load(st: &ApiState, id: &str) -> Result<Option<Stream>> {
-    select_one(st, "type::thing('stream', $v)", id).await
+    select_one(st, "type::record('stream', $v)", id).await
 }
 
 /// One stream, with its key; `from` is a fixed `FROM` target using the bound `$v`.
@@ -304,7 +305,7 @@ pub(crate) async fn create(
     }
     st.db
         .query(
-            "CREATE type::thing('stream', $id) SET owner = $owner, name = $name, title = $m.title, category = $m.category, \
+            "CREATE type::record('stream', $id) SET owner = $owner, name = $name, title = $m.title, category = $m.category, \
              tags = $m.tags, language = $m.language, stream_key = $key, live = false, started_at = NONE, viewers = 0, created_at = $now",
         )
         .bind(("id", id.clone()))
@@ -324,7 +325,7 @@ pub(crate) async fn create(
 }
 
 /// What the owner may set, checked.
-#[derive(Serialize)]
+#[derive(Serialize, SurrealValue)]
 struct Metadata {
     title: String,
     category: Option<String>,
@@ -366,7 +367,7 @@ pub(crate) async fn update(
     owned(&st, &user, &id).await?;
     let meta = validated(&st, input).await?;
     st.db
-        .query("UPDATE type::thing('stream', $id) SET title = $m.title, category = $m.category, tags = $m.tags, language = $m.language")
+        .query("UPDATE type::record('stream', $id) SET title = $m.title, category = $m.category, tags = $m.tags, language = $m.language")
         .bind(("id", id.clone()))
         .bind(("m", meta))
         .await?
@@ -392,7 +393,7 @@ pub(crate) async fn rotate_key(
     loop {
         let written = match st
             .db
-            .query("UPDATE type::thing('stream', $id) SET stream_key = $key")
+            .query("UPDATE type::record('stream', $id) SET stream_key = $key")
             .bind(("id", id.clone()))
             .bind(("key", key.clone()))
             .await
@@ -430,7 +431,7 @@ pub(crate) async fn ensure_operator_streams(st: &ApiState, names: &[String]) -> 
         }
         st.db
             .query(
-                "CREATE type::thing('stream', $id) SET owner = $owner, name = $name, title = $name, category = NONE, \
+                "CREATE type::record('stream', $id) SET owner = $owner, name = $name, title = $name, category = NONE, \
                  tags = [], language = NONE, stream_key = '', live = false, started_at = NONE, viewers = 0, created_at = $now",
             )
             .bind(("id", new_id()))

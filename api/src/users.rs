@@ -10,6 +10,7 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::Router;
 use serde::{Deserialize, Serialize};
+use surrealdb::types::SurrealValue;
 use utoipa::ToSchema;
 
 use crate::auth::{self, AuthUser};
@@ -53,7 +54,7 @@ pub struct RefreshRequest {
 }
 
 /// A public profile.
-#[derive(Serialize, Deserialize, ToSchema, Clone, Debug)]
+#[derive(Serialize, Deserialize, ToSchema, Clone, Debug, SurrealValue)]
 pub struct User {
     pub id: String,
     pub username: String,
@@ -61,7 +62,7 @@ pub struct User {
 }
 
 /// The caller's own account.
-#[derive(Serialize, Deserialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema, SurrealValue)]
 pub struct Me {
     pub id: String,
     pub username: String,
@@ -80,7 +81,7 @@ pub struct Session {
     pub refresh_token: String,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, SurrealValue)]
 struct UserRecord {
     username: String,
     email: String,
@@ -88,7 +89,7 @@ struct UserRecord {
     created_at: i64,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, SurrealValue)]
 struct Credentials {
     id: String,
     username: String,
@@ -139,7 +140,7 @@ pub(crate) async fn register(
     let unique = st.accounts.unique_writes.lock().await;
     refuse_taken(&st, &username, &email).await?;
     st.db
-        .query("CREATE type::thing('user', $id) CONTENT $data")
+        .query("CREATE type::record('user', $id) CONTENT $data")
         .bind(("id", id.clone()))
         .bind((
             "data",
@@ -294,7 +295,7 @@ pub(crate) async fn logout(
 pub(crate) async fn me(State(st): State<ApiState>, user: AuthUser) -> Result<axum::Json<Me>> {
     let mut res = st
         .db
-        .query("SELECT record::id(id) AS id, username, email, created_at FROM type::thing('user', $id)")
+        .query("SELECT record::id(id) AS id, username, email, created_at FROM type::record('user', $id)")
         .bind(("id", user.id))
         .await?;
     let me: Option<Me> = res.take(0)?;
@@ -318,7 +319,7 @@ pub(crate) async fn profile(
 pub(crate) async fn load_user(st: &ApiState, id: &str) -> Result<Option<User>> {
     let mut res = st
         .db
-        .query("SELECT record::id(id) AS id, username, created_at FROM type::thing('user', $id)")
+        .query("SELECT record::id(id) AS id, username, created_at FROM type::record('user', $id)")
         .bind(("id", id.to_owned()))
         .await?;
     Ok(res.take(0)?)

@@ -10,6 +10,7 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
 use serde::{Deserialize, Serialize};
+use surrealdb::types::SurrealValue;
 use utoipa::ToSchema;
 
 use crate::auth::AuthUser;
@@ -26,7 +27,7 @@ pub fn router() -> Router<ApiState> {
         .route("/api/videos/{id}", get(get_one).delete(remove))
 }
 
-#[derive(Serialize, Deserialize, ToSchema, Clone, Debug)]
+#[derive(Serialize, Deserialize, ToSchema, Clone, Debug, SurrealValue)]
 pub struct Video {
     pub id: String,
     /// The stream's id (absent for streams configured by key rather than in the database).
@@ -47,6 +48,7 @@ pub struct Video {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub thumbnail_url: Option<String>,
     #[serde(default, skip_serializing)]
+    #[surreal(default)]
     epoch: i64,
 }
 
@@ -71,7 +73,7 @@ pub struct NewVideo<'a> {
 }
 
 /// An expired video: what the binary needs to delete its objects.
-#[derive(Deserialize, Debug, Clone)]
+#[derive(Deserialize, Debug, Clone, SurrealValue)]
 pub struct ExpiredVideo {
     pub id: String,
     pub stream_name: String,
@@ -97,7 +99,7 @@ pub(crate) async fn add(st: &ApiState, v: NewVideo<'_>) -> Result<String> {
     let id = crate::db::new_id();
     st.db
         .query(
-            "CREATE type::thing('video', $id) SET stream = $stream, stream_name = $name, title = $title, \
+            "CREATE type::record('video', $id) SET stream = $stream, stream_name = $name, title = $title, \
              category = $category, epoch = $epoch, started_at = $epoch, ended_at = $ended, \
              duration_ms = $duration, renditions = $renditions, expires_at = $expires, deleted = false",
         )
@@ -128,7 +130,7 @@ pub(crate) async fn expired(st: &ApiState, now: i64, limit: u32) -> Result<Vec<E
 
 pub(crate) async fn forget(st: &ApiState, id: &str) -> Result<()> {
     st.db
-        .query("DELETE type::thing('video', $id)")
+        .query("DELETE type::record('video', $id)")
         .bind(("id", id.to_owned()))
         .await?
         .check()?;
@@ -139,7 +141,7 @@ async fn load(st: &ApiState, id: &str) -> Result<Option<Video>> {
     let mut res = st
         .db
         .query(format!(
-            "SELECT {FIELDS} FROM type::thing('video', $id) WHERE deleted = false AND expires_at > $now"
+            "SELECT {FIELDS} FROM type::record('video', $id) WHERE deleted = false AND expires_at > $now"
         ))
         .bind(("id", id.to_owned()))
         .bind(("now", now_ms()))
@@ -213,7 +215,7 @@ pub(crate) async fn remove(
         return Err(ApiError::Forbidden("only the stream's owner may do this"));
     }
     st.db
-        .query("UPDATE type::thing('video', $id) SET deleted = true, expires_at = $now")
+        .query("UPDATE type::record('video', $id) SET deleted = true, expires_at = $now")
         .bind(("id", id.clone()))
         .bind(("now", now_ms()))
         .await?

@@ -124,7 +124,7 @@ async fn a_flapping_channel_notifies_once_per_debounce() {
     // Eleven minutes later (the default debounce is 10): every follower again.
     api.state()
         .db
-        .query("UPDATE type::thing('channel_on_air', $c) SET at -= 11 * 60 * 1000")
+        .query("UPDATE type::record('channel_on_air', $c) SET at -= 11 * 60 * 1000")
         .bind(("c", owner))
         .await
         .unwrap()

@@ -34,6 +34,7 @@ use axum::response::Response;
 use axum::routing::{get, put};
 use axum::Router;
 use serde::{Deserialize, Serialize};
+use surrealdb::types::SurrealValue;
 use tokio::sync::broadcast::error::RecvError;
 use utoipa::ToSchema;
 
@@ -98,7 +99,7 @@ impl Default for ChatConfig {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, SurrealValue)]
 pub struct ChatMessage {
     pub id: String,
     pub author_id: String,
@@ -109,7 +110,9 @@ pub struct ChatMessage {
     pub at: i64,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema, SurrealValue,
+)]
 pub struct Settings {
     /// Seconds a non-moderator waits between messages; 0: off.
     pub slow_mode_secs: u32,
@@ -537,7 +540,7 @@ async fn owner_of(st: &ApiState, channel: &str, user: &AuthUser) -> Result<Strin
     Ok(id)
 }
 
-#[derive(Serialize, Deserialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema, SurrealValue)]
 pub struct Moderator {
     pub id: String,
     pub username: String,

@@ -5,6 +5,7 @@
 use std::collections::{HashMap, HashSet};
 
 use serde::Deserialize;
+use surrealdb::types::SurrealValue;
 
 use super::room::{Loaded, Restriction};
 use super::{ChatMessage, Moderator, Settings};
@@ -13,7 +14,7 @@ use crate::ApiState;
 
 /// The channel named `name`: its owner's (id, username).
 pub async fn channel(st: &ApiState, name: &str) -> Result<Option<(String, String)>> {
-    #[derive(Deserialize)]
+    #[derive(Deserialize, SurrealValue)]
     struct Row {
         id: String,
         username: String,
@@ -42,7 +43,7 @@ pub async fn channel(st: &ApiState, name: &str) -> Result<Option<(String, String
 /// Everything a room starts from: its last `history` messages, moderators, restrictions still
 /// in force, settings.
 pub(crate) async fn load(st: &ApiState, channel: &str, history: usize) -> Result<Loaded> {
-    #[derive(Deserialize)]
+    #[derive(Deserialize, SurrealValue)]
     struct Restricted {
         user: String,
         until: Option<i64>,
@@ -54,7 +55,7 @@ pub(crate) async fn load(st: &ApiState, channel: &str, history: usize) -> Result
                WHERE channel = $channel AND deleted = false ORDER BY at DESC LIMIT $history) ORDER BY at ASC; \
              SELECT VALUE user FROM chat_moderator WHERE channel = $channel; \
              SELECT user, until FROM chat_restriction WHERE channel = $channel AND (until = NONE OR until > $now); \
-             SELECT slow_mode_secs, followers_only FROM type::thing('chat_settings', $channel)",
+             SELECT slow_mode_secs, followers_only FROM type::record('chat_settings', $channel)",
         )
         .bind(("channel", channel.to_owned()))
         .bind(("history", history as i64))
@@ -84,7 +85,7 @@ pub(crate) async fn load(st: &ApiState, channel: &str, history: usize) -> Result
 pub async fn save(st: &ApiState, channel: &str, m: &ChatMessage) -> Result<()> {
     st.db
         .query(
-            "CREATE type::thing('chat_message', $id) SET channel = $channel, author_id = $author_id, \
+            "CREATE type::record('chat_message', $id) SET channel = $channel, author_id = $author_id, \
              author = $author, text = $text, at = $at, deleted = false",
         )
         .bind(("id", m.id.clone()))
@@ -103,7 +104,7 @@ pub async fn delete(st: &ApiState, channel: &str, id: &str) -> Result<bool> {
     let mut res = st
         .db
         .query(
-            "UPDATE type::thing('chat_message', $id) SET deleted = true WHERE channel = $channel \
+            "UPDATE type::record('chat_message', $id) SET deleted = true WHERE channel = $channel \
              RETURN VALUE record::id(id)",
         )
         .bind(("id", id.to_owned()))
@@ -123,12 +124,12 @@ pub async fn restrict(
     let q = match restriction {
         None => st
             .db
-            .query("DELETE type::thing('chat_restriction', $key)")
+            .query("DELETE type::record('chat_restriction', $key)")
             .bind(("key", key)),
         // Their messages go too (clients drop them on the event; new readers never see them).
         Some(r) => st
             .db
-            .query("UPSERT type::thing('chat_restriction', $key) SET channel = $channel, user = $user, until = $until; \
+            .query("UPSERT type::record('chat_restriction', $key) SET channel = $channel, user = $user, until = $until; \
                     UPDATE chat_message SET deleted = true WHERE channel = $channel AND author_id = $user")
             .bind(("key", key))
             .bind(("channel", channel.to_owned()))
@@ -147,7 +148,7 @@ pub async fn restrict(
 
 pub async fn save_settings(st: &ApiState, channel: &str, s: Settings) -> Result<()> {
     st.db
-        .query("UPSERT type::thing('chat_settings', $channel) SET slow_mode_secs = $slow, followers_only = $followers")
+        .query("UPSERT type::record('chat_settings', $channel) SET slow_mode_secs = $slow, followers_only = $followers")
         .bind(("channel", channel.to_owned()))
         .bind(("slow", i64::from(s.slow_mode_secs)))
         .bind(("followers", s.followers_only))
@@ -161,14 +162,14 @@ pub async fn set_moderator(st: &ApiState, channel: &str, user: &str, on: bool) -
     let q = if on {
         st.db
             .query(
-                "UPSERT type::thing('chat_moderator', $key) SET channel = $channel, user = $user",
+                "UPSERT type::record('chat_moderator', $key) SET channel = $channel, user = $user",
             )
             .bind(("key", key))
             .bind(("channel", channel.to_owned()))
             .bind(("user", user.to_owned()))
     } else {
         st.db
-            .query("DELETE type::thing('chat_moderator', $key)")
+            .query("DELETE type::record('chat_moderator', $key)")
             .bind(("key", key))
     };
     q.await?.check()?;
