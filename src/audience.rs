@@ -97,6 +97,23 @@ impl HlsAudience {
         })
     }
 
+    /// HLS viewers now of every stream that has some.
+    pub fn counts(&self, now: Instant) -> std::collections::BTreeMap<String, usize> {
+        let streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+        streams
+            .iter()
+            .map(|(name, c)| {
+                let n = c
+                    .values()
+                    .flat_map(|players| players.iter())
+                    .filter(|(_, t)| now.saturating_duration_since(*t) < WINDOW)
+                    .count();
+                (name.clone(), n)
+            })
+            .filter(|(_, n)| *n > 0)
+            .collect()
+    }
+
     /// Forget clients gone quiet (called with the viewer-count tick).
     pub fn prune(&self, now: Instant) {
         let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());

@@ -37,6 +37,31 @@ pub struct Cli {
     /// SurrealDB URL: surrealkv://<dir> (embedded, default <data dir>/db), mem://, ws://host:port.
     #[arg(long, env = "GLINT_DATABASE")]
     pub database: Option<String>,
+    /// A SurrealDB server's user (with `--database ws://...`); none: no sign-in.
+    #[arg(long, env = "GLINT_DATABASE_USER")]
+    pub database_user: Option<String>,
+    #[arg(long, env = "GLINT_DATABASE_PASSWORD", hide_env_values = true)]
+    pub database_password: Option<String>,
+    /// Where that user is defined: root, namespace or database (default root).
+    #[arg(long, env = "GLINT_DATABASE_AUTH_LEVEL")]
+    pub database_auth_level: Option<String>,
+    /// Namespace and database on the server (default glint, glint).
+    #[arg(long, env = "GLINT_DATABASE_NAMESPACE")]
+    pub database_namespace: Option<String>,
+    #[arg(long, env = "GLINT_DATABASE_NAME")]
+    pub database_name: Option<String>,
+    /// Join a cluster: the Redis (or Valkey, any Redis-protocol service) the nodes share.
+    #[arg(long, env = "GLINT_REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+    /// This node's id in the cluster (default: host name and a random suffix).
+    #[arg(long, env = "GLINT_NODE_ID")]
+    pub node_id: Option<String>,
+    /// Where clients reach this node (default http://<http address>).
+    #[arg(long, env = "GLINT_ADVERTISE_URL")]
+    pub advertise_url: Option<String>,
+    /// The secret the cluster's nodes share (at least 32 characters; required with a Redis URL).
+    #[arg(long, env = "GLINT_CLUSTER_TOKEN", hide_env_values = true)]
+    pub cluster_token: Option<String>,
     /// Seconds a dropped publisher (lost connection, not a DELETE/unpublish) has to reconnect with
     /// the same key and resume its stream before viewers are dropped; 0 ends it at once. [default: 20]
     #[arg(long, env = "GLINT_RECONNECT_GRACE")]
@@ -185,6 +210,15 @@ pub struct FileConfig {
     pub public_ips: Vec<IpAddr>,
     pub data_dir: Option<PathBuf>,
     pub database: Option<String>,
+    pub database_user: Option<String>,
+    pub database_password: Option<String>,
+    pub database_auth_level: Option<String>,
+    pub database_namespace: Option<String>,
+    pub database_name: Option<String>,
+    pub redis_url: Option<String>,
+    pub node_id: Option<String>,
+    pub advertise_url: Option<String>,
+    pub cluster_token: Option<String>,
     #[serde(default)]
     pub stream_keys: HashMap<String, String>,
     #[serde(default)]
@@ -236,6 +270,30 @@ pub struct FileConfig {
     pub max_concurrent_hashes: Option<usize>,
 }
 
+/// Shortest cluster token accepted.
+pub const MIN_CLUSTER_TOKEN: usize = 32;
+
+/// How a node joins its cluster.
+#[derive(Clone)]
+pub struct ClusterSettings {
+    pub redis_url: String,
+    /// `None`: the host name and a random suffix.
+    pub node_id: Option<String>,
+    /// `None`: `http://<the bound HTTP address>`.
+    pub advertise_url: Option<String>,
+    pub token: String,
+}
+
+impl std::fmt::Debug for ClusterSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may hold a password, and the token is a secret.
+        f.debug_struct("ClusterSettings")
+            .field("node_id", &self.node_id)
+            .field("advertise_url", &self.advertise_url)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The resolved configuration the server runs with.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -247,6 +305,12 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// None: `surrealkv://<data_dir>/db`.
     pub database: Option<String>,
+    /// Namespace, database and sign-in on a SurrealDB server (the URL is `database`).
+    pub database_namespace: String,
+    pub database_name: String,
+    pub database_credentials: Option<api::db::Credentials>,
+    /// The cluster this node joins; `None`: it runs alone.
+    pub cluster: Option<ClusterSettings>,
     /// Static keys from config (checked first); other streams use their keys in the database.
     pub stream_keys: HashMap<String, String>,
     pub ice_servers: Vec<String>,
@@ -289,6 +353,10 @@ impl Default for Config {
             media: media::MediaConfig::default(),
             data_dir: PathBuf::from("data"),
             database: None,
+            database_namespace: "glint".into(),
+            database_name: "glint".into(),
+            database_credentials: None,
+            cluster: None,
             stream_keys: HashMap::new(),
             ice_servers: Vec::new(),
             cors_origins: Vec::new(),
@@ -375,6 +443,56 @@ impl Config {
             c.data_dir = v;
         }
         c.database = cli.database.or(file.database);
+        if let Some(ns) = cli.database_namespace.or(file.database_namespace) {
+            c.database_namespace = ns;
+        }
+        if let Some(db) = cli.database_name.or(file.database_name) {
+            c.database_name = db;
+        }
+        if let Some(username) = cli.database_user.or(file.database_user) {
+            let level = match cli
+                .database_auth_level
+                .or(file.database_auth_level)
+                .as_deref()
+                .unwrap_or("root")
+            {
+                "root" => api::db::AuthLevel::Root,
+                "namespace" => api::db::AuthLevel::Namespace,
+                "database" => api::db::AuthLevel::Database,
+                other => {
+                    anyhow::bail!("database auth level {other:?}: use root, namespace or database")
+                }
+            };
+            c.database_credentials = Some(api::db::Credentials {
+                level,
+                username,
+                password: cli
+                    .database_password
+                    .or(file.database_password)
+                    .unwrap_or_default(),
+            });
+        }
+        if let Some(redis_url) = cli.redis_url.or(file.redis_url) {
+            let token = cli.cluster_token.or(file.cluster_token).unwrap_or_default();
+            anyhow::ensure!(
+                token.len() >= MIN_CLUSTER_TOKEN,
+                "a cluster (GLINT_REDIS_URL) needs GLINT_CLUSTER_TOKEN: a secret of at least {MIN_CLUSTER_TOKEN} characters every node shares"
+            );
+            anyhow::ensure!(
+                std::env::var_os("GLINT_JWT_SECRET").is_some_and(|s| s.len() >= 32),
+                "a cluster (GLINT_REDIS_URL) needs GLINT_JWT_SECRET (at least 32 bytes, the same on every node): a secret generated per node would log users out whenever their requests reach another node"
+            );
+            anyhow::ensure!(
+                c.database.as_deref().is_some_and(api::db::is_remote),
+                "a cluster (GLINT_REDIS_URL) needs GLINT_DATABASE pointing at a SurrealDB server (ws:// or wss://): the embedded database is one node's"
+            );
+            c.cluster = Some(ClusterSettings {
+                redis_url,
+                node_id: cli.node_id.or(file.node_id),
+                advertise_url: cli.advertise_url.or(file.advertise_url),
+                token,
+            });
+        }
         if cli.hls.or(file.hls).unwrap_or(true) {
             let mut hls = media::hls::HlsConfig::new(c.data_dir.join("hls"));
             if let Some(n) = cli.hls_max_ladders.or(file.hls_max_ladders) {

@@ -49,8 +49,20 @@ pub fn router(
             "/api/ingest",
             get(move || async move { Json(serde_json::json!({ "rtmp_port": rtmp_port })) }),
         )
-        .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/metrics",
+            get({
+                let api = api.clone();
+                move |State(media): State<MediaHandle>| metrics(media, api)
+            }),
+        )
+        .route(
+            "/healthz",
+            get({
+                let api = api.clone();
+                move || healthz(api)
+            }),
+        )
         .route(
             "/api/live",
             get({
@@ -330,9 +342,57 @@ async fn hls_object(
     }
 }
 
-async fn metrics(State(media): State<MediaHandle>) -> Response {
+/// `ok`, or `degraded: ...` (still 200: media plays on; a load balancer should keep sending
+/// viewers) when the cluster's Redis or the database server is unreachable.
+async fn healthz(api: api::Api) -> Response {
+    let mut problems = Vec::new();
+    if api.cluster().health() == api::cluster::Health::Degraded {
+        problems.push("cluster redis unreachable (chat and limits are this node's only)");
+    }
+    if !api.state().db_health.is_up() {
+        problems.push("database unreachable (the API answers 503)");
+    }
+    if problems.is_empty() {
+        "ok".into_response()
+    } else {
+        format!("degraded: {}", problems.join("; ")).into_response()
+    }
+}
+
+async fn metrics(media: MediaHandle, api: api::Api) -> Response {
     let mut out = String::with_capacity(2048);
     media.metrics().render_prometheus(&mut out);
+    let cluster = api.cluster();
+    let stats = cluster.stats();
+    let up = |h: api::cluster::Health| u8::from(h == cluster.health());
+    use std::fmt::Write;
+    let _ = write!(
+        out,
+        "# HELP glint_cluster_health This node's standing with its cluster (one of alone, connected, degraded is 1)\n\
+         # TYPE glint_cluster_health gauge\n\
+         glint_cluster_health{{state=\"alone\"}} {}\n\
+         glint_cluster_health{{state=\"connected\"}} {}\n\
+         glint_cluster_health{{state=\"degraded\"}} {}\n\
+         # HELP glint_cluster_events_published_total Events this node sent on the cluster bus\n\
+         # TYPE glint_cluster_events_published_total counter\n\
+         glint_cluster_events_published_total {}\n\
+         # HELP glint_cluster_events_received_total Events this node received from the cluster bus (its own included)\n\
+         # TYPE glint_cluster_events_received_total counter\n\
+         glint_cluster_events_received_total {}\n\
+         # HELP glint_cluster_bus_reconnects_total Times the bus subscription was lost and made again\n\
+         # TYPE glint_cluster_bus_reconnects_total counter\n\
+         glint_cluster_bus_reconnects_total {}\n\
+         # HELP glint_database_up Whether the database answers (0 while a database server is unreachable)\n\
+         # TYPE glint_database_up gauge\n\
+         glint_database_up {}\n",
+        up(api::cluster::Health::Alone),
+        up(api::cluster::Health::Connected),
+        up(api::cluster::Health::Degraded),
+        stats.published,
+        stats.received,
+        stats.reconnects,
+        u8::from(api.state().db_health.is_up()),
+    );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
 

@@ -40,7 +40,18 @@ pub struct Server {
     sync_task: JoinHandle<()>,
     expiry_task: JoinHandle<()>,
     chat_task: JoinHandle<()>,
+    heartbeat_task: Option<JoinHandle<()>>,
     _data_dir: datadir::DataDirLock,
+}
+
+/// A node id nobody else has: the host name and a random suffix.
+fn default_node_id() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "glint".into());
+    format!("{host}-{:06x}", rand::random::<u32>() & 0xff_ffff)
 }
 
 /// Bind every socket and start serving.
@@ -58,7 +69,13 @@ pub async fn start(mut config: Config) -> anyhow::Result<Server> {
         }
     };
     let jwt_secret = secrets::jwt_secret(&config.data_dir)?;
-    let mut api = api::Api::connect(&db_url, &jwt_secret)
+    let db_config = api::db::DbConfig {
+        url: db_url.clone(),
+        namespace: config.database_namespace.clone(),
+        database: config.database_name.clone(),
+        credentials: config.database_credentials.clone(),
+    };
+    let mut api = api::Api::connect_with(&db_config, &jwt_secret)
         .await
         .map_err(|e| anyhow::anyhow!("database {db_url}: {e}"))?;
     api.set_hls_base(config.hls_base());
@@ -69,6 +86,20 @@ pub async fn start(mut config: Config) -> anyhow::Result<Server> {
     // Nobody registers a configured stream's name, and no database key publishes to one.
     config.accounts.configured_streams = configured.clone();
     api.set_account_config(&config.accounts);
+    if let Some(c) = &config.cluster {
+        let node_id = c.node_id.clone().unwrap_or_else(default_node_id);
+        let cluster = api::cluster::Cluster::connect(api::cluster::ClusterConfig {
+            redis_url: c.redis_url.clone(),
+            node_id: node_id.clone(),
+            advertise_url: c.advertise_url.clone().unwrap_or_default(),
+            key_prefix: "glint:".into(),
+            secret: c.token.as_bytes().to_vec(),
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("joining the cluster (GLINT_REDIS_URL): {e}"))?;
+        info!(node = %node_id, "joined the cluster");
+        api.set_cluster(cluster);
+    }
     api.ensure_operator_streams(&configured)
         .await
         .map_err(|e| anyhow::anyhow!("recording the configured streams: {e}"))?;
@@ -112,6 +143,8 @@ pub async fn start(mut config: Config) -> anyhow::Result<Server> {
         config.rtmp_limits,
         rtmp_publishers,
     );
+    // Other nodes' events from here on (every setter above has run).
+    api.start_cluster();
     let app = http::router(
         &config,
         media.clone(),
@@ -124,6 +157,20 @@ pub async fn start(mut config: Config) -> anyhow::Result<Server> {
         .await
         .with_context(|| format!("binding HTTP {}", config.http))?;
     let http_addr = listener.local_addr()?;
+    let heartbeat_task = match &config.cluster {
+        Some(c) => {
+            let advertise = c
+                .advertise_url
+                .clone()
+                .unwrap_or_else(|| format!("http://{http_addr}"));
+            Some(platform::spawn_heartbeat(
+                media.clone(),
+                api.clone(),
+                advertise,
+            ))
+        }
+        None => None,
+    };
     let (stop_http, stopped) = oneshot::channel::<()>();
     let http_task = tokio::spawn(serve::serve(
         listener,
@@ -147,6 +194,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Server> {
         sync_task,
         expiry_task,
         chat_task,
+        heartbeat_task,
         _data_dir: data_dir_lock,
     })
 }
@@ -171,5 +219,11 @@ impl Server {
         self.sync_task.abort();
         self.expiry_task.abort();
         self.chat_task.abort();
+        if let Some(task) = self.heartbeat_task {
+            task.abort();
+        }
+        if let Err(e) = self.api.cluster().leave().await {
+            tracing::warn!(error = %e, "could not leave the cluster's registry (the lease expires it)");
+        }
     }
 }

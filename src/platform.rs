@@ -33,17 +33,35 @@ impl StreamAuthorizer for Authorizer {
             if let Some(keys) = &self.config_keys {
                 match keys.authorize_publish(stream, token).await {
                     Err(AuthError::UnknownStream) => {}
-                    decided => return decided,
+                    Ok(()) => return claim(&self.api, stream).await,
+                    refused => return refused,
                 }
             }
             let token = token.ok_or(AuthError::MissingToken)?;
             match self.api.check_stream_key(stream, token).await {
-                Ok(Ok(())) => Ok(()),
+                Ok(Ok(())) => claim(&self.api, stream).await,
                 Ok(Err(api::KeyCheck::WrongKey)) => Err(AuthError::InvalidToken),
                 Ok(Err(api::KeyCheck::UnknownStream)) => Err(AuthError::UnknownStream),
                 Err(e) => Err(AuthError::Backend(e.to_string())),
             }
         })
+    }
+}
+
+/// One publisher per stream in the whole cluster: the stream is taken for this node before its
+/// publisher is accepted, or refused (409) when another node has it. Redis unreachable: the node
+/// decides alone (as a node alone does), and says so.
+async fn claim(api: &api::Api, stream: &str) -> Result<(), AuthError> {
+    match api.cluster().claim_stream(stream).await {
+        Ok(api::cluster::nodes::Claim::Ours) => Ok(()),
+        Ok(api::cluster::nodes::Claim::Elsewhere(node)) => {
+            tracing::info!(stream, %node, "publisher refused: the stream is live from another node");
+            Err(AuthError::LiveElsewhere(node))
+        }
+        Err(e) => {
+            tracing::warn!(stream, error = %e, "could not claim the stream in the cluster's directory; accepted on this node's word");
+            Ok(())
+        }
     }
 }
 
@@ -57,20 +75,22 @@ impl media::ingest::rtmp::listener::StreamKeys for RtmpKeys {
     fn stream_for_key<'a>(&'a self, key: &'a str) -> media::ingest::rtmp::listener::KeyFuture<'a> {
         Box::pin(async move {
             use subtle::ConstantTimeEq;
-            if let Some((name, _)) = self
+            let found = match self
                 .config_keys
                 .iter()
                 .find(|(_, k)| bool::from(k.as_bytes().ct_eq(key.as_bytes())))
             {
-                return Some(name.clone());
-            }
-            match self.api.stream_for_key(key).await {
-                Ok(found) => found,
-                Err(e) => {
-                    tracing::warn!(error = %e, "stream key lookup failed");
-                    None
-                }
-            }
+                Some((name, _)) => Some(name.clone()),
+                None => match self.api.stream_for_key(key).await {
+                    Ok(found) => found,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "stream key lookup failed");
+                        None
+                    }
+                },
+            };
+            let name = found?;
+            claim(&self.api, &name).await.ok().map(|()| name)
         })
     }
 }
@@ -161,6 +181,8 @@ async fn run_sync(
     let mut sample_tick = tokio::time::interval(analytics_interval);
     sample_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut replays_open = true;
+    // In a cluster: what this node last reported per stream (a count gone to zero is sent once).
+    let mut reported = std::collections::BTreeMap::new();
     loop {
         tokio::select! {
             ev = events.recv() => match ev {
@@ -173,6 +195,9 @@ async fn run_sync(
                 Ok(StreamEvent::Offline { stream }) => {
                     sampler.end(&api, &audience, &stream, api::db::now_ms()).await;
                     record(&api, &stream, false).await;
+                    if let Err(e) = api.cluster().release_stream(&stream).await {
+                        tracing::warn!(%stream, error = %e, "could not release the stream in the cluster's directory (its lease expires it)");
+                    }
                 }
                 Err(RecvError::Lagged(n)) => {
                     tracing::warn!(missed = n, "stream events lagged: resyncing live streams from the media core");
@@ -198,6 +223,12 @@ async fn run_sync(
                 let Ok(streams) = media.streams().await else { return };
                 let now = std::time::Instant::now();
                 audience.prune(now);
+                if api.cluster().is_clustered() {
+                    cluster_counts(&api, &audience, &streams, now, &mut reported).await;
+                    // Streams of nodes that died stay live in the database until someone looks.
+                    resync(&api, &audience, &mut sampler, &streams).await;
+                    continue;
+                }
                 for s in streams.iter().filter(|s| s.live) {
                     let viewers = s.viewers + audience.count(&s.name, now);
                     if let Err(e) = api.set_viewers(&s.name, viewers).await {
@@ -207,6 +238,158 @@ async fn run_sync(
             }
 
         }
+    }
+}
+
+/// In a cluster: this node's viewers of every stream it serves (WebRTC of its own streams, HLS
+/// of any) go to Redis; for the streams it ingests, every node's are summed into the database
+/// and the chat rooms.
+async fn cluster_counts(
+    api: &api::Api,
+    audience: &crate::audience::HlsAudience,
+    streams: &[StreamSummary],
+    now: std::time::Instant,
+    reported: &mut std::collections::BTreeMap<String, usize>,
+) {
+    let mut counts: std::collections::BTreeMap<String, usize> = audience.counts(now);
+    for s in streams.iter().filter(|s| s.live) {
+        *counts.entry(s.name.clone()).or_default() += s.viewers;
+    }
+    // Zeros too: a stream this node no longer serves drops out of its sum at once.
+    for name in reported.keys() {
+        counts.entry(name.clone()).or_insert(0);
+    }
+    let counts: Vec<(String, usize)> = counts.into_iter().collect();
+    if let Err(e) = api.cluster().report_viewers(&counts).await {
+        tracing::warn!(error = %e, "could not report viewer counts to the cluster");
+    }
+    *reported = counts.iter().filter(|(_, n)| *n > 0).cloned().collect();
+    let ours: Vec<String> = streams
+        .iter()
+        .filter(|s| s.live)
+        .map(|s| s.name.clone())
+        .collect();
+    let totals = match api.cluster().total_viewers(&ours).await {
+        Ok(Some(t)) => t,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not sum viewer counts across the cluster: this node's own counted");
+            ours.iter()
+                .map(|n| counts.iter().find(|(c, _)| c == n).map_or(0, |(_, v)| *v))
+                .collect()
+        }
+    };
+    for (name, total) in ours.iter().zip(totals) {
+        if let Err(e) = api.set_viewers(name, total).await {
+            tracing::warn!(stream = %name, error = %e, "could not record viewer count");
+        }
+    }
+}
+
+/// How often a node renews its lease and its streams' claims.
+const HEARTBEAT: Duration = api::cluster::HEARTBEAT;
+
+/// In a cluster: renew this node's registry entry (with its load) and its claims on the
+/// streams it ingests, every [`HEARTBEAT`], until aborted.
+pub fn spawn_heartbeat(media: MediaHandle, api: api::Api, url: String) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(HEARTBEAT);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut meter = LoadMeter::new(media.metrics().clone());
+        loop {
+            tick.tick().await;
+            let Ok(streams) = media.streams().await else {
+                return;
+            };
+            let live: Vec<String> = streams
+                .iter()
+                .filter(|s| s.live || s.reconnecting)
+                .map(|s| s.name.clone())
+                .collect();
+            let info = api::cluster::nodes::NodeInfo {
+                id: api.cluster().node_id().to_owned(),
+                url: url.clone(),
+                roles: vec!["ingest".into(), "webrtc".into(), "hls".into(), "api".into()],
+                load: meter.sample(&streams, live.len()),
+            };
+            if let Err(e) = api.cluster().heartbeat(&info).await {
+                tracing::warn!(error = %e, "cluster heartbeat failed");
+                continue;
+            }
+            match api.cluster().renew_streams(&live).await {
+                Ok(held) if held < live.len() => tracing::warn!(
+                    held,
+                    live = live.len(),
+                    "some of this node's streams are claimed by another node in the cluster's directory"
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "could not renew this node's stream claims"),
+            }
+        }
+    })
+}
+
+/// A node's load between two heartbeats: forwarded bytes and the process's CPU time (from
+/// `/proc/self/stat`), as rates.
+struct LoadMeter {
+    metrics: Arc<media::metrics::Metrics>,
+    last: std::time::Instant,
+    bytes: u64,
+    cpu_ticks: u64,
+}
+
+/// Clock ticks per second of `/proc/*/stat` times (`_SC_CLK_TCK`, 100 on Linux).
+const CLOCK_TICKS: f64 = 100.0;
+
+fn cpu_ticks() -> u64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0;
+    };
+    // After the command name (in parentheses, may hold spaces): utime is field 14, stime 15.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let field = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    field(11) + field(12)
+}
+
+impl LoadMeter {
+    fn new(metrics: Arc<media::metrics::Metrics>) -> Self {
+        let bytes = metrics
+            .bytes_forwarded
+            .load(std::sync::atomic::Ordering::Relaxed);
+        Self {
+            metrics,
+            last: std::time::Instant::now(),
+            bytes,
+            cpu_ticks: cpu_ticks(),
+        }
+    }
+
+    fn sample(&mut self, streams: &[StreamSummary], live: usize) -> api::cluster::nodes::Load {
+        let now = std::time::Instant::now();
+        let secs = now.duration_since(self.last).as_secs_f64().max(1e-3);
+        let bytes = self
+            .metrics
+            .bytes_forwarded
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let ticks = cpu_ticks();
+        let load = api::cluster::nodes::Load {
+            webrtc_viewers: streams.iter().map(|s| s.viewers).sum(),
+            egress_mbps: bytes.saturating_sub(self.bytes) as f64 * 8.0 / 1e6 / secs,
+            cpu: ticks.saturating_sub(self.cpu_ticks) as f64 / CLOCK_TICKS / secs,
+            ladders: self
+                .metrics
+                .hls_transcoders
+                .load(std::sync::atomic::Ordering::Relaxed) as usize,
+            live_streams: live,
+        };
+        (self.last, self.bytes, self.cpu_ticks) = (now, bytes, ticks);
+        load
     }
 }
 
@@ -247,7 +430,21 @@ async fn resync(
             return;
         }
     };
-    let (offline, live) = live_changes(&db_live, media);
+    let (mut offline, live) = live_changes(&db_live, media);
+    // In a cluster, a stream another node ingests is not offline: only those whose claim is
+    // gone (their node stopped or died) are.
+    if api.cluster().is_clustered() && !offline.is_empty() {
+        match api.cluster().stream_owners(&offline).await {
+            Ok(owners) => {
+                let mut owners = owners.into_iter();
+                offline.retain(|_| owners.next().flatten().is_none());
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read the cluster's directory: live flags left as they are");
+                offline.clear();
+            }
+        }
+    }
     let now_ms = api::db::now_ms();
     for stream in &offline {
         tracing::info!(%stream, "resync: not on air, marked offline");

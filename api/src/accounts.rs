@@ -107,6 +107,7 @@ impl Default for AccountConfig {
 
 pub struct Accounts {
     registrations: Option<KeyedLimiter<IpAddr>>,
+    registration_rate: Rate,
     pub login: LoginLimiter,
     pub hashes: HashGate,
     pub sessions: Sessions,
@@ -139,6 +140,7 @@ impl Accounts {
                     MAX_TRACKED_KEYS,
                 )
             }),
+            registration_rate: Rate::new(config.registrations_per_hour, Duration::from_secs(3600)),
             login: LoginLimiter::default(),
             hashes: HashGate::new(config.concurrent_hashes, config.hash_queue),
             sessions: Sessions::new(config.sessions_per_user),
@@ -152,12 +154,21 @@ impl Accounts {
     }
 
     /// Count a registration attempt from `ip` at `now`; 429 with `Retry-After` over the rate.
-    pub fn admit_registration(&self, ip: Option<IpAddr>, now: Instant) -> Result<()> {
+    /// In a cluster, counted with every node's (this node's own count when Redis is away).
+    pub async fn admit_registration(
+        &self,
+        cluster: &crate::cluster::Cluster,
+        ip: Option<IpAddr>,
+        now: Instant,
+    ) -> Result<()> {
         let Some(limiter) = &self.registrations else {
             return Ok(());
         };
-        limiter
-            .check(&address_key(ip.unwrap_or(NO_ADDRESS)), now)
+        let ip = ip.unwrap_or(NO_ADDRESS);
+        let shared =
+            crate::cluster::limits::registration(cluster, ip, self.registration_rate).await;
+        shared
+            .unwrap_or_else(|| limiter.check(&address_key(ip), now))
             .map_err(|wait| ApiError::TooManyRequests {
                 message: "too many registrations from this address; try again later",
                 retry_after: wait.0,
@@ -196,8 +207,9 @@ mod tests {
         assert!(!a.is_configured_stream("alice"));
     }
 
-    #[test]
-    fn registrations_are_limited_per_address() {
+    #[tokio::test]
+    async fn registrations_are_limited_per_address() {
+        let alone = crate::cluster::Cluster::alone();
         let a = Accounts::new(&AccountConfig {
             registrations_per_hour: 2,
             ..AccountConfig::default()
@@ -205,22 +217,26 @@ mod tests {
         let t0 = Instant::now();
         let one: IpAddr = "2001:db8::1".parse().unwrap();
         let same64: IpAddr = "2001:db8::2".parse().unwrap();
-        assert!(a.admit_registration(Some(one), t0).is_ok());
-        assert!(a.admit_registration(Some(same64), t0).is_ok());
-        let err = a.admit_registration(Some(one), t0).unwrap_err();
+        assert!(a.admit_registration(&alone, Some(one), t0).await.is_ok());
+        assert!(a.admit_registration(&alone, Some(same64), t0).await.is_ok());
+        let err = a
+            .admit_registration(&alone, Some(one), t0)
+            .await
+            .unwrap_err();
         assert!(
             matches!(err, ApiError::TooManyRequests { retry_after, .. } if retry_after == Duration::from_secs(1800)),
             "{err:?}"
         );
         assert!(a
-            .admit_registration(Some("2001:db8:0:1::1".parse().unwrap()), t0)
+            .admit_registration(&alone, Some("2001:db8:0:1::1".parse().unwrap()), t0)
+            .await
             .is_ok());
         let off = Accounts::new(&AccountConfig {
             registrations_per_hour: 0,
             ..AccountConfig::default()
         });
         for _ in 0..1000 {
-            assert!(off.admit_registration(None, t0).is_ok());
+            assert!(off.admit_registration(&alone, None, t0).await.is_ok());
         }
     }
 }

@@ -200,7 +200,113 @@ fn with_sync_mode(url: &str) -> String {
 /// Connect (`mem://`, `surrealkv://path`, `ws://host:port`), select the namespace and apply
 /// the schema.
 pub async fn connect(url: &str) -> Result<Db> {
-    let url = with_sync_mode(url);
+    connect_with(&DbConfig {
+        url: url.to_owned(),
+        ..DbConfig::default()
+    })
+    .await
+}
+
+/// Where the database is, and who the node is to it (a SurrealDB server checks credentials;
+/// the embedded engines have none).
+#[derive(Debug, Clone)]
+pub struct DbConfig {
+    pub url: String,
+    pub namespace: String,
+    pub database: String,
+    /// Signed in as this user, when set (`ws://`/`wss://`).
+    pub credentials: Option<Credentials>,
+}
+
+#[derive(Clone)]
+pub struct Credentials {
+    pub level: AuthLevel,
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("level", &self.level)
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where the user is defined on the server (`DEFINE USER ... ON ROOT | NAMESPACE | DATABASE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthLevel {
+    Root,
+    Namespace,
+    Database,
+}
+
+impl Default for DbConfig {
+    fn default() -> Self {
+        Self {
+            url: "mem://".into(),
+            namespace: "glint".into(),
+            database: "glint".into(),
+            credentials: None,
+        }
+    }
+}
+
+/// Is the database reachable? Watched by a task ([`watch_health`]); while it is not, `/api`
+/// answers 503 with `Retry-After` at once instead of waiting on queries that cannot finish
+/// (the SDK holds them while it reconnects).
+#[derive(Debug, Default)]
+pub struct Health {
+    down: std::sync::atomic::AtomicBool,
+}
+
+/// A health probe that does not answer in this long counts as the database being down.
+pub const HEALTH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+/// How often the database is probed.
+pub const HEALTH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl Health {
+    pub fn is_up(&self) -> bool {
+        !self.down.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn set(&self, up: bool) {
+        let was_up = !self.down.swap(!up, std::sync::atomic::Ordering::Relaxed);
+        if was_up && !up {
+            tracing::warn!("database unreachable: the API answers 503 until it is back");
+        } else if !was_up && up {
+            tracing::info!("database reachable again");
+        }
+    }
+}
+
+/// Probe `db` every [`HEALTH_INTERVAL`] into `health`, until the process ends. Only for
+/// remote databases: the embedded engines cannot be away.
+pub fn watch_health(db: Db, health: std::sync::Arc<Health>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(HEALTH_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let up = matches!(
+                tokio::time::timeout(HEALTH_TIMEOUT, db.health()).await,
+                Ok(Ok(()))
+            );
+            health.set(up);
+        }
+    });
+}
+
+/// Is the URL a database server (not an embedded engine)?
+pub fn is_remote(url: &str) -> bool {
+    ["ws://", "wss://", "http://", "https://"]
+        .iter()
+        .any(|p| url.starts_with(p))
+}
+
+pub async fn connect_with(config: &DbConfig) -> Result<Db> {
+    let url = with_sync_mode(&config.url);
     if url.starts_with("surrealkv") {
         tracing::info!(
             durable = durable_writes(),
@@ -209,7 +315,33 @@ pub async fn connect(url: &str) -> Result<Db> {
         );
     }
     let db = any::connect(url).await?;
-    db.use_ns("glint").use_db("glint").await?;
+    if let Some(c) = &config.credentials {
+        use surrealdb::opt::auth;
+        let (username, password) = (c.username.clone(), c.password.clone());
+        match c.level {
+            AuthLevel::Root => db.signin(auth::Root { username, password }).await?,
+            AuthLevel::Namespace => {
+                db.signin(auth::Namespace {
+                    namespace: config.namespace.clone(),
+                    username,
+                    password,
+                })
+                .await?
+            }
+            AuthLevel::Database => {
+                db.signin(auth::Database {
+                    namespace: config.namespace.clone(),
+                    database: config.database.clone(),
+                    username,
+                    password,
+                })
+                .await?
+            }
+        };
+    }
+    db.use_ns(config.namespace.clone())
+        .use_db(config.database.clone())
+        .await?;
     db.query(SCHEMA).await?.check()?;
     for (slug, name) in CATEGORIES {
         db.query("UPSERT type::record('category', $slug) SET slug = $slug, name = $name")

@@ -42,9 +42,15 @@ pub enum ApiError {
     /// 503 with `Retry-After`: a bounded resource (password hashing) is at capacity.
     #[error("the server is busy; try again shortly")]
     Busy { retry_after: Duration },
+    /// 503 with `Retry-After`: the database is unreachable (a server restarting, say).
+    #[error("the database is unreachable; try again shortly")]
+    Unavailable,
     #[error("internal error: {0}")]
     Internal(String),
 }
+
+/// What clients are told to wait while the database is unreachable.
+pub const UNAVAILABLE_RETRY_AFTER: Duration = Duration::from_secs(2);
 
 impl ApiError {
     pub fn validation(field: &'static str, message: impl Into<String>) -> Self {
@@ -68,6 +74,7 @@ impl ApiError {
                 (StatusCode::TOO_MANY_REQUESTS, "rate_limited")
             }
             ApiError::Busy { .. } => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
+            ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "database_unavailable"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -106,6 +113,9 @@ pub(crate) fn is_retryable(e: &surrealdb::Error) -> bool {
 
 impl From<surrealdb::Error> for ApiError {
     fn from(e: surrealdb::Error) -> Self {
+        if e.is_connection() {
+            return ApiError::Unavailable;
+        }
         let text = e.to_string();
         if let Some(index) = unique_index(&text) {
             let message = conflict_message(index).unwrap_or("already exists");
@@ -172,6 +182,7 @@ impl IntoResponse for ApiError {
             ApiError::TooManyRequests { retry_after, .. } | ApiError::Busy { retry_after } => {
                 Some(*retry_after)
             }
+            ApiError::Unavailable => Some(UNAVAILABLE_RETRY_AFTER),
             _ => None,
         };
         let mut resp = (

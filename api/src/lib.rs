@@ -12,6 +12,7 @@ pub mod auth;
 pub mod cache;
 pub mod categories;
 pub mod chat;
+pub mod cluster;
 pub mod db;
 pub mod error;
 pub mod follows;
@@ -53,6 +54,8 @@ const NOTIFY_QUEUE: usize = 1024;
 #[derive(Clone)]
 pub struct ApiState {
     pub db: Db,
+    /// Whether the database answers (always, for the embedded engines).
+    pub db_health: Arc<db::Health>,
     pub keys: Arc<auth::JwtKeys>,
     pub notify: broadcast::Sender<notifications::Notification>,
     /// Registration and login limits, the password-hashing gate, sessions, reserved names.
@@ -69,6 +72,8 @@ pub struct ApiState {
     pub notifier: notifications::Notifier,
     /// Ends a stream's publisher when its key is rotated (the media side, wired by the binary).
     pub publishers: Arc<dyn publishers::PublisherControl>,
+    /// The other nodes, if any: the bus, shared limits, registry and directory.
+    pub cluster: cluster::Cluster,
 }
 
 /// The caller if a valid token came with the request, else nobody (public endpoints that show
@@ -88,6 +93,20 @@ impl FromRequestParts<ApiState> for MaybeAuthUser {
     }
 }
 
+/// While the database is unreachable, every API request is answered 503 with `Retry-After` at
+/// once (its queries would wait for the reconnection).
+async fn database_gate(
+    axum::extract::State(st): axum::extract::State<ApiState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if !st.db_health.is_up() {
+        return ApiError::Unavailable.into_response();
+    }
+    next.run(request).await
+}
+
 /// Why a WHIP stream key was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeyCheck {
@@ -104,11 +123,26 @@ pub struct Api {
 impl Api {
     /// Connect to `db_url` and apply the schema. `jwt_secret` signs access tokens (≥ 32 bytes).
     pub async fn connect(db_url: &str, jwt_secret: &[u8]) -> Result<Self> {
-        let db = db::connect(db_url).await?;
+        let config = db::DbConfig {
+            url: db_url.to_owned(),
+            ..db::DbConfig::default()
+        };
+        Self::connect_with(&config, jwt_secret).await
+    }
+
+    /// [`Api::connect`] with the namespace, database and credentials of `config`. A database
+    /// server is then watched: while it is away, `/api` answers 503 with `Retry-After`.
+    pub async fn connect_with(config: &db::DbConfig, jwt_secret: &[u8]) -> Result<Self> {
+        let db = db::connect_with(config).await?;
+        let db_health = Arc::new(db::Health::default());
+        if db::is_remote(&config.url) {
+            db::watch_health(db.clone(), db_health.clone());
+        }
         let (notify, _) = broadcast::channel(NOTIFY_QUEUE);
         Ok(Self {
             state: ApiState {
                 db,
+                db_health,
                 keys: Arc::new(auth::JwtKeys::new(jwt_secret)),
                 notify,
                 accounts: Arc::default(),
@@ -119,6 +153,7 @@ impl Api {
                 realtime: Arc::default(),
                 notifier: notifications::Notifier::default(),
                 publishers: Arc::new(publishers::NoMedia),
+                cluster: cluster::Cluster::alone(),
             },
         })
     }
@@ -139,6 +174,10 @@ impl Api {
                 "/api/{*rest}",
                 axum::routing::any(|| async { ApiError::NotFound("endpoint") }),
             )
+            .layer(axum::middleware::from_fn_with_state(
+                self.state.clone(),
+                database_gate,
+            ))
             .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
             .layer(TimeoutLayer::with_status_code(
                 axum::http::StatusCode::SERVICE_UNAVAILABLE,
@@ -214,9 +253,14 @@ impl Api {
             .bind(("started", started_at))
             .await?
             .check()?;
-        self.state.directory.invalidate();
-        if let (false, Some(room)) = (live, self.state.chat.by_name(name)) {
-            room.set_viewers(0);
+        cluster::directory_changed(&self.state).await;
+        if !live {
+            cluster::room_event(
+                &self.state,
+                &stream.owner,
+                cluster::RoomEvent::Viewers { count: 0 },
+            )
+            .await;
         }
         tracing::info!(stream = name, live, "stream state recorded");
         if live != stream.live {
@@ -235,10 +279,31 @@ impl Api {
         Ok(res.take(0)?)
     }
 
-    /// Current viewer count of a live stream (for sorting and display; pushed to its chat).
+    /// Current viewer count of a live stream, every node's summed (for sorting and display;
+    /// pushed to its chat on every node).
     pub async fn set_viewers(&self, name: &str, viewers: usize) -> Result<()> {
         if let Some(room) = self.state.chat.by_name(name) {
-            room.set_viewers(viewers);
+            if room.viewers() != viewers {
+                let room = room.channel_id.clone();
+                cluster::room_event(
+                    &self.state,
+                    &room,
+                    cluster::RoomEvent::Viewers { count: viewers },
+                )
+                .await;
+            }
+        } else if self.state.cluster.is_clustered() {
+            // Readers of this chat may be on other nodes.
+            if let Some(stream) = streams::by_name(&self.state, name).await? {
+                if stream.viewers != viewers as i64 {
+                    cluster::room_event(
+                        &self.state,
+                        &stream.owner,
+                        cluster::RoomEvent::Viewers { count: viewers },
+                    )
+                    .await;
+                }
+            }
         }
         self.state
             .db
@@ -247,7 +312,7 @@ impl Api {
             .bind(("name", name.to_owned()))
             .await?
             .check()?;
-        self.state.directory.invalidate();
+        cluster::directory_changed(&self.state).await;
         Ok(())
     }
 
@@ -337,6 +402,21 @@ impl Api {
     /// Forget a video whose objects were deleted.
     pub async fn forget_video(&self, id: &str) -> Result<()> {
         videos::forget(&self.state, id).await
+    }
+
+    /// Join the cluster (before [`Api::router`]); [`Api::start_cluster`] then follows its bus.
+    pub fn set_cluster(&mut self, cluster: cluster::Cluster) {
+        self.state.cluster = cluster;
+    }
+
+    /// Follow the cluster's bus (other nodes' chat, notifications, invalidations) into this
+    /// node's state; after every `set_*`. Nothing to do for a node alone.
+    pub fn start_cluster(&self) {
+        self.state.cluster.spawn_subscriber(self.state.clone());
+    }
+
+    pub fn cluster(&self) -> &cluster::Cluster {
+        &self.state.cluster
     }
 
     pub fn state(&self) -> &ApiState {

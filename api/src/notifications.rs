@@ -313,9 +313,14 @@ pub(crate) async fn fan_out_live(
             .bind(("rows", rows.clone()))
             .await?
             .check()?;
-        for n in rows {
-            let _ = st.notify.send(n);
-        }
+        // To the followers' notification streams on every node.
+        crate::cluster::broadcast(
+            st,
+            crate::cluster::Event::Notify {
+                notifications: rows,
+            },
+        )
+        .await;
     }
     Ok(followers.len())
 }

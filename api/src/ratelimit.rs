@@ -24,6 +24,13 @@ pub const LOGIN_ACCOUNT_ADDRESS_WINDOW: Duration = Duration::from_secs(5 * 60);
 /// refused, while an address with no failures there (the owner's) may still log in.
 pub const LOGIN_FAILURES_PER_ACCOUNT: u32 = 20;
 pub const LOGIN_ACCOUNT_WINDOW: Duration = Duration::from_secs(15 * 60);
+/// The three login limits as rates (shared with the cluster's limiter).
+pub const LOGIN_ADDRESS_RATE: Rate = Rate::new(LOGIN_ATTEMPTS_PER_ADDRESS, LOGIN_ADDRESS_WINDOW);
+pub const LOGIN_PAIR_RATE: Rate = Rate::new(
+    LOGIN_FAILURES_PER_ACCOUNT_ADDRESS,
+    LOGIN_ACCOUNT_ADDRESS_WINDOW,
+);
+pub const LOGIN_ACCOUNT_RATE: Rate = Rate::new(LOGIN_FAILURES_PER_ACCOUNT, LOGIN_ACCOUNT_WINDOW);
 /// Keys one limiter tracks at most. When full, the key closest to being forgotten anyway (the
 /// one whose allowance refills first, i.e. the oldest activity) is evicted: memory stays bounded
 /// even when every key is inside its window. ~100 bytes a key.

@@ -320,7 +320,7 @@ pub(crate) async fn create(
     let s = load(&st, &id)
         .await?
         .ok_or(ApiError::Internal("created stream vanished".into()))?;
-    st.directory.invalidate(); // listings show it at once
+    crate::cluster::directory_changed(&st).await; // listings show it at once
     Ok((StatusCode::CREATED, axum::Json(s)))
 }
 
@@ -372,7 +372,7 @@ pub(crate) async fn update(
         .bind(("m", meta))
         .await?
         .check()?;
-    st.directory.invalidate();
+    crate::cluster::directory_changed(&st).await;
     Ok(axum::Json(
         load(&st, &id).await?.ok_or(ApiError::NotFound("stream"))?,
     ))
@@ -410,7 +410,14 @@ pub(crate) async fn rotate_key(
         }
     }
     // Whoever publishes with the old key is off the air before the new key is handed out.
-    st.publishers.end_publisher(&stream.name).await;
+    // On whichever node has it (this one's at once when alone).
+    crate::cluster::broadcast(
+        &st,
+        crate::cluster::Event::EndPublisher {
+            stream: stream.name.clone(),
+        },
+    )
+    .await;
     tracing::info!(stream = %id, name = %stream.name, "stream key rotated; its publisher ended");
     Ok(axum::Json(StreamKey { stream_key: key }))
 }
@@ -444,7 +451,7 @@ pub(crate) async fn ensure_operator_streams(st: &ApiState, names: &[String]) -> 
         created += 1;
     }
     if created > 0 {
-        st.directory.invalidate();
+        crate::cluster::directory_changed(&st).await;
     }
     Ok(created)
 }

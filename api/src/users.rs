@@ -124,7 +124,9 @@ pub(crate) async fn register(
     ClientAddr(addr): ClientAddr,
     Json(req): Json<RegisterRequest>,
 ) -> Result<impl IntoResponse> {
-    st.accounts.admit_registration(addr, Instant::now())?;
+    st.accounts
+        .admit_registration(&st.cluster, addr, Instant::now())
+        .await?;
     let username = validate::username(&req.username)?;
     let email = validate::email(&req.email)?;
     validate::password(&req.password)?;
@@ -205,8 +207,9 @@ pub(crate) async fn login(
     let ip = addr.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
     let limits = &st.accounts.login;
     // The limiter keys accounts by a hash of the login text (bounded size whatever was sent).
-    limits
-        .begin(&login, ip, Instant::now())
+    let shared = crate::cluster::limits::login_begin(&st.cluster, &login, ip).await;
+    shared
+        .unwrap_or_else(|| limits.begin(&login, ip, Instant::now()))
         .map_err(|refusal| match refusal {
             LoginRefusal::Address(wait) => ApiError::TooManyRequests {
                 message: "too many login attempts from this address; try again later",
@@ -237,7 +240,9 @@ pub(crate) async fn login(
     let hash = found.as_ref().map(|c| c.password_hash.clone());
     // Same work and same answer whether or not the account exists.
     if !auth::verify_password(&st.accounts.hashes, req.password, hash).await? {
-        limits.failed(&login, ip, Instant::now());
+        if !crate::cluster::limits::login_failed(&st.cluster, &login, ip).await {
+            limits.failed(&login, ip, Instant::now());
+        }
         return Err(ApiError::Unauthorized("wrong username or password"));
     }
     let c = found.ok_or(ApiError::Unauthorized("wrong username or password"))?;
@@ -265,7 +270,8 @@ pub(crate) async fn refresh(
         Err(refused) => {
             if let sessions::Refused::Reused(user) = &refused {
                 // Possibly stolen: whatever the session had open ends, as on logout.
-                st.realtime.end_streams_of(user);
+                let user = user.clone();
+                crate::cluster::broadcast(&st, crate::cluster::Event::EndStreams { user }).await;
             }
             return Err(ApiError::Unauthorized(refused.message()));
         }
@@ -285,7 +291,7 @@ pub(crate) async fn logout(
 ) -> Result<StatusCode> {
     // The user's open chat and notification streams end too.
     if let Some(user) = sessions::end(&st, &req.refresh_token).await? {
-        st.realtime.end_streams_of(&user);
+        crate::cluster::broadcast(&st, crate::cluster::Event::EndStreams { user }).await;
     }
     Ok(StatusCode::NO_CONTENT)
 }

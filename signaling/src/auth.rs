@@ -15,6 +15,9 @@ pub enum AuthError {
     InvalidToken,
     #[error("no such stream")]
     UnknownStream,
+    /// Another node of the cluster has this stream's publisher.
+    #[error("the stream is live from another node ({0})")]
+    LiveElsewhere(String),
     #[error("authorization backend failed: {0}")]
     Backend(String),
 }

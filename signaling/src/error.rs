@@ -56,6 +56,7 @@ impl SignalingError {
                 AuthError::MissingToken => (StatusCode::UNAUTHORIZED, "missing_token"),
                 AuthError::InvalidToken => (StatusCode::UNAUTHORIZED, "invalid_token"),
                 AuthError::UnknownStream => (StatusCode::NOT_FOUND, "unknown_stream"),
+                AuthError::LiveElsewhere(_) => (StatusCode::CONFLICT, "stream_busy"),
                 AuthError::Backend(_) => (StatusCode::SERVICE_UNAVAILABLE, "auth_unavailable"),
             },
             SignalingError::UnsupportedMediaType(_) => {

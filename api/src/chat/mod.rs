@@ -39,6 +39,7 @@ use tokio::sync::broadcast::error::RecvError;
 use utoipa::ToSchema;
 
 use crate::auth::{AuthUser, StreamUser};
+use crate::cluster::RoomEvent;
 use crate::db::{new_id, now_ms};
 use crate::error::{ApiError, Result};
 use crate::realtime::{ClientAddr, End, Liveness, Permit, Scope};
@@ -158,10 +159,31 @@ pub enum Event {
     Viewers {
         count: usize,
     },
+    /// About the server: `cluster_degraded` (messages reach only this server's readers for
+    /// now), `cluster_restored`.
+    Notice(Notice),
     Error {
         code: &'static str,
         message: String,
     },
+}
+
+/// A notice from the server to every reader.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Notice {
+    pub code: &'static str,
+    pub message: &'static str,
+}
+
+impl Notice {
+    pub const DEGRADED: Notice = Notice {
+        code: "cluster_degraded",
+        message: "chat reaches only the readers on this server until its cluster link is back",
+    };
+    pub const RESTORED: Notice = Notice {
+        code: "cluster_restored",
+        message: "chat reaches every reader again",
+    };
 }
 
 /// Client → server.
@@ -279,6 +301,14 @@ async fn serve(
         viewers: room.viewers(),
     };
     if socket.send(frame(&hello)).await.is_err() {
+        return;
+    }
+    if st.cluster.health() == crate::cluster::Health::Degraded
+        && socket
+            .send(frame(&Event::Notice(Notice::DEGRADED)))
+            .await
+            .is_err()
+    {
         return;
     }
     let config = *st.realtime.config();
@@ -430,7 +460,38 @@ async fn handle(
                 "only followers may chat now",
             ));
         }
-        room.admit(&you.id, now)?;
+        room.check_restrictions(&you.id, now)?;
+        let slow = Duration::from_secs(room.settings().slow_mode_secs.into());
+        let moderator = room.is_moderator(&you.id);
+        let shared = crate::cluster::limits::chat_send(
+            &st.cluster,
+            &room.channel_id,
+            &you.id,
+            st.chat_config.rate,
+            slow,
+            moderator,
+        )
+        .await;
+        match shared {
+            Some(Ok(())) => {}
+            Some(Err(crate::cluster::limits::ChatLimit::SlowMode)) => {
+                return Err(Refusal::new(
+                    "slow_mode",
+                    format!("slow mode: one message every {} seconds", slow.as_secs()),
+                ))
+            }
+            Some(Err(crate::cluster::limits::ChatLimit::RateLimited)) => {
+                let (limit, window) = st.chat_config.rate;
+                return Err(Refusal::new(
+                    "rate_limited",
+                    format!(
+                        "at most {limit} messages every {} seconds",
+                        window.as_secs()
+                    ),
+                ));
+            }
+            None => room.admit_rate(&you.id, now)?,
+        }
         let message = ChatMessage {
             id: new_id(),
             author_id: you.id.clone(),
@@ -441,7 +502,7 @@ async fn handle(
         store::save(st, &room.channel_id, &message)
             .await
             .map_err(internal)?;
-        room.post(message);
+        room_event(st, room, RoomEvent::Message(message)).await;
         return Ok(());
     }
     if !room.is_moderator(&you.id) {
@@ -466,7 +527,7 @@ async fn handle(
             {
                 return Err(Refusal::new("not_found", "no such message"));
             }
-            room.delete(&id);
+            room_event(st, room, RoomEvent::Delete { id }).await;
             Ok(())
         }
         Command::Timeout { user_id, seconds } => {
@@ -478,7 +539,15 @@ async fn handle(
             store::restrict(st, &room.channel_id, &user_id, Some(r))
                 .await
                 .map_err(internal)?;
-            room.restrict(&user_id, Some(r));
+            room_event(
+                st,
+                room,
+                RoomEvent::Restrict {
+                    user_id,
+                    restriction: Some(r),
+                },
+            )
+            .await;
             Ok(())
         }
         Command::Ban { user_id } => {
@@ -486,14 +555,31 @@ async fn handle(
             store::restrict(st, &room.channel_id, &user_id, Some(Restriction::Banned))
                 .await
                 .map_err(internal)?;
-            room.restrict(&user_id, Some(Restriction::Banned));
+            let restriction = Some(Restriction::Banned);
+            room_event(
+                st,
+                room,
+                RoomEvent::Restrict {
+                    user_id,
+                    restriction,
+                },
+            )
+            .await;
             Ok(())
         }
         Command::Unban { user_id } => {
             store::restrict(st, &room.channel_id, &user_id, None)
                 .await
                 .map_err(internal)?;
-            room.restrict(&user_id, None);
+            room_event(
+                st,
+                room,
+                RoomEvent::Restrict {
+                    user_id,
+                    restriction: None,
+                },
+            )
+            .await;
             Ok(())
         }
         Command::Settings(s) => {
@@ -503,10 +589,15 @@ async fn handle(
             store::save_settings(st, &room.channel_id, s)
                 .await
                 .map_err(internal)?;
-            room.set_settings(s);
+            room_event(st, room, RoomEvent::Settings(s)).await;
             Ok(())
         }
     }
+}
+
+/// A change to `room`, on every node that has it open (this one's at once when alone).
+async fn room_event(st: &ApiState, room: &Room, event: RoomEvent) {
+    crate::cluster::room_event(st, &room.channel_id, event).await;
 }
 
 /// Trimmed, control characters (but newlines) replaced by spaces, 1 to `max` characters.
@@ -593,9 +684,8 @@ async fn set_moderator(
             .ok_or(ApiError::NotFound("user"))?;
     }
     store::set_moderator(st, &id, user_id, on).await?;
-    if let Some(r) = st.chat.get(&id) {
-        r.set_moderator(user_id, on);
-    }
+    let user_id = user_id.to_owned();
+    crate::cluster::room_event(st, &id, RoomEvent::Moderator { user_id, on }).await;
     Ok(StatusCode::NO_CONTENT)
 }
 

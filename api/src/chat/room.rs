@@ -10,6 +10,7 @@ use axum::extract::ws::Utf8Bytes;
 use tokio::sync::broadcast;
 
 use super::{ChatConfig, ChatMessage, Event, Settings};
+use crate::cluster::RoomEvent;
 
 /// Why a send or a moderation action was refused; `code` goes to the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,7 +29,8 @@ impl Refusal {
 }
 
 /// A user's standing in a room.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Restriction {
     /// Until this time (Unix ms).
     TimedOut(i64),
@@ -150,7 +152,12 @@ impl Room {
     /// May `user` send now? Records the send when it may (rate limit and slow mode count it).
     /// Followers-only is checked by the caller (it needs the database).
     pub fn admit(&self, user: &str, now: i64) -> Result<(), Refusal> {
-        let moderator = self.is_moderator(user);
+        self.check_restrictions(user, now)?;
+        self.admit_rate(user, now)
+    }
+
+    /// Is `user` banned or timed out at `now`?
+    pub fn check_restrictions(&self, user: &str, now: i64) -> Result<(), Refusal> {
         let mut s = lock(&self.state);
         match s.restrictions.get(user).copied() {
             Some(Restriction::Banned) => {
@@ -170,6 +177,14 @@ impl Room {
             }
             None => {}
         }
+        Ok(())
+    }
+
+    /// Slow mode and the rate limit, counted on this node (a node alone, or its cluster's
+    /// Redis unreachable); records the send when it may.
+    pub fn admit_rate(&self, user: &str, now: i64) -> Result<(), Refusal> {
+        let moderator = self.is_moderator(user);
+        let mut s = lock(&self.state);
         let slow_ms = i64::from(s.settings.slow_mode_secs) * 1000;
         let (limit, window) = self.config.rate;
         let window_ms = window.as_millis() as i64;
@@ -203,10 +218,29 @@ impl Room {
         Ok(())
     }
 
+    /// Take in a change (made here, or on another node of the cluster).
+    pub fn apply(&self, event: RoomEvent) {
+        match event {
+            RoomEvent::Message(m) => self.post(m),
+            RoomEvent::Delete { id } => self.delete(&id),
+            RoomEvent::Restrict {
+                user_id,
+                restriction,
+            } => self.restrict(&user_id, restriction),
+            RoomEvent::Settings(s) => self.set_settings(s),
+            RoomEvent::Moderator { user_id, on } => self.set_moderator(&user_id, on),
+            RoomEvent::Viewers { count } => self.set_viewers(count),
+        }
+    }
+
     /// A message was stored: keep it for new readers and send it to everyone.
     pub fn post(&self, message: ChatMessage) {
         {
             let mut s = lock(&self.state);
+            // A room loaded from the database while the message was on its way holds it already.
+            if s.history.iter().rev().any(|m| m.id == message.id) {
+                return;
+            }
             s.history.push_back(message.clone());
             while s.history.len() > self.config.history {
                 s.history.pop_front();
@@ -289,6 +323,11 @@ impl Rooms {
                 }
             }
         }
+    }
+
+    /// Every room with readers.
+    pub fn all(&self) -> Vec<Arc<Room>> {
+        lock(&self.rooms).values().cloned().collect()
     }
 
     /// The room of the channel named `name`, if it has readers.
