@@ -252,6 +252,27 @@ async fn cluster_counts(
     reported: &mut std::collections::BTreeMap<String, usize>,
 ) {
     let mut counts: std::collections::BTreeMap<String, usize> = audience.counts(now);
+    // HLS requests can name any stream: only those live somewhere in the cluster are reported.
+    let others: Vec<String> = counts
+        .keys()
+        .filter(|n| !streams.iter().any(|s| s.live && &s.name == *n))
+        .cloned()
+        .collect();
+    if !others.is_empty() {
+        let owners = api
+            .cluster()
+            .stream_owners(&others)
+            .await
+            .unwrap_or_default();
+        for (name, owner) in others
+            .iter()
+            .zip(owners.into_iter().chain(std::iter::repeat(None)))
+        {
+            if owner.is_none() {
+                counts.remove(name);
+            }
+        }
+    }
     for s in streams.iter().filter(|s| s.live) {
         *counts.entry(s.name.clone()).or_default() += s.viewers;
     }

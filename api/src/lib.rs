@@ -282,37 +282,28 @@ impl Api {
     /// Current viewer count of a live stream, every node's summed (for sorting and display;
     /// pushed to its chat on every node).
     pub async fn set_viewers(&self, name: &str, viewers: usize) -> Result<()> {
-        if let Some(room) = self.state.chat.by_name(name) {
-            if room.viewers() != viewers {
-                let room = room.channel_id.clone();
-                cluster::room_event(
-                    &self.state,
-                    &room,
-                    cluster::RoomEvent::Viewers { count: viewers },
-                )
-                .await;
-            }
-        } else if self.state.cluster.is_clustered() {
-            // Readers of this chat may be on other nodes.
+        if self.state.cluster.is_clustered() {
+            // Every node's room of this chat (readers may be anywhere; a room opened since the
+            // last change learns the count too). Rooms tell their readers only of changes.
             if let Some(stream) = streams::by_name(&self.state, name).await? {
-                if stream.viewers != viewers as i64 {
-                    cluster::room_event(
-                        &self.state,
-                        &stream.owner,
-                        cluster::RoomEvent::Viewers { count: viewers },
-                    )
-                    .await;
-                }
+                let event = cluster::RoomEvent::Viewers { count: viewers };
+                cluster::room_event(&self.state, &stream.owner, event).await;
             }
+        } else if let Some(room) = self.state.chat.by_name(name) {
+            room.set_viewers(viewers);
         }
-        self.state
+        let mut res = self
+            .state
             .db
-            .query("UPDATE stream SET viewers = $n WHERE name = $name")
+            .query("UPDATE stream SET viewers = $n WHERE name = $name AND viewers != $n RETURN VALUE name")
             .bind(("n", viewers as i64))
             .bind(("name", name.to_owned()))
-            .await?
-            .check()?;
-        cluster::directory_changed(&self.state).await;
+            .await?;
+        let changed: Vec<String> = res.take(0)?;
+        // Cached directory pages go only when a count changed (every node's, in a cluster).
+        if !changed.is_empty() {
+            cluster::directory_changed(&self.state).await;
+        }
         Ok(())
     }
 
