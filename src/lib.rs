@@ -41,6 +41,7 @@ pub struct Server {
     expiry_task: JoinHandle<()>,
     chat_task: JoinHandle<()>,
     heartbeat_task: Option<JoinHandle<()>>,
+    data_dir: std::path::PathBuf,
     _data_dir: datadir::DataDirLock,
 }
 
@@ -195,6 +196,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Server> {
         expiry_task,
         chat_task,
         heartbeat_task,
+        data_dir: config.data_dir.clone(),
         _data_dir: data_dir_lock,
     })
 }
@@ -224,6 +226,23 @@ impl Server {
         }
         if let Err(e) = self.api.cluster().leave().await {
             tracing::warn!(error = %e, "could not leave the cluster's registry (the lease expires it)");
+        }
+        // The tasks' futures (each holding the database handle) are dropped once aborted.
+        for task in [self.sync_task, self.expiry_task, self.chat_task] {
+            let _ = task.await;
+        }
+        drop(self.api);
+        // SurrealDB 3 closes an embedded datastore on its own task after the last handle goes:
+        // wait (bounded) until its lock is free, so the data directory can be opened again.
+        let lock = self.data_dir.join("db").join("LOCK");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while std::time::Instant::now() < deadline {
+            match std::fs::File::open(&lock) {
+                Ok(f) if f.try_lock().is_err() => {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await
+                }
+                _ => break,
+            }
         }
     }
 }
