@@ -57,12 +57,12 @@ fn free_port() -> u16 {
         .port()
 }
 
-async fn wait_until<F, Fut>(what: &str, mut f: F)
+async fn wait_until<F, Fut>(what: &str, f: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    common::eventually(what, WAIT, || f()).await;
+    common::eventually(what, WAIT, f).await;
 }
 
 fn start_surreal(port: u16, dir: &Path) -> Proc {

@@ -451,7 +451,7 @@ pub(crate) async fn ensure_operator_streams(st: &ApiState, names: &[String]) -> 
         created += 1;
     }
     if created > 0 {
-        crate::cluster::directory_changed(&st).await;
+        crate::cluster::directory_changed(st).await;
     }
     Ok(created)
 }
