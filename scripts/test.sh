@@ -11,6 +11,8 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/glint-target}"
 export CARGO_TERM_COLOR=never
 
 cargo build --workspace --all-targets --locked
+# The real SurrealDB server the cluster tests run glint nodes against (a workspace of its own).
+cargo build --locked --manifest-path tests/surreal-server/Cargo.toml
 
 echo "== Lint: rustfmt and clippy (warnings are errors)"
 cargo fmt --all --check

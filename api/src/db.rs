@@ -6,7 +6,10 @@ use surrealdb::Surreal;
 
 use crate::error::Result;
 
-pub type Db = Surreal<Any>;
+/// One database session shared by the whole process. Behind an `Arc` on purpose: each clone of
+/// a SurrealDB 3 handle opens a new session and replays its sign-in on it (on a server, a
+/// password check per clone, i.e. per request).
+pub type Db = std::sync::Arc<Surreal<Any>>;
 
 /// Bumped by each migration; stored in `meta:schema`.
 pub const SCHEMA_VERSION: i64 = 4;
@@ -354,7 +357,7 @@ pub async fn connect_with(config: &DbConfig) -> Result<Db> {
         .bind(("v", SCHEMA_VERSION))
         .await?
         .check()?;
-    Ok(db)
+    Ok(std::sync::Arc::new(db))
 }
 
 /// Milliseconds since the Unix epoch: how the schema stores times.
