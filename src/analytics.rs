@@ -79,6 +79,7 @@ impl Sampler {
         api: &api::Api,
         audience: &HlsAudience,
         streams: &[StreamSummary],
+        cluster_totals: &std::collections::HashMap<String, api::cluster::nodes::Viewers>,
         now: Instant,
         now_ms: i64,
     ) {
@@ -86,7 +87,11 @@ impl Sampler {
             let Some(on_air) = self.on_air.get_mut(&s.name) else {
                 continue;
             };
-            let hls = audience.count(&s.name, now);
+            // In a cluster, every node's viewers (summed at the last count); alone, this node's.
+            let (webrtc, hls) = match cluster_totals.get(&s.name) {
+                Some(v) => (v.webrtc, v.hls),
+                None => (s.viewers, audience.count(&s.name, now)),
+            };
             let ingest_kbps = on_air.last_bytes.and_then(|(bytes, at)| {
                 let ms = now.duration_since(at).as_millis() as u64;
                 // A counter that went back belongs to a new stream object: no rate this time.
@@ -97,8 +102,8 @@ impl Sampler {
                 on_air.broadcast.clone(),
                 Sample {
                     at: now_ms,
-                    viewers: (s.viewers + hls) as u32,
-                    webrtc_viewers: s.viewers as u32,
+                    viewers: (webrtc + hls) as u32,
+                    webrtc_viewers: webrtc as u32,
                     hls_viewers: hls as u32,
                     unique_viewers: (s.viewers_served as usize + audience.unique(&s.name)) as u32,
                     ingest_kbps,

@@ -69,7 +69,8 @@ pub fn router(
                 // Where players fetch HLS: this server's /hls, or a CDN in front of the store.
                 let hls = config.hls_base().map(Arc::<str>::from);
                 let audience = audience.clone();
-                move |State(media): State<MediaHandle>| live(media, hls, audience)
+                let api = api.clone();
+                move |State(media): State<MediaHandle>| live(media, hls, audience, api.clone())
             }),
         )
         .with_state(media);
@@ -412,31 +413,86 @@ struct LiveStream {
     hls_url: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     thumbnail_url: Option<String>,
+    /// In a cluster: the node that ingests it (its id in the registry).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    node: Option<String>,
 }
 
-async fn live(media: MediaHandle, hls: Option<Arc<str>>, audience: Arc<HlsAudience>) -> Response {
+async fn live(
+    media: MediaHandle,
+    hls: Option<Arc<str>>,
+    audience: Arc<HlsAudience>,
+    api: api::Api,
+) -> Response {
     let now = std::time::Instant::now();
-    match media.streams().await {
-        Ok(streams) => Json(
-            streams
-                .into_iter()
-                .map(|s| {
-                    let hls_viewers = audience.count(&s.name, now);
-                    LiveStream {
-                        live: s.live,
-                        reconnecting: s.reconnecting,
-                        viewers: s.viewers + hls_viewers,
-                        webrtc_viewers: s.viewers,
-                        hls_viewers,
-                        hls_url: hls.as_ref().map(|b| format!("{b}/{}/master.m3u8", s.name)),
-                        thumbnail_url: hls.as_ref().map(|b| format!("{b}/{}/thumb.jpg", s.name)),
-                        name: s.name,
-                        codecs: s.codecs,
-                    }
-                })
-                .collect::<Vec<_>>(),
-        )
-        .into_response(),
-        Err(_) => StatusCode::SERVICE_UNAVAILABLE.into_response(),
+    let Ok(streams) = media.streams().await else {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    };
+    let entry = |name: String, live: bool, webrtc: usize, hls_viewers: usize| LiveStream {
+        live,
+        reconnecting: false,
+        viewers: webrtc + hls_viewers,
+        webrtc_viewers: webrtc,
+        hls_viewers,
+        hls_url: hls.as_ref().map(|b| format!("{b}/{name}/master.m3u8")),
+        thumbnail_url: hls.as_ref().map(|b| format!("{b}/{name}/thumb.jpg")),
+        name,
+        codecs: Vec::new(),
+        node: None,
+    };
+    let mut out: Vec<LiveStream> = streams
+        .into_iter()
+        .map(|s| {
+            let hls_viewers = audience.count(&s.name, now);
+            LiveStream {
+                reconnecting: s.reconnecting,
+                codecs: s.codecs,
+                ..entry(s.name, s.live, s.viewers, hls_viewers)
+            }
+        })
+        .collect();
+    if api.cluster().is_clustered() {
+        add_cluster_streams(&api, &mut out, entry).await;
+    }
+    Json(out).into_response()
+}
+
+/// In a cluster: every node's live streams, with every node's viewers summed (this node's
+/// own counts stand when Redis is away).
+async fn add_cluster_streams(
+    api: &api::Api,
+    out: &mut Vec<LiveStream>,
+    entry: impl Fn(String, bool, usize, usize) -> LiveStream,
+) {
+    let me = api.cluster().node_id().to_owned();
+    for s in out.iter_mut() {
+        s.node = Some(me.clone());
+    }
+    let remote: Vec<String> = match api.live_stream_names().await {
+        Ok(names) => names
+            .into_iter()
+            .filter(|n| !out.iter().any(|s| &s.name == n))
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    if let Ok(owners) = api.cluster().stream_owners(&remote).await {
+        for (name, owner) in remote.into_iter().zip(owners) {
+            if let Some(node) = owner {
+                out.push(LiveStream {
+                    node: Some(node),
+                    ..entry(name, true, 0, 0)
+                });
+            }
+        }
+    }
+    let names: Vec<String> = out.iter().map(|s| s.name.clone()).collect();
+    if let Ok(Some(totals)) = api.cluster().total_viewers(&names).await {
+        for (s, v) in out.iter_mut().zip(totals) {
+            if v.total() > 0 || s.node.as_deref() != Some(me.as_str()) {
+                s.webrtc_viewers = v.webrtc;
+                s.hls_viewers = v.hls;
+                s.viewers = v.total();
+            }
+        }
     }
 }

@@ -12,6 +12,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use api::cluster::nodes::Viewers;
 use media::hls::replay::Replay;
 use media::{MediaHandle, StreamEvent, StreamSummary};
 use signaling::{AuthError, AuthFuture, StaticKeys, StreamAuthorizer};
@@ -172,17 +173,21 @@ async fn run_sync(
         Err(e) => tracing::warn!(error = %e, "could not close broadcasts left open"),
     }
     let mut sampler = crate::analytics::Sampler::default();
+    // In a cluster: live streams found unclaimed at the last look (offline if still at the next).
+    let mut suspects = std::collections::HashSet::new();
     // Streams the last run left live (it crashed, say) are not live now.
     let Ok(streams) = media.streams().await else {
         return;
     };
-    resync(&api, &audience, &mut sampler, &streams).await;
+    resync(&api, &audience, &mut sampler, &streams, &mut suspects).await;
     let mut tick = tokio::time::interval(VIEWER_COUNT_INTERVAL);
     let mut sample_tick = tokio::time::interval(analytics_interval);
     sample_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut replays_open = true;
-    // In a cluster: what this node last reported per stream (a count gone to zero is sent once).
-    let mut reported = std::collections::BTreeMap::new();
+    // In a cluster: the streams this node last reported viewers of (a count gone to zero is
+    // sent once), and every node's viewers of the streams it ingests, for analytics.
+    let mut reported = std::collections::BTreeSet::new();
+    let mut totals = std::collections::HashMap::new();
     loop {
         tokio::select! {
             ev = events.recv() => match ev {
@@ -202,7 +207,7 @@ async fn run_sync(
                 Err(RecvError::Lagged(n)) => {
                     tracing::warn!(missed = n, "stream events lagged: resyncing live streams from the media core");
                     let Ok(streams) = media.streams().await else { return };
-                    resync(&api, &audience, &mut sampler, &streams).await;
+                    resync(&api, &audience, &mut sampler, &streams, &mut suspects).await;
                 }
                 Err(RecvError::Closed) => return,
             },
@@ -217,16 +222,16 @@ async fn run_sync(
             _ = sample_tick.tick() => {
                 let Ok(streams) = media.streams().await else { return };
                 let now = std::time::Instant::now();
-                sampler.sample(&api, &audience, &streams, now, api::db::now_ms()).await;
+                sampler.sample(&api, &audience, &streams, &totals, now, api::db::now_ms()).await;
             }
             _ = tick.tick() => {
                 let Ok(streams) = media.streams().await else { return };
                 let now = std::time::Instant::now();
                 audience.prune(now);
                 if api.cluster().is_clustered() {
-                    cluster_counts(&api, &audience, &streams, now, &mut reported).await;
+                    totals = cluster_counts(&api, &audience, &streams, now, &mut reported).await;
                     // Streams of nodes that died stay live in the database until someone looks.
-                    resync(&api, &audience, &mut sampler, &streams).await;
+                    resync(&api, &audience, &mut sampler, &streams, &mut suspects).await;
                     continue;
                 }
                 for s in streams.iter().filter(|s| s.live) {
@@ -249,9 +254,13 @@ async fn cluster_counts(
     audience: &crate::audience::HlsAudience,
     streams: &[StreamSummary],
     now: std::time::Instant,
-    reported: &mut std::collections::BTreeMap<String, usize>,
-) {
-    let mut counts: std::collections::BTreeMap<String, usize> = audience.counts(now);
+    reported: &mut std::collections::BTreeSet<String>,
+) -> std::collections::HashMap<String, Viewers> {
+    let mut counts: std::collections::BTreeMap<String, Viewers> = audience
+        .counts(now)
+        .into_iter()
+        .map(|(name, hls)| (name, Viewers { webrtc: 0, hls }))
+        .collect();
     // HLS requests can name any stream: only those live somewhere in the cluster are reported.
     let others: Vec<String> = counts
         .keys()
@@ -274,17 +283,21 @@ async fn cluster_counts(
         }
     }
     for s in streams.iter().filter(|s| s.live) {
-        *counts.entry(s.name.clone()).or_default() += s.viewers;
+        counts.entry(s.name.clone()).or_default().webrtc += s.viewers;
     }
     // Zeros too: a stream this node no longer serves drops out of its sum at once.
-    for name in reported.keys() {
-        counts.entry(name.clone()).or_insert(0);
+    for name in reported.iter() {
+        counts.entry(name.clone()).or_default();
     }
-    let counts: Vec<(String, usize)> = counts.into_iter().collect();
+    let counts: Vec<(String, Viewers)> = counts.into_iter().collect();
     if let Err(e) = api.cluster().report_viewers(&counts).await {
         tracing::warn!(error = %e, "could not report viewer counts to the cluster");
     }
-    *reported = counts.iter().filter(|(_, n)| *n > 0).cloned().collect();
+    *reported = counts
+        .iter()
+        .filter(|(_, v)| v.total() > 0)
+        .map(|(n, _)| n.clone())
+        .collect();
     let ours: Vec<String> = streams
         .iter()
         .filter(|s| s.live)
@@ -292,19 +305,25 @@ async fn cluster_counts(
         .collect();
     let totals = match api.cluster().total_viewers(&ours).await {
         Ok(Some(t)) => t,
-        Ok(None) => return,
+        Ok(None) => return Default::default(),
         Err(e) => {
             tracing::warn!(error = %e, "could not sum viewer counts across the cluster: this node's own counted");
             ours.iter()
-                .map(|n| counts.iter().find(|(c, _)| c == n).map_or(0, |(_, v)| *v))
+                .map(|n| {
+                    counts
+                        .iter()
+                        .find(|(c, _)| c == n)
+                        .map_or_else(Viewers::default, |(_, v)| *v)
+                })
                 .collect()
         }
     };
-    for (name, total) in ours.iter().zip(totals) {
-        if let Err(e) = api.set_viewers(name, total).await {
+    for (name, total) in ours.iter().zip(&totals) {
+        if let Err(e) = api.set_viewers(name, total.total()).await {
             tracing::warn!(stream = %name, error = %e, "could not record viewer count");
         }
     }
+    ours.into_iter().zip(totals).collect()
 }
 
 /// How often a node renews its lease and its streams' claims.
@@ -443,6 +462,7 @@ async fn resync(
     audience: &crate::audience::HlsAudience,
     sampler: &mut crate::analytics::Sampler,
     media: &[StreamSummary],
+    suspects: &mut std::collections::HashSet<String>,
 ) {
     let db_live = match api.live_stream_names().await {
         Ok(names) => names,
@@ -453,12 +473,17 @@ async fn resync(
     };
     let (mut offline, live) = live_changes(&db_live, media);
     // In a cluster, a stream another node ingests is not offline: only those whose claim is
-    // gone (their node stopped or died) are.
+    // gone (their node stopped or died) at two looks in a row — a Redis that restarted empty
+    // has every claim back within a heartbeat.
     if api.cluster().is_clustered() && !offline.is_empty() {
         match api.cluster().stream_owners(&offline).await {
             Ok(owners) => {
                 let mut owners = owners.into_iter();
                 offline.retain(|_| owners.next().flatten().is_none());
+                let unclaimed: std::collections::HashSet<String> =
+                    offline.iter().cloned().collect();
+                offline.retain(|s| suspects.contains(s));
+                *suspects = unclaimed;
             }
             Err(e) => {
                 tracing::warn!(error = %e, "could not read the cluster's directory: live flags left as they are");

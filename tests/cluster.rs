@@ -123,7 +123,7 @@ fn start_node(id: &str, data: &Path, surreal_port: u16, redis: &Path, hls: bool)
         .env("GLINT_RTMP", "127.0.0.1:0")
         .env("GLINT_DATA_DIR", data)
         .env("GLINT_HLS", hls.to_string())
-        .env("GLINT_LOG", "warn,glint=info")
+        .env("GLINT_LOG", "info,api=debug,tower_http=warn")
         .env("GLINT_DATABASE", format!("ws://127.0.0.1:{surreal_port}"))
         .env("GLINT_DATABASE_USER", "root")
         .env("GLINT_DATABASE_PASSWORD", "root")
@@ -137,8 +137,15 @@ fn start_node(id: &str, data: &Path, surreal_port: u16, redis: &Path, hls: bool)
         .expect("glint starts");
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
+    // The node's log: beside its data directory, or in GLINT_TEST_LOG_DIR (kept after the test).
+    let log_dir = std::env::var_os("GLINT_TEST_LOG_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| data.parent().unwrap().to_owned());
+    let mut log = std::fs::File::create(log_dir.join(format!("{id}.log"))).unwrap();
     std::thread::spawn(move || {
+        use std::io::Write;
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = writeln!(log, "{line}");
             if line.contains("glint is up") {
                 let field = |name: &str| {
                     line.split(&format!("{name}="))
@@ -202,10 +209,11 @@ async fn chat(base: &str, channel: &str, token: Option<&str>) -> Ws {
 /// The next server event that `want` accepts (others are skipped), within the wait.
 async fn next_event(ws: &mut Ws, want: impl Fn(&Value) -> bool) -> Value {
     let deadline = tokio::time::Instant::now() + WAIT;
+    let mut skipped = Vec::new();
     loop {
         let frame = tokio::time::timeout_at(deadline, ws.next())
             .await
-            .expect("a chat event in time")
+            .unwrap_or_else(|_| panic!("no such chat event in time; skipped: {skipped:?}"))
             .expect("chat open")
             .unwrap();
         if let Message::Text(t) = frame {
@@ -213,6 +221,7 @@ async fn next_event(ws: &mut Ws, want: impl Fn(&Value) -> bool) -> Value {
             if want(&v) {
                 return v;
             }
+            skipped.push(v);
         }
     }
 }
@@ -482,6 +491,18 @@ async fn three_nodes_share_one_platform_and_survive_their_faults() {
         v["type"] == "viewers" && v["count"] == 3
     })
     .await;
+    // `/api/live` on C lists A's stream, where it is and its summed viewers.
+    let (_, live) = get_json(&c, format!("{c_url}/api/live"), None).await;
+    let entry = live
+        .as_array()
+        .and_then(|l| l.iter().find(|s| s["name"] == "alice"))
+        .unwrap_or_else(|| panic!("alice in C's /api/live: {live}"));
+    assert_eq!(entry["node"], "node-a", "{entry}");
+    assert_eq!(
+        (&entry["webrtc_viewers"], &entry["hls_viewers"]),
+        (&json!(1), &json!(2)),
+        "{entry}"
+    );
 
     // Redis restarts: chat on C degrades to C's readers (and says so), then recovers.
     drop(redis);
@@ -558,8 +579,21 @@ async fn three_nodes_share_one_platform_and_survive_their_faults() {
         ))
         .await
         .unwrap();
+    next_event(&mut alice_chat, |v| {
+        v["type"] == "settings" && v["slow_mode_secs"] == 0
+    })
+    .await;
     next_event(&mut readers[1], |v| {
         v["type"] == "settings" && v["slow_mode_secs"] == 0
+    })
+    .await;
+    // The stream's claim, lost with Redis's memory, is renewed by its node: still A's.
+    wait_until("A's stream back in the directory", || async {
+        let (_, live) = get_json(&c, format!("{c_url}/api/live"), None).await;
+        live.as_array().is_some_and(|l| {
+            l.iter()
+                .any(|s| s["name"] == "alice" && s["node"] == "node-a")
+        })
     })
     .await;
     say(&mut alice_chat, "redis is back").await;

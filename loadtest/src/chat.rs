@@ -1,7 +1,9 @@
 //! Chat load: many WebSocket readers in one room and a few senders at a fixed total rate. Each
 //! message carries its send time (`t=<unix µs>`); readers record how long it took to reach
 //! them. Reports delivery, latency percentiles, readers the server dropped, and the server's
-//! CPU over the window.
+//! CPU over the window. Readers may be spread over several nodes of a cluster
+//! (`reader_servers`, round-robin); the senders are on `server`, so the latency of readers on
+//! other nodes includes the cross-node hop (reported apart).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -27,6 +29,10 @@ pub struct ChatLoad {
     pub server_pid: Option<u32>,
     /// Readers connected per second.
     pub ramp: f64,
+    /// Where readers connect, round-robin; empty: `server`.
+    pub reader_servers: Vec<String>,
+    /// Other server processes whose CPU counts too (the cluster's other nodes).
+    pub other_pids: Vec<u32>,
 }
 
 #[derive(Debug, Serialize)]
@@ -43,6 +49,17 @@ pub struct ChatReport {
     pub latency_p50_ms: f64,
     pub latency_p99_ms: f64,
     pub latency_max_ms: f64,
+    /// Readers on the senders' node, and on the other nodes (a cross-node hop), apart; only when
+    /// readers are spread over several servers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub same_node_p50_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub same_node_p99_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub other_nodes_p50_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub other_nodes_p99_ms: Option<f64>,
+    /// CPU of every server process measured (`server_pid` and `other_pids`), in % of one core.
     pub server_cpu_pct: Option<f64>,
     pub server_rss_mib: Option<f64>,
 }
@@ -105,8 +122,15 @@ pub async fn run(cfg: ChatLoad) -> anyhow::Result<ChatReport> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut connected = 0;
     let ramp = Duration::from_secs_f64(1.0 / cfg.ramp.max(1.0));
-    for _ in 0..cfg.readers {
-        let url = ws_url(&cfg.server, &channel, None);
+    let reader_servers = if cfg.reader_servers.is_empty() {
+        vec![cfg.server.clone()]
+    } else {
+        cfg.reader_servers.clone()
+    };
+    for i in 0..cfg.readers {
+        let reader_server = &reader_servers[i % reader_servers.len()];
+        let same_node = *reader_server == cfg.server;
+        let url = ws_url(reader_server, &channel, None);
         let Ok((ws, _)) =
             tokio_tungstenite::connect_async_with_config(&url, Some(ws_config()), false).await
         else {
@@ -142,7 +166,7 @@ pub async fn run(cfg: ChatLoad) -> anyhow::Result<ChatReport> {
                     Ok(_) => {}
                 }
             }
-            latencies
+            (same_node, latencies)
         });
         tokio::time::sleep(ramp).await;
     }
@@ -154,7 +178,20 @@ pub async fn run(cfg: ChatLoad) -> anyhow::Result<ChatReport> {
         tokio::spawn(async move { while let Some(Ok(_)) = rx.next().await {} });
         senders.push(tx);
     }
-    let before = cfg.server_pid.and_then(|p| procfs::sample(p).ok());
+    let pids: Vec<u32> = cfg
+        .server_pid
+        .iter()
+        .chain(&cfg.other_pids)
+        .copied()
+        .collect();
+    let cpu_of = |pids: &[u32]| -> Option<Duration> {
+        let mut total = Duration::ZERO;
+        for p in pids {
+            total += procfs::sample(*p).ok()?.cpu;
+        }
+        (!pids.is_empty()).then_some(total)
+    };
+    let before = cpu_of(&pids);
     let started = Instant::now();
     measuring.store(true, Ordering::Relaxed);
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / cfg.rate));
@@ -169,6 +206,7 @@ pub async fn run(cfg: ChatLoad) -> anyhow::Result<ChatReport> {
         }
     }
     let window = started.elapsed();
+    let after_cpu = cpu_of(&pids);
     let after = cfg.server_pid.and_then(|p| procfs::sample(p).ok());
     // Let the last messages arrive (every one, or a bounded wait), then stop counting.
     let expected = sent * connected as u64;
@@ -181,25 +219,34 @@ pub async fn run(cfg: ChatLoad) -> anyhow::Result<ChatReport> {
         let _ = s.close().await;
     }
     let _ = stop_tx.send(true);
-    let mut all: Vec<u32> = Vec::new();
+    let (mut all, mut same, mut other): (Vec<u32>, Vec<u32>, Vec<u32>) = Default::default();
     while let Some(r) = readers.join_next().await {
-        if let Ok(l) = r {
-            all.extend(l);
+        if let Ok((same_node, l)) = r {
+            all.extend(&l);
+            if same_node {
+                same.extend(l)
+            } else {
+                other.extend(l)
+            }
         }
     }
-    all.sort_unstable();
-    let pct = |p: f64| -> f64 {
-        if all.is_empty() {
+    for v in [&mut all, &mut same, &mut other] {
+        v.sort_unstable();
+    }
+    let pct_of = |v: &[u32], p: f64| -> f64 {
+        if v.is_empty() {
             return 0.0;
         }
-        let i = ((all.len() as f64 * p) as usize).min(all.len() - 1);
-        f64::from(all[i]) / 1000.0
+        let i = ((v.len() as f64 * p) as usize).min(v.len() - 1);
+        f64::from(v[i]) / 1000.0
     };
-    let cpu = match (before, after) {
-        (Some(b), Some(a)) => Some(
-            (a.cpu.saturating_sub(b.cpu).as_secs_f64() / window.as_secs_f64() * 1000.0).round()
-                / 10.0,
-        ),
+    let pct = |p: f64| pct_of(&all, p);
+    let spread = reader_servers.len() > 1;
+    let split = |v: &[u32], p: f64| spread.then(|| pct_of(v, p));
+    let cpu = match (before, after_cpu) {
+        (Some(b), Some(a)) => {
+            Some((a.saturating_sub(b).as_secs_f64() / window.as_secs_f64() * 1000.0).round() / 10.0)
+        }
         _ => None,
     };
     Ok(ChatReport {
@@ -215,6 +262,10 @@ pub async fn run(cfg: ChatLoad) -> anyhow::Result<ChatReport> {
         latency_p50_ms: pct(0.50),
         latency_p99_ms: pct(0.99),
         latency_max_ms: all.last().map_or(0.0, |&m| f64::from(m) / 1000.0),
+        same_node_p50_ms: split(&same, 0.50),
+        same_node_p99_ms: split(&same, 0.99),
+        other_nodes_p50_ms: split(&other, 0.50),
+        other_nodes_p99_ms: split(&other, 0.99),
         server_cpu_pct: cpu,
         server_rss_mib: after.map(|a| a.rss_kib as f64 / 1024.0),
     })

@@ -376,6 +376,12 @@ struct ChatArgs {
     /// Pid of the server, to measure its CPU time.
     #[arg(long)]
     server_pid: Option<u32>,
+    /// Readers connect to these servers, round-robin (nodes of one cluster); default: --server.
+    #[arg(long, value_delimiter = ',')]
+    reader_servers: Vec<String>,
+    /// Pids of the other nodes, whose CPU time counts too.
+    #[arg(long, value_delimiter = ',')]
+    other_pids: Vec<u32>,
 }
 
 async fn run_chat(args: ChatArgs) -> anyhow::Result<()> {
@@ -397,6 +403,8 @@ async fn run_chat(args: ChatArgs) -> anyhow::Result<()> {
         duration: Duration::from_secs(args.duration),
         server_pid: args.server_pid,
         ramp: args.ramp,
+        reader_servers: args.reader_servers,
+        other_pids: args.other_pids,
     })
     .await?;
     println!("{}", serde_json::to_string_pretty(&report)?);

@@ -486,6 +486,8 @@ pub async fn run(scenario: Scenario, progress: Option<Progress>) -> Result<Scena
             duration: Duration::from_secs(scenario.duration_secs),
             server_pid: None,
             ramp: scenario.ramp_per_sec.max(100.0),
+            reader_servers: Vec::new(),
+            other_pids: Vec::new(),
         };
         tokio::spawn(crate::chat::run(load))
     });

@@ -134,19 +134,37 @@ impl Link {
         result
     }
 
+    /// Send `event` on the bus. Tried twice when the connection had dropped: the first command
+    /// after Redis came back finds the old connection broken (and has the manager reconnect).
     pub(crate) async fn publish(&self, event: &Event) -> Result<(), Error> {
         let payload = serde_json::to_vec(event).unwrap_or_default();
-        let bus = self.bus.clone();
-        self.run(|mut c| async move {
-            redis::cmd("PUBLISH")
-                .arg(&*bus)
-                .arg(payload)
-                .query_async::<i64>(&mut c)
-                .await
-        })
-        .await?;
+        let attempt = || {
+            let (bus, payload) = (self.bus.clone(), payload.clone());
+            self.run(|mut c| async move {
+                redis::cmd("PUBLISH")
+                    .arg(&*bus)
+                    .arg(payload)
+                    .query_async::<i64>(&mut c)
+                    .await
+            })
+        };
+        match attempt().await {
+            Err(Error::Redis(e)) if e.is_io_error() || e.is_connection_dropped() => {
+                attempt().await?;
+            }
+            other => {
+                other?;
+            }
+        }
         self.state.published.fetch_add(1, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// One round trip on the command connection (replacing it if it broke meanwhile).
+    async fn ping(&self) -> Result<(), Error> {
+        self.run(|mut c| async move { redis::cmd("PING").query_async::<String>(&mut c).await })
+            .await
+            .map(|_| ())
     }
 
     /// Apply every node's events to `st`, resubscribing with backoff whenever the subscription
@@ -158,6 +176,11 @@ impl Link {
             match self.subscribe().await {
                 Ok(pubsub) => {
                     backoff = BACKOFF_FIRST;
+                    // Redis is back: make sure commands are too before saying so (the command
+                    // connection may still be the broken one).
+                    if self.ping().await.is_err() {
+                        let _ = self.ping().await;
+                    }
                     if ever {
                         self.state.reconnects.fetch_add(1, Ordering::Relaxed);
                         tracing::info!("cluster bus: subscribed again");

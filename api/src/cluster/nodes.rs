@@ -58,28 +58,35 @@ return cur
 ";
 
 /// Renew (`ARGV[2]` = lease ms) or, with `ARGV[2]` = 0, drop the claims among `KEYS` this node
-/// (`ARGV[1]`) holds; how many it held.
+/// (`ARGV[1]`) holds; how many it holds. Renewing also takes a stream back whose claim is gone
+/// (a Redis that restarted empty, a lease that ran out while Redis was away); one another node
+/// took meanwhile stays that node's.
 const RENEW: &str = r"
 local held = 0
 for _, k in ipairs(KEYS) do
-  if redis.call('GET', k) == ARGV[1] then
+  local cur = redis.call('GET', k)
+  if cur == ARGV[1] then
     held = held + 1
     if ARGV[2] == '0' then redis.call('DEL', k) else redis.call('PEXPIRE', k, ARGV[2]) end
+  elseif (not cur) and ARGV[2] ~= '0' then
+    held = held + 1
+    redis.call('SET', k, ARGV[1], 'PX', ARGV[2])
   end
 end
 return held
 ";
 
-/// `KEYS` = viewer hashes; `ARGV` = node id, lease ms, then one count per key. Each count is
-/// stored with the server time it expires at.
+/// `KEYS` = viewer hashes; `ARGV` = node id, lease ms, then two counts (WebRTC, HLS) per key.
+/// Each pair is stored as `webrtc hls expiry` (the server time it expires at).
 const REPORT: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local lease = tonumber(ARGV[2])
 for i, k in ipairs(KEYS) do
-  local n = tonumber(ARGV[i + 2])
-  if n > 0 then
-    redis.call('HSET', k, ARGV[1], ARGV[i + 2] .. ':' .. string.format('%d', now + lease))
+  local w = tonumber(ARGV[2 * i + 1])
+  local h = tonumber(ARGV[2 * i + 2])
+  if w + h > 0 then
+    redis.call('HSET', k, ARGV[1], string.format('%d %d %d', w, h, now + lease))
     redis.call('PEXPIRE', k, lease * 2)
   else
     redis.call('HDEL', k, ARGV[1])
@@ -88,25 +95,42 @@ end
 return #KEYS
 ";
 
-/// `KEYS` = viewer hashes; per key, the sum of the counts not yet expired (expired ones go).
+/// `KEYS` = viewer hashes; per key, the sums of the WebRTC and HLS counts not yet expired
+/// (expired ones go), flattened: `w1, h1, w2, h2, ...`.
 const TOTALS: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local out = {}
 for i, k in ipairs(KEYS) do
-  local sum = 0
+  local w, h = 0, 0
   local fields = redis.call('HGETALL', k)
   for j = 1, #fields, 2 do
-    local v = fields[j + 1]
-    local sep = string.find(v, ':')
-    local n = tonumber(string.sub(v, 1, sep - 1))
-    local exp = tonumber(string.sub(v, sep + 1))
-    if exp > now then sum = sum + n else redis.call('HDEL', k, fields[j]) end
+    local a, b, exp = string.match(fields[j + 1], '(%d+) (%d+) (%d+)')
+    if exp and tonumber(exp) > now then
+      w = w + tonumber(a)
+      h = h + tonumber(b)
+    else
+      redis.call('HDEL', k, fields[j])
+    end
   end
-  out[i] = sum
+  out[2 * i - 1] = w
+  out[2 * i] = h
 end
 return out
 ";
+
+/// A stream's viewers: over WebRTC and over HLS.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Viewers {
+    pub webrtc: usize,
+    pub hls: usize,
+}
+
+impl Viewers {
+    pub fn total(self) -> usize {
+        self.webrtc + self.hls
+    }
+}
 
 static CLAIM_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(CLAIM));
 static RENEW_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(RENEW));
@@ -297,8 +321,8 @@ impl Cluster {
         .await
     }
 
-    /// This node's viewers of each stream (0: none any more).
-    pub async fn report_viewers(&self, counts: &[(String, usize)]) -> Result<(), Error> {
+    /// This node's viewers of each stream (zeros: none any more).
+    pub async fn report_viewers(&self, counts: &[(String, Viewers)]) -> Result<(), Error> {
         let Some(link) = self.link() else {
             return Ok(());
         };
@@ -309,7 +333,7 @@ impl Cluster {
             .iter()
             .map(|(s, _)| link.key(&format!("viewers:{s}")))
             .collect();
-        let values: Vec<usize> = counts.iter().map(|(_, n)| *n).collect();
+        let values: Vec<usize> = counts.iter().flat_map(|(_, v)| [v.webrtc, v.hls]).collect();
         let me = self.node_id().to_owned();
         link.run(|mut c| async move {
             let mut inv = REPORT_SCRIPT.prepare_invoke();
@@ -328,7 +352,7 @@ impl Cluster {
 
     /// Every node's viewers of each of `streams`, summed; a node alone answers `None` (its own
     /// counts are the totals).
-    pub async fn total_viewers(&self, streams: &[String]) -> Result<Option<Vec<usize>>, Error> {
+    pub async fn total_viewers(&self, streams: &[String]) -> Result<Option<Vec<Viewers>>, Error> {
         let Some(link) = self.link() else {
             return Ok(None);
         };
@@ -347,6 +371,15 @@ impl Cluster {
             inv.invoke_async::<Vec<usize>>(&mut c).await
         })
         .await
-        .map(Some)
+        .map(|flat| {
+            Some(
+                flat.chunks(2)
+                    .map(|p| Viewers {
+                        webrtc: p[0],
+                        hls: p.get(1).copied().unwrap_or(0),
+                    })
+                    .collect(),
+            )
+        })
     }
 }
