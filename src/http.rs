@@ -41,6 +41,19 @@ pub fn router(
             config.session_burst,
             config.sessions_per_sec,
         )),
+        shared_session_rate: (api.cluster().is_clustered() && config.session_burst > 0).then(
+            || {
+                Arc::new(crate::platform::ClusterSessionRate {
+                    cluster: api.cluster().clone(),
+                    rate: api::ratelimit::Rate::new(
+                        config.session_burst,
+                        std::time::Duration::from_secs_f64(
+                            f64::from(config.session_burst) / config.sessions_per_sec.max(0.001),
+                        ),
+                    ),
+                }) as Arc<dyn signaling::limit::SharedSessionRate>
+            },
+        ),
     });
     let hls_live = media.hls_live().cloned();
     let mut pages = Router::new()
@@ -70,7 +83,10 @@ pub fn router(
                 let hls = config.hls_base().map(Arc::<str>::from);
                 let audience = audience.clone();
                 let api = api.clone();
-                move |State(media): State<MediaHandle>| live(media, hls, audience, api.clone())
+                let cache = Arc::new(LiveCache::default());
+                move |State(media): State<MediaHandle>| {
+                    live(media, hls, audience, api.clone(), cache.clone())
+                }
             }),
         )
         .with_state(media);
@@ -418,13 +434,35 @@ struct LiveStream {
     node: Option<String>,
 }
 
+/// In a cluster, `/api/live` costs Redis a few ms of CPU at 1,000 streams (docs/benchmarks.md):
+/// the answer is kept this long (counts change every 5 s anyway).
+const CLUSTER_LIVE_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+
+#[derive(Default)]
+struct LiveCache {
+    last: std::sync::Mutex<Option<(std::time::Instant, Bytes)>>,
+}
+
 async fn live(
     media: MediaHandle,
     hls: Option<Arc<str>>,
     audience: Arc<HlsAudience>,
     api: api::Api,
+    cache: Arc<LiveCache>,
 ) -> Response {
     let now = std::time::Instant::now();
+    let clustered = api.cluster().is_clustered();
+    if clustered {
+        let fresh = cache
+            .last
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .filter(|(at, _)| now.duration_since(*at) < CLUSTER_LIVE_TTL);
+        if let Some((_, body)) = fresh {
+            return ([(header::CONTENT_TYPE, "application/json")], body).into_response();
+        }
+    }
     let Ok(streams) = media.streams().await else {
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
     };
@@ -451,10 +489,13 @@ async fn live(
             }
         })
         .collect();
-    if api.cluster().is_clustered() {
-        add_cluster_streams(&api, &mut out, entry).await;
+    if !clustered {
+        return Json(out).into_response();
     }
-    Json(out).into_response()
+    add_cluster_streams(&api, &mut out, entry).await;
+    let body = Bytes::from(serde_json::to_vec(&out).unwrap_or_default());
+    *cache.last.lock().unwrap_or_else(|e| e.into_inner()) = Some((now, body.clone()));
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 /// In a cluster: every node's live streams, with every node's viewers summed (this node's

@@ -66,6 +66,23 @@ async fn claim(api: &api::Api, stream: &str) -> Result<(), AuthError> {
     }
 }
 
+/// WHIP/WHEP session creation per address, counted on every node of the cluster (the same
+/// burst and refill as one node's, as a GCRA in Redis).
+pub struct ClusterSessionRate {
+    pub cluster: api::cluster::Cluster,
+    pub rate: api::ratelimit::Rate,
+}
+
+impl signaling::limit::SharedSessionRate for ClusterSessionRate {
+    fn take<'a>(&'a self, addr: std::net::IpAddr) -> signaling::limit::SharedTake<'a> {
+        Box::pin(async move {
+            api::cluster::limits::sessions(&self.cluster, addr, self.rate)
+                .await
+                .map(|r| r.map_err(|wait| wait.0))
+        })
+    }
+}
+
 /// RTMP: the key alone says which stream (config keys first, then the database).
 pub struct RtmpKeys {
     pub config_keys: std::collections::HashMap<String, String>,

@@ -19,6 +19,8 @@ use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
 const WAIT: Duration = Duration::from_secs(30);
+/// WHIP/WHEP sessions one address may start at once (then 2 a second), on all nodes together.
+const SESSION_BURST: u32 = 4;
 const JWT_SECRET: &str = "cluster-test-jwt-secret-0123456789abcdef";
 const CLUSTER_TOKEN: &str = "cluster-test-token-0123456789abcdef0123";
 
@@ -131,6 +133,7 @@ fn start_node(id: &str, data: &Path, surreal_port: u16, redis: &Path, hls: bool)
         .env("GLINT_NODE_ID", id)
         .env("GLINT_CLUSTER_TOKEN", CLUSTER_TOKEN)
         .env("GLINT_JWT_SECRET", JWT_SECRET)
+        .env("GLINT_SESSION_BURST", SESSION_BURST.to_string())
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
@@ -301,6 +304,20 @@ async fn three_nodes_share_one_platform_and_survive_their_faults() {
     assert_eq!(status, 201, "{stream}");
     let stream_id = stream["id"].as_str().unwrap().to_owned();
     let key = stream["stream_key"].as_str().unwrap().to_owned();
+
+    // WHEP session requests from one address count on every node together: the burst, then 429.
+    for i in 0..=SESSION_BURST as usize {
+        let node = [&a_url, &b_url, &c_url][i % 3];
+        let r = c
+            .post(format!("{node}/whep/alice"))
+            .header("content-type", "application/sdp")
+            .body("")
+            .send()
+            .await
+            .unwrap();
+        let want = if i < SESSION_BURST as usize { 400 } else { 429 };
+        assert_eq!(r.status(), want, "session request {i} (on {node})");
+    }
 
     // Bob registers on B and follows alice from C.
     let (status, bob) = post(
@@ -492,17 +509,21 @@ async fn three_nodes_share_one_platform_and_survive_their_faults() {
     })
     .await;
     // `/api/live` on C lists A's stream, where it is and its summed viewers.
-    let (_, live) = get_json(&c, format!("{c_url}/api/live"), None).await;
-    let entry = live
-        .as_array()
-        .and_then(|l| l.iter().find(|s| s["name"] == "alice"))
-        .unwrap_or_else(|| panic!("alice in C's /api/live: {live}"));
-    assert_eq!(entry["node"], "node-a", "{entry}");
-    assert_eq!(
-        (&entry["webrtc_viewers"], &entry["hls_viewers"]),
-        (&json!(1), &json!(2)),
-        "{entry}"
-    );
+    wait_until(
+        "C's /api/live: alice on node-a, 1 WebRTC + 2 HLS viewers",
+        || async {
+            let (_, live) = get_json(&c, format!("{c_url}/api/live"), None).await;
+            live.as_array().is_some_and(|l| {
+                l.iter().any(|s| {
+                    s["name"] == "alice"
+                        && s["node"] == "node-a"
+                        && s["webrtc_viewers"] == 1
+                        && s["hls_viewers"] == 2
+                })
+            })
+        },
+    )
+    .await;
 
     // Redis restarts: chat on C degrades to C's readers (and says so), then recovers.
     drop(redis);

@@ -14,7 +14,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let users: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(10_000);
     let streams: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(1_000);
     let follows: usize = args.get(4).and_then(|s| s.parse().ok()).unwrap_or(100_000);
-    let db = api::db::connect(url).await?;
+    // A SurrealDB server's root user, from GLINT_DATABASE_USER / GLINT_DATABASE_PASSWORD.
+    let credentials =
+        std::env::var("GLINT_DATABASE_USER")
+            .ok()
+            .map(|username| api::db::Credentials {
+                level: api::db::AuthLevel::Root,
+                username,
+                password: std::env::var("GLINT_DATABASE_PASSWORD").unwrap_or_default(),
+            });
+    let db = api::db::connect_with(&api::db::DbConfig {
+        url: url.to_owned(),
+        credentials,
+        ..api::db::DbConfig::default()
+    })
+    .await?;
     let gate = api::hash_gate::HashGate::default();
     let hash = api::auth::hash_password(&gate, "a good password".into()).await?;
     let started = std::time::Instant::now();

@@ -266,6 +266,8 @@ pub struct Health {
 
 /// A health probe that does not answer in this long counts as the database being down.
 pub const HEALTH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+/// Probes that must fail in a row before the database counts as down.
+pub const DOWN_AFTER: u32 = 2;
 /// How often the database is probed.
 pub const HEALTH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -290,13 +292,16 @@ pub fn watch_health(db: Db, health: std::sync::Arc<Health>) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(HEALTH_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut failures = 0u32;
         loop {
             tick.tick().await;
-            let up = matches!(
+            let answered = matches!(
                 tokio::time::timeout(HEALTH_TIMEOUT, db.health()).await,
                 Ok(Ok(()))
             );
-            health.set(up);
+            failures = if answered { 0 } else { failures + 1 };
+            // One slow answer (a busy server) is not an outage.
+            health.set(failures < DOWN_AFTER);
         }
     });
 }

@@ -53,6 +53,8 @@ pub struct SignalingState {
     pub ice_servers: Vec<String>,
     /// How fast one address may create sessions (429 beyond).
     pub session_rate: Arc<limit::SessionRate>,
+    /// The same rate counted cluster-wide, when in a cluster (this node's alone otherwise).
+    pub shared_session_rate: Option<Arc<dyn limit::SharedSessionRate>>,
 }
 
 /// Routes for `/whip/...` and `/whep/...`.

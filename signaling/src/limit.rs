@@ -16,6 +16,15 @@ pub const DEFAULT_SESSIONS_PER_SEC: f64 = 2.0;
 /// amortized O(log n) per request, not a scan each).
 const MAX_ADDRESSES: usize = 65_536;
 
+/// The session-creation rate counted with other servers (a cluster): `None` when it cannot be
+/// (no cluster, or its store is away) and [`SessionRate`] decides alone.
+pub type SharedTake<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Option<Result<(), Duration>>> + Send + 'a>>;
+
+pub trait SharedSessionRate: Send + Sync + 'static {
+    fn take<'a>(&'a self, addr: IpAddr) -> SharedTake<'a>;
+}
+
 /// Session-creation rate per client address.
 #[derive(Debug)]
 pub struct SessionRate {

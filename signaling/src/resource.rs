@@ -70,8 +70,12 @@ async fn create(
 ) -> Result<Response, SignalingError> {
     check_stream(&stream)?;
     content_type_is(&headers, SDP)?;
-    st.session_rate
-        .take(client, Instant::now())
+    let shared = match &st.shared_session_rate {
+        Some(rate) => rate.take(client).await,
+        None => None,
+    };
+    shared
+        .unwrap_or_else(|| st.session_rate.take(client, Instant::now()))
         .map_err(SignalingError::RateLimited)?;
     if role == Role::Publisher {
         st.authorizer

@@ -14,7 +14,7 @@ T=${CARGO_TARGET_DIR:?set CARGO_TARGET_DIR}
 SURREAL=${GLINT_SURREAL_SERVER:-$T/debug/surreal-server}
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
-ulimit -n 40000
+ulimit -n 20000
 "$SURREAL" start --bind 127.0.0.1:18000 --user root --pass root --log error memory >/dev/null 2>&1 &
 redis-server --port 0 --unixsocket "$work/redis.sock" --save '' --appendonly no --loglevel warning >/dev/null &
 for _ in $(seq 1 100); do curl -sf http://127.0.0.1:18000/health >/dev/null && [ -S "$work/redis.sock" ] && break; sleep 0.1; done

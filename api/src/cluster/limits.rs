@@ -214,6 +214,15 @@ pub(crate) async fn registration(
     )
 }
 
+/// One WHIP/WHEP session from `ip` at `rate`, counted cluster-wide.
+pub async fn sessions(c: &Cluster, ip: IpAddr, rate: Rate) -> Option<Result<(), RetryAfter>> {
+    Some(
+        gcra(c, format!("sessions:{}", address(ip)), rate, Mode::Check)
+            .await?
+            .map(|_| ()),
+    )
+}
+
 /// Why the cluster refused a chat message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ChatLimit {
