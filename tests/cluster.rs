@@ -197,6 +197,17 @@ async fn get_json(c: &Client, url: String, token: Option<&str>) -> (u16, Value) 
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
+/// What a node's `/healthz` says (`ok`, or `degraded: ...`).
+async fn health(c: &Client, base: &str) -> String {
+    c.get(format!("{base}/healthz"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 async fn chat(base: &str, channel: &str, token: Option<&str>) -> Ws {
     let ws = base.replace("http://", "ws://");
     let url = match token {
@@ -528,14 +539,7 @@ async fn three_nodes_share_one_platform_and_survive_their_faults() {
     // Redis restarts: chat on C degrades to C's readers (and says so), then recovers.
     drop(redis);
     wait_until("C reports degraded", || async {
-        c.get(format!("{c_url}/healthz"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-            .starts_with("degraded")
+        health(&c, &c_url).await.starts_with("degraded")
     })
     .await;
     next_event(&mut readers[2], |v| {
@@ -555,25 +559,11 @@ async fn three_nodes_share_one_platform_and_survive_their_faults() {
     assert_eq!(messages(&mut readers[2], 1).await, ["while redis is away"]);
     redis = start_redis(&socket);
     wait_until("C healthy again", || async {
-        c.get(format!("{c_url}/healthz"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-            == "ok"
+        health(&c, &c_url).await == "ok"
     })
     .await;
     wait_until("B healthy again", || async {
-        c.get(format!("{b_url}/healthz"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-            == "ok"
+        health(&c, &b_url).await == "ok"
     })
     .await;
     next_event(&mut readers[1], |v| {
@@ -581,14 +571,7 @@ async fn three_nodes_share_one_platform_and_survive_their_faults() {
     })
     .await;
     wait_until("A healthy again", || async {
-        c.get(format!("{a_url}/healthz"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-            == "ok"
+        health(&c, &a_url).await == "ok"
     })
     .await;
     // Events cross nodes again (slow mode off, from A; alice is the owner, never slowed).
@@ -646,16 +629,7 @@ async fn three_nodes_share_one_platform_and_survive_their_faults() {
         get_json(&c, me_url.clone(), Some(&alice_token)).await.0 == 200
     })
     .await;
-    assert_eq!(
-        c.get(format!("{b_url}/healthz"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-        "ok"
-    );
+    assert_eq!(health(&c, &b_url).await, "ok");
 
     // kill -9 of B: its HLS players leave the count within the lease.
     hls_players.abort();

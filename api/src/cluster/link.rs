@@ -110,6 +110,14 @@ impl Link {
         format!("{}{name}", self.prefix)
     }
 
+    /// `kind` + each name, under this deployment's prefix.
+    pub(crate) fn keys(&self, kind: &str, names: &[String]) -> Vec<String> {
+        names
+            .iter()
+            .map(|n| format!("{}{kind}{n}", self.prefix))
+            .collect()
+    }
+
     /// Run a command (or a script invocation) with the command timeout; records health.
     pub(crate) async fn run<T, F, Fut>(&self, f: F) -> Result<T, Error>
     where

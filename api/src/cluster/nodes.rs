@@ -285,10 +285,7 @@ impl Cluster {
         if streams.is_empty() {
             return Ok(0);
         }
-        let keys: Vec<String> = streams
-            .iter()
-            .map(|s| link.key(&format!("stream:{s}")))
-            .collect();
+        let keys = link.keys("stream:", streams);
         let me = self.node_id().to_owned();
         link.run(|mut c| async move {
             let mut inv = RENEW_SCRIPT.prepare_invoke();
@@ -308,10 +305,7 @@ impl Cluster {
         if streams.is_empty() {
             return Ok(Vec::new());
         }
-        let keys: Vec<String> = streams
-            .iter()
-            .map(|s| link.key(&format!("stream:{s}")))
-            .collect();
+        let keys = link.keys("stream:", streams);
         link.run(|mut c| async move {
             redis::cmd("MGET")
                 .arg(keys)
@@ -359,10 +353,7 @@ impl Cluster {
         if streams.is_empty() {
             return Ok(Some(Vec::new()));
         }
-        let keys: Vec<String> = streams
-            .iter()
-            .map(|s| link.key(&format!("viewers:{s}")))
-            .collect();
+        let keys = link.keys("viewers:", streams);
         link.run(|mut c| async move {
             let mut inv = TOTALS_SCRIPT.prepare_invoke();
             for k in keys {
